@@ -1,0 +1,281 @@
+"""``omnirec``: the user's entry point (demo, stack, flow, api, replay, simulate, evaluate)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from omnirec.settings import Settings
+
+app = typer.Typer(help="omnirec: real-time omnichannel recommender", no_args_is_help=True,
+                  add_completion=False)
+stack_app = typer.Typer(help="Local stack without Docker (tansu broker + Redis)",
+                        no_args_is_help=True)
+app.add_typer(stack_app, name="stack")
+
+DEMO_KEY = "demo-key"
+DEMO_PREFIX = "omnirec-demo"
+
+
+def err(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------- stack
+@stack_app.command("up")
+def stack_up_cmd() -> None:
+    """Start what is missing; print `export` lines (use: eval "$(omnirec stack up)")."""
+    from omnirec.stack import stack_up
+
+    state = stack_up(Settings())
+    sys.stdout.write(state.exports())
+    sys.stdout.flush()
+
+
+@stack_app.command("down")
+def stack_down_cmd() -> None:
+    """Stop only what `omnirec stack up` started."""
+    from omnirec.stack import stack_down
+
+    stack_down()
+
+
+# ---------------------------------------------------------------- flow / api
+@app.command()
+def flow(
+    workers: Optional[int] = typer.Option(None, "--workers", "-w", help="worker threads per process"),
+    process_id: Optional[int] = typer.Option(None, "--process-id", "-i"),
+    addresses: Optional[str] = typer.Option(None, "--addresses", "-a",
+                                            help='"host:port;host:port" of every process'),
+    recovery_dir: Optional[str] = typer.Option(None, "--recovery-dir", "-r"),
+) -> None:
+    """Run the dataflow (python -m bytewax.run with recovery)."""
+    from omnirec.stack import flow_argv
+
+    if (process_id is None) != (addresses is None):
+        raise typer.BadParameter("--process-id and --addresses go together")
+    settings = Settings()
+    argv = flow_argv(settings, workers, process_id, addresses, recovery_dir)
+    err("exec " + " ".join(argv))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(argv[0], argv)
+
+
+@app.command()
+def api(host: str = typer.Option("127.0.0.1", "--host"),
+        port: int = typer.Option(8000, "--port")) -> None:
+    """Serve the HTTP API (uvicorn, uvloop, httptools)."""
+    import uvicorn
+
+    uvicorn.run("api.main:app", host=host, port=port, loop="uvloop", http="httptools",
+                access_log=False, log_level="info")
+
+
+# ---------------------------------------------------------------- data in
+@app.command()
+def replay(
+    file: Path = typer.Argument(..., exists=True, dir_okay=False, help="JSONL of envelopes"),
+    rate: Optional[float] = typer.Option(None, "--rate", help="events per second"),
+    max_speed: bool = typer.Option(False, "--max", help="as fast as possible (default)"),
+    catalog: Optional[Path] = typer.Option(None, "--catalog", exists=True, dir_okay=False),
+) -> None:
+    """Produce a JSONL file to the topics of its channels (products to the catalog)."""
+    from omnirec.replay import replay as do_replay
+
+    if rate is not None and max_speed:
+        raise typer.BadParameter("--rate and --max are exclusive")
+    counts = do_replay(file, Settings(), rate=rate, max_speed=max_speed, catalog=catalog)
+    err(json.dumps(counts))
+
+
+@app.command()
+def simulate(
+    customers: int = typer.Option(200, "--customers"),
+    rate: float = typer.Option(50.0, "--rate", help="events per second"),
+    duration: Optional[float] = typer.Option(None, "--duration", help="seconds (default: forever)"),
+    seed: int = typer.Option(42, "--seed"),
+) -> None:
+    """Feed live simulated traffic to Kafka."""
+    from omnirec.simulate import main
+
+    main(customers=customers, rate=rate, duration=duration, seed=seed)
+
+
+@app.command()
+def evaluate(
+    file: Path = typer.Argument(..., exists=True, dir_okay=False),
+    catalog: Optional[Path] = typer.Option(None, "--catalog", exists=True, dir_okay=False),
+    k: int = typer.Option(10, "--k"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Prequential quality evaluation of a JSONL file."""
+    from omnirec.evaluate import main
+
+    main(file, catalog=catalog, k=k, as_json=as_json)
+
+
+# ---------------------------------------------------------------- demo
+def _demo_catalog() -> Path:
+    return Path(__file__).parent / "data" / "demo_catalog.jsonl"
+
+
+def _http_get(url: str, key: str, timeout: float = 2.0) -> tuple[int, bytes]:
+    import urllib.error
+    import urllib.request
+
+    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {key}"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+    except OSError:
+        return 0, b""
+
+
+def _find_customer(settings: Settings) -> Optional[str]:
+    """A customer with a materialised profile under the demo prefix (scan Redis)."""
+    import redis
+
+    r = redis.Redis.from_url(settings.redis_url)
+    try:
+        for key in r.scan_iter(match=f"{settings.key_prefix}:*profile*", count=500):
+            k = key.decode()
+            if "{" in k and "}" in k:
+                return k[k.index("{") + 1:k.index("}")]
+    finally:
+        r.close()
+    return None
+
+
+def _trousers_sku(path: Path) -> Optional[str]:
+    import orjson
+
+    first = None
+    try:
+        with open(path, "rb") as f:
+            for line in f:
+                try:
+                    p = orjson.loads(line)
+                except orjson.JSONDecodeError:
+                    continue
+                first = first or p.get("sku")
+                if "trousers" in str(p.get("category", "")):
+                    return p.get("sku")
+    except OSError:
+        return None
+    return first
+
+
+@app.command()
+def demo(
+    customers: int = typer.Option(200, "--customers"),
+    rate: float = typer.Option(50.0, "--rate"),
+    port: Optional[int] = typer.Option(None, "--port", help="API port (default: a free one)"),
+) -> None:
+    """Local stack + flow + API + live simulated traffic; Ctrl-C stops everything it started."""
+    from omnirec.replay import produce_catalog
+    from omnirec.stack import LocalStack, free_port, settings_env, spawn, start_flow, stop_pid
+
+    base = Settings()
+    base = base.model_copy(update={
+        "key_prefix": DEMO_PREFIX,
+        "api_keys": {DEMO_KEY: ["recommend", "profile", "admin"]},
+    })
+    children: list[subprocess.Popen] = []
+    stack = LocalStack(base, always_start_broker=False)
+    stopping = False
+
+    def shutdown(*_a) -> None:
+        nonlocal stopping
+        if stopping:
+            return
+        stopping = True
+        err("\nstopping the demo …")
+        for p in reversed(children):
+            stop_pid(p.pid, timeout=10, sig=signal.SIGINT)
+        stack.stop()
+        err("demo stopped")
+
+    def on_signal(signum, _frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        stack.start()
+        settings = stack.settings
+        rdir = Path(tempfile.mkdtemp(prefix="omnirec-demo-recovery-"))
+        settings = settings.model_copy(update={"recovery_dir": str(rdir)})
+        catalog = _demo_catalog()
+        if catalog.exists():
+            n = produce_catalog(catalog, settings)
+            err(f"catalog: {n} products → {settings.topic_catalog}")
+        else:
+            err(f"warning: {catalog} missing; no catalog loaded")
+        env = settings_env(settings)
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        children.append(start_flow(settings, log_name="demo-flow.log"))
+        err(f"flow started (pid {children[-1].pid}); log .omnirec/logs/demo-flow.log")
+        api_port = port or free_port()
+        omnirec_bin = [sys.executable, "-m", "omnirec.cli"]
+        children.append(spawn(omnirec_bin + ["api", "--host", "127.0.0.1", "--port", str(api_port)],
+                              "demo-api.log", env=env))
+        err(f"api started (pid {children[-1].pid}) on port {api_port}; log .omnirec/logs/demo-api.log")
+        children.append(spawn(omnirec_bin + ["simulate", "--customers", str(customers),
+                                             "--rate", str(rate)], "demo-simulate.log", env=env))
+        err(f"simulator started (pid {children[-1].pid}); log .omnirec/logs/demo-simulate.log")
+
+        base_url = f"http://127.0.0.1:{api_port}"
+        customer = None
+        deadline = time.monotonic() + 180
+        ready = False
+        while time.monotonic() < deadline:
+            for p in children:
+                if p.poll() is not None:
+                    raise RuntimeError(f"child {p.args} exited with {p.returncode}; see .omnirec/logs")
+            if not ready:
+                ready = _http_get(base_url + "/readyz", DEMO_KEY)[0] == 200
+            if ready:
+                customer = _find_customer(settings)
+                if customer:
+                    break
+            time.sleep(0.5)
+        if not customer:
+            raise RuntimeError("API not ready or no profile after 180 s; see .omnirec/logs")
+        sku = _trousers_sku(catalog) or "TR-001"
+        auth = f'-H "Authorization: Bearer {DEMO_KEY}"'
+        print(f"\nomnirec demo is live: API at {base_url}  (key {DEMO_KEY})\n", flush=True)
+        print(f"curl -s {auth} {base_url}/v1/customers/{customer}/profile")
+        print(f"curl -s {auth} '{base_url}/v1/customers/{customer}/recommendations?context=home'")
+        body = json.dumps({"customer_id": customer, "basket": [{"sku": sku, "qty": 1}]})
+        print(f"curl -s {auth} -H 'Content-Type: application/json' -X POST "
+              f"{base_url}/v1/cross-sell -d '{body}'")
+        print("\nCtrl-C stops the demo.", flush=True)
+        while True:
+            for p in children:
+                if p.poll() is not None:
+                    raise RuntimeError(f"child {p.args} exited with {p.returncode}; see .omnirec/logs")
+            time.sleep(1)
+    except KeyboardInterrupt:
+        pass
+    except Exception as e:  # noqa: BLE001 - report, then clean up
+        err(f"demo failed: {e}")
+        shutdown()
+        raise typer.Exit(1)
+    finally:
+        shutdown()
+
+
+if __name__ == "__main__":
+    app()
