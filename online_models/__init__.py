@@ -1,0 +1,1 @@
+"""The pure domain of omnirec: no Kafka, Redis or HTTP imports live here."""

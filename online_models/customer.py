@@ -1,0 +1,274 @@
+"""Per-customer state on event time: identity, RFM and net value, affinities, basket.
+
+The flow keeps one `CustomerState` per customer (and one per anonymous / loyalty
+alias until it is stitched). Every list is bounded so the per-key snapshot bytewax
+copies at each epoch stays small, however long a customer lives.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from online_models import decay
+from online_models.events import Event, Item, Product
+
+MAX_CATEGORIES = 24
+MAX_BRANDS = 12
+MAX_BOUGHT = 64
+MAX_RECENT_VIEWS = 20
+MAX_BASKET = 40
+MAX_STORES = 8
+MAX_SEEN_IDS = 64
+MAX_ALIASES = 8
+
+# How much each kind of interest counts towards affinities: a purchase says more than a look.
+INTEREST = {"product_view": 0.1, "add_to_cart": 0.3, "purchase": 1.0}
+CART_PAIR_WEIGHT = 0.3
+
+
+@dataclass(frozen=True, slots=True)
+class BasketSignal:
+    """Items seen together (one order, or one open cart), for co-occurrence and popularity."""
+
+    skus: tuple[str, ...]
+    weight: float
+    ts_ms: int
+    store_id: str | None
+    new_sku: str | None = None  # for a cart add: only pairs with the added item are new
+
+
+@dataclass(slots=True)
+class CustomerState:
+    customer_id: str
+    aliases: list[str] = field(default_factory=list)
+    merged_into: str | None = None
+    first_ts: int | None = None
+    last_ts: int | None = None
+    last_purchase_ts: int | None = None
+    orders: int = 0
+    units: float = 0.0
+    gross: float = 0.0
+    returned: float = 0.0
+    returned_units: float = 0.0
+    channel_orders: dict[str, int] = field(default_factory=dict)
+    channel_events: dict[str, int] = field(default_factory=dict)
+    categories: dict[str, float] = field(default_factory=dict)  # category → log-weight
+    brands: dict[str, float] = field(default_factory=dict)
+    bought: dict[str, list[float]] = field(default_factory=dict)  # sku → [log-weight, last ts]
+    recent_views: list[str] = field(default_factory=list)
+    basket: dict[str, float] = field(default_factory=dict)  # sku → qty
+    store_visits: int = 0
+    stores: dict[str, int] = field(default_factory=dict)
+    last_store: str | None = None
+    survey_score: float | None = None
+    seen_ids: list[str] = field(default_factory=list)
+
+    # --- the one entry point the flow calls -------------------------------------------
+
+    def apply(
+        self, event: Event, catalog: Mapping[str, Product], decay_: decay.Decay
+    ) -> list[BasketSignal]:
+        """Fold one event in; returns the basket signals the item statistics need.
+
+        A duplicate (an `event_id` seen recently for this customer) changes nothing.
+        """
+        if self.is_duplicate(event.event_id):
+            return []
+        self._remember(event.event_id)
+        self._touch(event)
+        handler = _HANDLERS.get(event.type)
+        return handler(self, event, catalog, decay_) if handler else []
+
+    def is_duplicate(self, event_id: str) -> bool:
+        return event_id in self.seen_ids
+
+    def merge(self, other: CustomerState) -> None:
+        """Fold a stitched anonymous / loyalty-card state into this customer's state."""
+        if other.customer_id not in self.aliases:
+            self.aliases = (self.aliases + [other.customer_id])[-MAX_ALIASES:]
+        self.first_ts = _min(self.first_ts, other.first_ts)
+        self.last_ts = _max(self.last_ts, other.last_ts)
+        self.last_purchase_ts = _max(self.last_purchase_ts, other.last_purchase_ts)
+        self.orders += other.orders
+        self.units += other.units
+        self.gross += other.gross
+        self.returned += other.returned
+        self.returned_units += other.returned_units
+        _sum_counts(self.channel_orders, other.channel_orders)
+        _sum_counts(self.channel_events, other.channel_events)
+        _sum_counts(self.stores, other.stores)
+        self.store_visits += other.store_visits
+        for key, value in other.categories.items():
+            decay.add(self.categories, key, value)
+        for key, value in other.brands.items():
+            decay.add(self.brands, key, value)
+        for sku, (log_w, ts) in other.bought.items():
+            self._add_bought(sku, log_w, int(ts))
+        self.recent_views = (self.recent_views + other.recent_views)[-MAX_RECENT_VIEWS:]
+        for sku, qty in other.basket.items():
+            self.basket[sku] = self.basket.get(sku, 0) + qty
+        self.seen_ids = (self.seen_ids + other.seen_ids)[-MAX_SEEN_IDS:]
+        self._bound()
+
+    # --- derived figures ----------------------------------------------------------------
+
+    @property
+    def net_value(self) -> float:
+        return self.gross - self.returned
+
+    @property
+    def return_rate(self) -> float:
+        return self.returned / self.gross if self.gross > 0 else 0.0
+
+    def category_shares(self) -> dict[str, float]:
+        return decay.shares(self.categories)
+
+    def bought_recently(self, sku: str) -> bool:
+        return sku in self.bought
+
+    # --- event handlers -------------------------------------------------------------------
+
+    def _on_view(self, event: Event, catalog, decay_) -> list[BasketSignal]:
+        if event.sku:
+            if event.sku in self.recent_views:
+                self.recent_views.remove(event.sku)
+            self.recent_views = (self.recent_views + [event.sku])[-MAX_RECENT_VIEWS:]
+            self._interest(event.sku, None, INTEREST["product_view"], event.ts_ms, catalog, decay_)
+        return []
+
+    def _on_add_to_cart(self, event: Event, catalog, decay_) -> list[BasketSignal]:
+        signals = []
+        for item in event.items:
+            already = tuple(sku for sku in self.basket if sku != item.sku)
+            self.basket[item.sku] = self.basket.get(item.sku, 0) + item.qty
+            self._interest(item.sku, item, INTEREST["add_to_cart"], event.ts_ms, catalog, decay_)
+            signals.append(BasketSignal(
+                (item.sku, *already), CART_PAIR_WEIGHT, event.ts_ms, event.store_id, item.sku,
+            ))
+        self._bound()
+        return signals
+
+    def _on_remove_from_cart(self, event: Event, catalog, decay_) -> list[BasketSignal]:
+        for item in event.items:
+            left = self.basket.get(item.sku, 0) - item.qty
+            if left > 0:
+                self.basket[item.sku] = left
+            else:
+                self.basket.pop(item.sku, None)
+        return []
+
+    def _on_purchase(self, event: Event, catalog, decay_) -> list[BasketSignal]:
+        self.orders += 1
+        self.last_purchase_ts = _max(self.last_purchase_ts, event.ts_ms)
+        self.channel_orders[event.channel] = self.channel_orders.get(event.channel, 0) + 1
+        for item in event.items:
+            self.units += item.qty
+            self.gross += item.value
+            self.basket.pop(item.sku, None)
+            self._interest(item.sku, item, INTEREST["purchase"], event.ts_ms, catalog, decay_)
+            self._add_bought(sku=item.sku, log_w=decay_.log_weight(1.0, event.ts_ms), ts=event.ts_ms)
+        if event.store_id:
+            self._visit(event.store_id)
+        self._bound()
+        skus = tuple(dict.fromkeys(item.sku for item in event.items))
+        return [BasketSignal(skus, 1.0, event.ts_ms, event.store_id)]
+
+    def _on_return(self, event: Event, catalog, decay_) -> list[BasketSignal]:
+        for item in event.items:
+            self.returned += item.value
+            self.returned_units += item.qty
+        return []
+
+    def _on_store_visit(self, event: Event, catalog, decay_) -> list[BasketSignal]:
+        if event.store_id:
+            self.store_visits += 1
+            self._visit(event.store_id)
+        return []
+
+    def _on_survey(self, event: Event, catalog, decay_) -> list[BasketSignal]:
+        self.survey_score = event.score
+        return []
+
+    # --- helpers --------------------------------------------------------------------------
+
+    def _remember(self, event_id: str) -> None:
+        self.seen_ids.append(event_id)
+        if len(self.seen_ids) > MAX_SEEN_IDS:
+            del self.seen_ids[0]
+
+    def _touch(self, event: Event) -> None:
+        self.first_ts = _min(self.first_ts, event.ts_ms)
+        self.last_ts = _max(self.last_ts, event.ts_ms)
+        self.channel_events[event.channel] = self.channel_events.get(event.channel, 0) + 1
+
+    def _visit(self, store_id: str) -> None:
+        self.stores[store_id] = self.stores.get(store_id, 0) + 1
+        self.last_store = store_id
+
+    def _interest(
+        self, sku: str, item: Item | None, weight: float, ts_ms: int,
+        catalog: Mapping[str, Product], decay_: decay.Decay,
+    ) -> None:
+        product = catalog.get(sku)
+        category = (item.category if item else None) or (product.category if product else None)
+        brand = (item.brand if item else None) or (product.brand if product else None)
+        log_w = decay_.log_weight(weight, ts_ms)
+        if category:
+            decay.add(self.categories, category, log_w)
+        if brand:
+            decay.add(self.brands, brand, log_w)
+
+    def _add_bought(self, sku: str, log_w: float, ts: int) -> None:
+        previous = self.bought.get(sku)
+        if previous is None:
+            self.bought[sku] = [log_w, ts]
+        else:
+            self.bought[sku] = [decay.log_add(previous[0], log_w), max(previous[1], ts)]
+
+    def _bound(self) -> None:
+        decay.prune(self.categories, MAX_CATEGORIES)
+        decay.prune(self.brands, MAX_BRANDS)
+        if len(self.bought) > MAX_BOUGHT:
+            keep = sorted(self.bought, key=lambda sku: self.bought[sku][0])[-MAX_BOUGHT:]
+            self.bought = {sku: self.bought[sku] for sku in keep}
+        if len(self.basket) > MAX_BASKET:
+            self.basket = dict(list(self.basket.items())[-MAX_BASKET:])
+        if len(self.stores) > MAX_STORES:
+            keep = sorted(self.stores, key=self.stores.__getitem__)[-MAX_STORES:]
+            self.stores = {store: self.stores[store] for store in keep}
+
+    # --- codec support (the byte format lives in online_models.keys) -----------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> CustomerState:
+        known = {name: data[name] for name in cls.__dataclass_fields__ if name in data}
+        return cls(**known)
+
+
+_HANDLERS = {
+    "product_view": CustomerState._on_view,
+    "add_to_cart": CustomerState._on_add_to_cart,
+    "remove_from_cart": CustomerState._on_remove_from_cart,
+    "purchase": CustomerState._on_purchase,
+    "return": CustomerState._on_return,
+    "store_visit": CustomerState._on_store_visit,
+    "survey": CustomerState._on_survey,
+}
+
+
+def _min(a: int | None, b: int | None) -> int | None:
+    return b if a is None else a if b is None else min(a, b)
+
+
+def _max(a: int | None, b: int | None) -> int | None:
+    return b if a is None else a if b is None else max(a, b)
+
+
+def _sum_counts(into: dict[str, int], other: Mapping[str, int]) -> None:
+    for key, value in other.items():
+        into[key] = into.get(key, 0) + value

@@ -1,0 +1,311 @@
+"""The event contract: one Kafka message value (bytes) → a typed event, product, or rejection.
+
+Bad input is data, not an exception: `parse_event` never raises, it returns a
+`Rejected` whose reason says what was expected, where, and what arrived, so the
+flow can dead-letter the original bytes and keep going.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import orjson
+
+EVENT_TYPES = frozenset({
+    "page_view", "product_view", "search", "add_to_cart", "remove_from_cart",
+    "purchase", "return", "store_visit", "identify", "survey",
+})
+ITEM_EVENTS = frozenset({"add_to_cart", "remove_from_cart", "purchase", "return"})
+CHANNELS = frozenset({"web", "app", "store"})
+DAY_MS = 86_400_000
+# Nothing a retailer sends predates this; an epoch-seconds value mistaken for ms lands here.
+EARLIEST_TS_MS = 946_684_800_000  # 2000-01-01T00:00:00Z
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    sku: str
+    qty: float
+    price: float
+    category: str | None = None
+    brand: str | None = None
+
+    @property
+    def value(self) -> float:
+        return self.qty * self.price
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    event_id: str
+    type: str
+    ts_ms: int
+    channel: str
+    customer_id: str | None = None
+    anonymous_id: str | None = None
+    loyalty_id: str | None = None
+    store_id: str | None = None
+    session_id: str | None = None
+    order_id: str | None = None
+    items: tuple[Item, ...] = ()
+    sku: str | None = None
+    query: str | None = None
+    score: float | None = None
+
+    @property
+    def alias_id(self) -> str | None:
+        """The pre-login identity an event carries: a web anonymous id or a loyalty card number."""
+        if self.anonymous_id:
+            return self.anonymous_id
+        return f"loyalty:{self.loyalty_id}" if self.loyalty_id else None
+
+
+@dataclass(frozen=True, slots=True)
+class Product:
+    sku: str
+    name: str
+    category: str
+    brand: str = ""
+    price: float = 0.0
+    margin: float = 0.0
+    in_stock: bool = True
+    attributes: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "sku": self.sku, "name": self.name, "category": self.category, "brand": self.brand,
+            "price": self.price, "margin": self.margin, "in_stock": self.in_stock,
+            "attributes": self.attributes,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ParseLimits:
+    """Bounds on what counts as a sane message; `stream_ts_ms` is the stream's own clock."""
+
+    max_bytes: int = 65_536
+    max_lateness_ms: int = 30 * DAY_MS
+    max_future_ms: int = DAY_MS
+
+
+class _Invalid(Exception):
+    pass
+
+
+def parse_event(
+    raw: bytes | None, *, stream_ts_ms: int | None = None, limits: ParseLimits = ParseLimits()
+) -> Event | Rejected:
+    """Parse one envelope. `stream_ts_ms` is the newest event time seen so far, if any."""
+    try:
+        obj = _load_object(raw, limits)
+        event = _build_event(obj)
+        _check_time(event.ts_ms, stream_ts_ms, limits)
+        return event
+    except _Invalid as exc:
+        return Rejected(str(exc))
+
+
+def parse_product(raw: bytes | None, *, limits: ParseLimits = ParseLimits()) -> Product | Rejected:
+    try:
+        obj = _load_object(raw, limits)
+        return product_from_dict(obj)
+    except _Invalid as exc:
+        return Rejected(str(exc))
+
+
+def product_from_dict(obj: dict[str, Any]) -> Product:
+    """Raises `_Invalid` on a bad product; use `parse_product` for untrusted bytes."""
+    attributes = obj.get("attributes") or {}
+    if not isinstance(attributes, dict):
+        raise _Invalid(f"field 'attributes' must be an object; got {_show(attributes)}")
+    return Product(
+        sku=_req_str(obj, "sku"),
+        name=_opt_str(obj, "name") or _req_str(obj, "sku"),
+        category=_req_str(obj, "category").strip("/").lower(),
+        brand=_opt_str(obj, "brand") or "",
+        price=_non_negative(obj, "price", default=0.0),
+        margin=_number(obj, "margin", default=0.0),
+        in_stock=_bool(obj, "in_stock", default=True),
+        attributes=attributes,
+    )
+
+
+def parse_ts(value: Any) -> int:
+    """ISO-8601 with a zone, or epoch milliseconds → epoch milliseconds."""
+    if isinstance(value, bool):
+        raise _Invalid(f"field 'ts' must be ISO-8601 or epoch milliseconds; got {value!r}")
+    if isinstance(value, (int, float)):
+        return int(value)
+    if isinstance(value, str):
+        text = value.strip()
+        if text.isdigit():
+            return int(text)
+        try:
+            moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            raise _Invalid(f"field 'ts' is not ISO-8601; got {_show(value)}") from None
+        if moment.tzinfo is None:
+            raise _Invalid(f"field 'ts' needs a time zone (e.g. 'Z'); got {_show(value)}")
+        return int(moment.timestamp() * 1000)
+    raise _Invalid(f"field 'ts' must be ISO-8601 or epoch milliseconds; got {_show(value)}")
+
+
+def format_ts(ts_ms: int) -> str:
+    moment = datetime.fromtimestamp(ts_ms / 1000, tz=timezone.utc)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+# --- internals -------------------------------------------------------------------------
+
+
+def _load_object(raw: bytes | None, limits: ParseLimits) -> dict[str, Any]:
+    if raw is None:
+        raise _Invalid("empty message: no value")
+    if len(raw) > limits.max_bytes:
+        raise _Invalid(f"message of {len(raw)} bytes exceeds the limit of {limits.max_bytes}")
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise _Invalid(f"not valid JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise _Invalid(f"envelope must be a JSON object; got {type(obj).__name__}")
+    return obj
+
+
+def _build_event(obj: dict[str, Any]) -> Event:
+    kind = _req_str(obj, "type")
+    if kind not in EVENT_TYPES:
+        raise _Invalid(f"unknown event type {kind!r}; expected one of {sorted(EVENT_TYPES)}")
+    if "ts" not in obj or obj["ts"] is None:
+        raise _Invalid("missing field 'ts'")
+    channel = _req_str(obj, "channel")
+    if channel not in CHANNELS:
+        raise _Invalid(f"field 'channel' must be one of {sorted(CHANNELS)}; got {channel!r}")
+    event = Event(
+        event_id=_req_str(obj, "event_id"),
+        type=kind,
+        ts_ms=parse_ts(obj["ts"]),
+        channel=channel,
+        customer_id=_opt_str(obj, "customer_id"),
+        anonymous_id=_opt_str(obj, "anonymous_id"),
+        loyalty_id=_opt_str(obj, "loyalty_id"),
+        store_id=_opt_str(obj, "store_id"),
+        session_id=_opt_str(obj, "session_id"),
+        order_id=_opt_str(obj, "order_id"),
+        items=_items(obj) if kind in ITEM_EVENTS else (),
+        sku=_opt_str(obj, "sku"),
+        query=_opt_str(obj, "query"),
+        score=_number(obj, "score", default=None),
+    )
+    _check_type_rules(event)
+    return event
+
+
+def _check_type_rules(event: Event) -> None:
+    if not (event.customer_id or event.anonymous_id or event.loyalty_id):
+        raise _Invalid("event needs one of 'customer_id', 'anonymous_id' or 'loyalty_id'")
+    if event.type == "identify" and not (event.customer_id and event.alias_id):
+        raise _Invalid("identify needs 'customer_id' and 'anonymous_id' or 'loyalty_id'")
+    if event.type == "product_view" and not event.sku:
+        raise _Invalid("product_view needs field 'sku'")
+    if event.type == "survey" and (event.score is None or not 0 <= event.score <= 10):
+        raise _Invalid(f"survey needs field 'score' between 0 and 10; got {event.score!r}")
+
+
+def _items(obj: dict[str, Any]) -> tuple[Item, ...]:
+    raw_items = obj.get("items")
+    if not isinstance(raw_items, list) or not raw_items:
+        raise _Invalid(f"field 'items' must be a non-empty list; got {_show(raw_items)}")
+    return tuple(_item(raw, index) for index, raw in enumerate(raw_items))
+
+
+def _item(raw: Any, index: int) -> Item:
+    where = f"items[{index}]"
+    if not isinstance(raw, dict):
+        raise _Invalid(f"{where} must be an object; got {_show(raw)}")
+    qty = _number(raw, "qty", default=1, where=where)
+    if qty <= 0:
+        raise _Invalid(f"field '{where}.qty' must be > 0; got {qty:g}")
+    category = _opt_str(raw, "category", where=where)
+    return Item(
+        sku=_req_str(raw, "sku", where=where),
+        qty=qty,
+        price=_non_negative(raw, "price", default=0.0, where=where),
+        category=category.strip("/").lower() if category else None,
+        brand=_opt_str(raw, "brand", where=where),
+    )
+
+
+def _check_time(ts_ms: int, stream_ts_ms: int | None, limits: ParseLimits) -> None:
+    if ts_ms < EARLIEST_TS_MS:
+        raise _Invalid(f"timestamp {ts_ms} is before 2000-01-01; epoch seconds sent as ms?")
+    if stream_ts_ms is None:
+        return
+    if ts_ms > stream_ts_ms + limits.max_future_ms:
+        ahead_h = (ts_ms - stream_ts_ms) / 3_600_000
+        raise _Invalid(f"timestamp {format_ts(ts_ms)} is {ahead_h:.1f} h ahead of the stream")
+    if ts_ms < stream_ts_ms - limits.max_lateness_ms:
+        late_d = (stream_ts_ms - ts_ms) / DAY_MS
+        raise _Invalid(f"timestamp {format_ts(ts_ms)} is {late_d:.1f} days behind the stream")
+
+
+def _field(where: str | None, name: str) -> str:
+    return f"{where}.{name}" if where else name
+
+
+def _req_str(obj: dict[str, Any], name: str, *, where: str | None = None) -> str:
+    value = obj.get(name)
+    if value is None:
+        raise _Invalid(f"missing field '{_field(where, name)}'")
+    if not isinstance(value, str) or not value.strip():
+        raise _Invalid(f"field '{_field(where, name)}' must be a non-empty string; got {_show(value)}")
+    return value
+
+
+def _opt_str(obj: dict[str, Any], name: str, *, where: str | None = None) -> str | None:
+    value = obj.get(name)
+    if value is None or value == "":
+        return None
+    if isinstance(value, (int,)) and not isinstance(value, bool):
+        return str(value)  # numeric ids from tills are common; keep them as text
+    if not isinstance(value, str):
+        raise _Invalid(f"field '{_field(where, name)}' must be a string; got {_show(value)}")
+    return value
+
+
+def _number(obj: dict[str, Any], name: str, *, default: Any, where: str | None = None) -> Any:
+    value = obj.get(name)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _Invalid(f"field '{_field(where, name)}' must be a number; got {_show(value)}")
+    if not math.isfinite(value):
+        raise _Invalid(f"field '{_field(where, name)}' must be finite; got {value}")
+    return value
+
+
+def _non_negative(obj: dict[str, Any], name: str, *, default: float, where: str | None = None) -> float:
+    value = _number(obj, name, default=default, where=where)
+    if value < 0:
+        raise _Invalid(f"field '{_field(where, name)}' must be >= 0; got {value:g}")
+    return float(value)
+
+
+def _bool(obj: dict[str, Any], name: str, *, default: bool) -> bool:
+    value = obj.get(name, default)
+    if not isinstance(value, bool):
+        raise _Invalid(f"field '{name}' must be true or false; got {_show(value)}")
+    return value
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

@@ -1,0 +1,111 @@
+"""The Redis key scheme and byte codec, shared by the writer (flow) and the reader (API).
+
+Every key sits under a configurable prefix and carries a hash tag per entity
+(`rec:{c:c-42}:profile`), so the layout works on Redis Cluster unchanged. Blobs carry
+the schema version; a reader refuses a version it does not know instead of guessing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from online_models.customer import CustomerState
+from online_models.events import Product, product_from_dict
+from online_models.items import ItemNeighbors, Neighbor
+
+SCHEMA_VERSION = 1
+NEIGHBORS_STORED = 30
+
+
+class SchemaMismatch(ValueError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class KeyScheme:
+    prefix: str = "rec"
+
+    def customer(self, customer_id: str) -> str:
+        return f"{self.prefix}:{{c:{customer_id}}}:profile"
+
+    def alias(self, alias_id: str) -> str:
+        """Anonymous / loyalty alias: its own profile until stitched, then a link."""
+        return f"{self.prefix}:{{a:{alias_id}}}:profile"
+
+    def neighbors(self, sku: str) -> str:
+        return f"{self.prefix}:{{i:{sku}}}:neighbors"
+
+    def catalog(self) -> str:
+        return f"{self.prefix}:{{catalog}}:products"
+
+    def popularity(self) -> str:
+        return f"{self.prefix}:{{pop}}:global"
+
+    def store_popularity_index(self) -> str:
+        """Set of store ids that have a popularity list, so readers can find them."""
+        return f"{self.prefix}:{{pop}}:stores"
+
+    def store_popularity(self, store_id: str) -> str:
+        return f"{self.prefix}:{{pop:{store_id}}}:store"
+
+    def pattern(self) -> str:
+        return f"{self.prefix}:*"
+
+
+# --- codec -------------------------------------------------------------------------------
+
+
+def encode_customer(state: CustomerState) -> bytes:
+    return orjson.dumps({"v": SCHEMA_VERSION, "kind": "customer", "state": state.to_dict()})
+
+
+def encode_link(alias_id: str, customer_id: str) -> bytes:
+    return orjson.dumps({"v": SCHEMA_VERSION, "kind": "link", "alias": alias_id, "customer_id": customer_id})
+
+
+def decode_profile(raw: bytes) -> CustomerState | str:
+    """A stored profile → the customer state, or the customer id an alias now links to."""
+    blob = _load(raw)
+    if blob.get("kind") == "link":
+        return blob["customer_id"]
+    return CustomerState.from_dict(blob["state"])
+
+
+def encode_neighbors(state: ItemNeighbors) -> bytes:
+    top = state.top(NEIGHBORS_STORED)
+    return orjson.dumps({
+        "v": SCHEMA_VERSION,
+        "sku": state.sku,
+        "neighbors": [[n.sku, round(n.score, 6), round(n.confidence, 6)] for n in top],
+    })
+
+
+def decode_neighbors(raw: bytes) -> list[Neighbor]:
+    blob = _load(raw)
+    return [Neighbor(sku, score, confidence) for sku, score, confidence in blob["neighbors"]]
+
+
+def encode_product(product: Product) -> bytes:
+    return orjson.dumps({"v": SCHEMA_VERSION, **product.to_dict()})
+
+
+def decode_product(raw: bytes) -> Product:
+    blob = _load(raw)
+    blob.pop("v")
+    return product_from_dict(blob)
+
+
+def popularity_score(log_weight: float) -> float:
+    """ZADD score: the forward-decay log-weight itself, rounded so replays write equal bytes."""
+    return round(log_weight, 6)
+
+
+def _load(raw: bytes) -> dict[str, Any]:
+    blob = orjson.loads(raw)
+    version = blob.get("v")
+    if version != SCHEMA_VERSION:
+        raise SchemaMismatch(f"stored schema v{version}; this code reads v{SCHEMA_VERSION}")
+    return blob

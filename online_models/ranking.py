@@ -1,0 +1,223 @@
+"""Recommendations: candidates → scores → business rules → top-k, each with its reasons.
+
+Pure: the caller (API, evaluation harness) fetches the customer state, the neighbour
+lists of the anchor items (`anchors`) and the popularity index, then calls `recommend`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from online_models import decay
+from online_models.customer import CustomerState
+from online_models.events import Product
+from online_models.items import Neighbor, PopularityIndex
+
+CONTEXTS = ("home", "product", "cart")
+HOME_RECENT_VIEWS = 3
+HOME_RECENT_BUYS = 5
+PERSONAL_CANDIDATES = 30
+
+
+@dataclass(frozen=True, slots=True)
+class Weights:
+    complement: float = 1.0
+    category: float = 0.8
+    brand: float = 0.2
+    buy_again: float = 1.2
+    popularity: float = 0.15
+
+
+@dataclass(frozen=True, slots=True)
+class Rules:
+    replenishable: tuple[str, ...] = ("grocery",)
+    # A customer whose interest under a parent line (kids/…) is ≥ this share in one child
+    # line (kids/boys) does not get items of the sibling lines (kids/girls).
+    line_dominance: float = 0.9
+    min_line_interest: float = 0.1
+
+    def is_replenishable(self, product: Product) -> bool:
+        if product.attributes.get("replenishable") is True:
+            return True
+        return any(_under(product.category, prefix) for prefix in self.replenishable)
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    context: str = "home"
+    skus: tuple[str, ...] = ()  # the product page's sku, or the basket
+    channel: str | None = None
+    store_id: str | None = None
+    k: int = 10
+
+
+@dataclass(slots=True)
+class Suggestion:
+    sku: str
+    score: float
+    reasons: list[str]
+    name: str = ""
+    category: str = ""
+    price: float = 0.0
+
+
+@dataclass(slots=True)
+class _Candidate:
+    sku: str
+    parts: dict[str, float] = field(default_factory=dict)
+    reasons: dict[str, tuple[float, str]] = field(default_factory=dict)
+
+    def add(self, part: str, value: float, reason: str | None = None) -> None:
+        if value > self.parts.get(part, 0.0):
+            self.parts[part] = value
+            if reason:
+                self.reasons[part] = (value, reason)
+
+
+def anchors(state: CustomerState | None, request: Request) -> dict[str, float]:
+    """The items whose complements to consider, with how much each one counts."""
+    chosen = {sku: 1.0 for sku in request.skus}
+    if request.context != "home" or state is None:
+        return chosen
+    for age, sku in enumerate(reversed(state.recent_views[-HOME_RECENT_VIEWS:])):
+        chosen.setdefault(sku, 0.5 * 0.7**age)
+    recent_buys = sorted(state.bought, key=lambda sku: state.bought[sku][1], reverse=True)
+    for age, sku in enumerate(recent_buys[:HOME_RECENT_BUYS]):
+        chosen.setdefault(sku, 0.8 * 0.7**age)
+    return chosen
+
+
+def recommend(
+    state: CustomerState | None,
+    request: Request,
+    neighbors: Mapping[str, list[Neighbor]],
+    popularity: PopularityIndex,
+    catalog: Mapping[str, Product],
+    rules: Rules = Rules(),
+    weights: Weights = Weights(),
+) -> list[Suggestion]:
+    candidates: dict[str, _Candidate] = {}
+    _score_complements(anchors(state, request), neighbors, catalog, candidates)
+    if state is not None:
+        _score_personal(state, popularity, catalog, rules, candidates)
+    _score_popularity(request, popularity, catalog, candidates)
+
+    excluded = set(request.skus)
+    shares = state.category_shares() if state is not None else {}
+    suggestions = []
+    for cand in candidates.values():
+        product = catalog.get(cand.sku)
+        if product is None or cand.sku in excluded or not _allowed(product, state, shares, rules):
+            continue
+        suggestions.append(_finish(cand, product, weights))
+    suggestions.sort(key=lambda s: (-s.score, s.sku))
+    return suggestions[: request.k]
+
+
+def _candidate(candidates: dict[str, _Candidate], sku: str) -> _Candidate:
+    found = candidates.get(sku)
+    if found is None:
+        found = candidates[sku] = _Candidate(sku)
+    return found
+
+
+def _score_complements(anchor_weights, neighbors, catalog, candidates) -> None:
+    for anchor, weight in anchor_weights.items():
+        anchor_product = catalog.get(anchor)
+        anchor_name = anchor_product.name if anchor_product else anchor
+        for neighbor in neighbors.get(anchor, ()):
+            reason = f"bought with {anchor_name} in {neighbor.confidence:.0%} of baskets"
+            _candidate(candidates, neighbor.sku).add("complement", weight * neighbor.score, reason)
+
+
+def _score_personal(state, popularity, catalog, rules, candidates) -> None:
+    shares = state.category_shares()
+    for category, share in sorted(shares.items(), key=lambda kv: -kv[1])[:3]:
+        for sku in popularity.by_category.get(category, ())[:PERSONAL_CANDIDATES]:
+            _candidate(candidates, sku)
+    brand_shares = decay.shares(state.brands)
+    buy_again = decay.shares({sku: log_w for sku, (log_w, _) in state.bought.items()})
+    top_again = max(buy_again.values(), default=0.0)
+    for sku, share in buy_again.items():
+        product = catalog.get(sku)
+        if product is not None and rules.is_replenishable(product):
+            _candidate(candidates, sku).add("buy_again", share / top_again, "you buy this regularly")
+    for cand in candidates.values():
+        product = catalog.get(cand.sku)
+        if product is None:
+            continue
+        share = shares.get(product.category, 0.0)
+        if share >= 0.05:
+            cand.add("category", share, f"you often buy {pretty(product.category)}")
+        brand_share = brand_shares.get(product.brand, 0.0)
+        if brand_share >= 0.1:
+            cand.add("brand", brand_share, f"you like {product.brand}")
+
+
+def _score_popularity(request, popularity, catalog, candidates) -> None:
+    lists: list[tuple[list[str], str]] = []
+    if request.store_id and request.store_id in popularity.by_store:
+        lists.append((popularity.by_store[request.store_id], f"popular in store {request.store_id}"))
+    for sku in request.skus[:1]:
+        product = catalog.get(sku)
+        if product is not None:
+            lists.append((popularity.by_category.get(product.category, []),
+                          f"popular in {pretty(product.category)}"))
+    lists.append((popularity.global_top, "popular right now"))
+    for ranked, reason in lists:
+        for rank, sku in enumerate(ranked[:PERSONAL_CANDIDATES]):
+            _candidate(candidates, sku).add("popularity", 1.0 / (1.0 + rank / 10), reason)
+
+
+def _allowed(product: Product, state: CustomerState | None, shares, rules: Rules) -> bool:
+    if not product.in_stock:
+        return False
+    if state is None:
+        return True
+    if state.bought_recently(product.sku) and not rules.is_replenishable(product):
+        return False
+    return not _outside_customer_line(product.category, shares, rules)
+
+
+def _outside_customer_line(category: str, shares: Mapping[str, float], rules: Rules) -> bool:
+    """True for kids/girls/… when the customer's kids interest is all in kids/boys/…
+
+    Only lines (inner nodes below a top level) count: men/belts is never excluded for a
+    men/trousers buyer, because belts are a leaf, not a line.
+    """
+    parts = category.split("/")
+    for depth in range(1, len(parts) - 1):
+        parent, line = "/".join(parts[:depth]), "/".join(parts[: depth + 1])
+        under_parent = {c: s for c, s in shares.items() if _under(c, parent)}
+        parent_share = sum(under_parent.values())
+        if parent_share < rules.min_line_interest:
+            continue
+        line_share = sum(s for c, s in under_parent.items() if _under(c, line))
+        if line_share / parent_share > 1 - rules.line_dominance:
+            continue
+        siblings: dict[str, float] = {}
+        for c, s in under_parent.items():
+            child = "/".join(c.split("/")[: depth + 1])
+            siblings[child] = siblings.get(child, 0.0) + s
+        if max(siblings.values()) / parent_share >= rules.line_dominance:
+            return True
+    return False
+
+
+def _finish(cand: _Candidate, product: Product, weights: Weights) -> Suggestion:
+    score = sum(getattr(weights, part) * value for part, value in cand.parts.items())
+    reasons = [text for _, text in sorted(cand.reasons.values(), key=lambda vr: -vr[0])]
+    return Suggestion(
+        sku=product.sku, score=round(score, 6), reasons=reasons, name=product.name,
+        category=product.category, price=product.price,
+    )
+
+
+def _under(category: str, prefix: str) -> bool:
+    return category == prefix or category.startswith(prefix + "/")
+
+
+def pretty(category: str) -> str:
+    """'kids/boys/shirts' → 'Boys/Shirts' (the last two levels read best in a sentence)."""
+    return "/".join(part.replace("-", " ").capitalize() for part in category.split("/")[-2:])
