@@ -26,6 +26,20 @@ DEMO_KEY = "demo-key"
 DEMO_PREFIX = "omnirec-demo"
 
 
+def _call_main(fn, kwargs: dict, argv: list[str]):
+    """Call another module's ``main``: with keyword arguments when it takes them,
+    or with an argv list when it is an argparse-style ``main(argv)``."""
+    import inspect
+
+    params = inspect.signature(fn).parameters
+    names = list(params)
+    if len(names) == 1 and names[0] in ("argv", "args") and names[0] not in kwargs:
+        return fn(argv)
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return fn(**kwargs)
+    return fn(**{k: v for k, v in kwargs.items() if k in params})
+
+
 def err(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
@@ -108,7 +122,10 @@ def simulate(
     """Feed live simulated traffic to Kafka."""
     from omnirec.simulate import main
 
-    main(customers=customers, rate=rate, duration=duration, seed=seed)
+    argv = ["--customers", str(customers), "--rate", str(rate), "--seed", str(seed)]
+    if duration is not None:
+        argv += ["--duration", str(duration)]
+    _call_main(main, dict(customers=customers, rate=rate, duration=duration, seed=seed), argv)
 
 
 @app.command()
@@ -121,7 +138,10 @@ def evaluate(
     """Prequential quality evaluation of a JSONL file."""
     from omnirec.evaluate import main
 
-    main(file, catalog=catalog, k=k, as_json=as_json)
+    argv = [str(file), "--k", str(k)] + (["--catalog", str(catalog)] if catalog else [])
+    argv += ["--json"] if as_json else []
+    _call_main(main, dict(path=file, file=file, catalog=catalog, k=k, as_json=as_json,
+                          json=as_json), argv)
 
 
 # ---------------------------------------------------------------- demo
@@ -149,10 +169,10 @@ def _find_customer(settings: Settings) -> Optional[str]:
 
     r = redis.Redis.from_url(settings.redis_url)
     try:
-        for key in r.scan_iter(match=f"{settings.key_prefix}:*profile*", count=500):
+        # online_models.keys: <prefix>:{c:<customer_id>}:profile
+        for key in r.scan_iter(match=f"{settings.key_prefix}:{{c:*}}:profile", count=500):
             k = key.decode()
-            if "{" in k and "}" in k:
-                return k[k.index("{") + 1:k.index("}")]
+            return k[k.index("{c:") + 3:k.rindex("}")]
     finally:
         r.close()
     return None
@@ -218,6 +238,14 @@ def demo(
         rdir = Path(tempfile.mkdtemp(prefix="omnirec-demo-recovery-"))
         settings = settings.model_copy(update={"recovery_dir": str(rdir)})
         catalog = _demo_catalog()
+        if not catalog.exists():
+            try:  # the simulator can build the same catalogue
+                from omnirec.simulate import write_demo_catalog
+
+                catalog = rdir / "demo_catalog.jsonl"
+                write_demo_catalog(catalog)
+            except Exception as e:  # noqa: BLE001
+                err(f"could not build the demo catalogue: {e}")
         if catalog.exists():
             n = produce_catalog(catalog, settings)
             err(f"catalog: {n} products → {settings.topic_catalog}")
