@@ -1,0 +1,117 @@
+"""The omnirec dataflow: wiring only. Run it with `omnirec flow`, which calls
+`python -m bytewax.run "flows.dataflow:build_flow()"` with workers and recovery.
+
+    Kafka web.events, store.events, catalog.products
+      → parse                      Event | Product | DeadLetter
+      → dead letters               → events.deadletter (original bytes + reason headers)
+      → aliases (by anon/loyalty)  stitching: own profile until `identify`, then forward
+      → customers (by customer)    CustomerState; dedup by event_id
+      → item counts (by sku)       popularity, basket counts → pair updates
+      → item neighbours (by sku)   co-occurrence → complements
+      → Redis (one pipeline per batch, absolute values)
+"""
+
+from __future__ import annotations
+
+from bytewax import operators as op
+from bytewax.connectors.kafka import operators as kop
+from bytewax.dataflow import Dataflow, Stream
+
+from flows.catalog_cache import CatalogCache
+from flows.messages import DeadLetter, RawMessage, Write
+from flows.redis_sink import RedisSink
+from flows.steps import FlowContext, dead_letter_message
+from omnirec.settings import Settings, get_settings
+from online_models import decay, keys
+from online_models.customer import BasketSignal
+from online_models.events import DAY_MS, Event, ParseLimits, Product
+
+OFFSET_BEGINNING = -2
+
+
+def make_context(settings: Settings, *, redis_url: str | None) -> FlowContext:
+    return FlowContext(
+        scheme=keys.KeyScheme(settings.key_prefix),
+        catalog_topic=settings.topic_catalog,
+        popularity=decay.Decay(settings.half_life_days),
+        cooccurrence=decay.Decay(settings.cooccurrence_half_life_days),
+        limits=ParseLimits(
+            max_bytes=settings.max_event_bytes,
+            max_lateness_ms=int(settings.max_event_lateness_days * DAY_MS),
+            max_future_ms=int(settings.max_event_future_hours * 3_600_000),
+        ),
+        catalog=CatalogCache(redis_url, keys.KeyScheme(settings.key_prefix)),
+    )
+
+
+def wire(flow: Dataflow, raw: Stream[RawMessage], ctx: FlowContext) -> tuple[Stream[Write], Stream[DeadLetter]]:
+    """Everything between the raw records and the two outputs; tests call it with TestingSource."""
+    parsed = op.map("parse", raw, ctx.parse)  # Event | Product | DeadLetter
+    letters = op.filter("dead_letters", parsed, lambda x: isinstance(x, DeadLetter))
+    products = op.filter("products", parsed, lambda x: isinstance(x, Product))
+    events = op.filter("events", parsed, lambda x: isinstance(x, Event))
+
+    routed = op.branch("by_identity", events, lambda e: ctx.route(e)[0] == "customer")
+    alias_keyed = op.key_on("alias_key", routed.falses, lambda e: e.alias_id or "")
+    alias_out = op.stateful_flat_map("aliases", alias_keyed, ctx.alias_step)
+    alias_out = op.map("alias_unkey", alias_out, lambda kv: kv[1])  # forward | Write | signal
+    forwarded = op.filter_map("forwarded", alias_out, _forwarded)  # (cid, (cid, Event | Merge))
+
+    direct = op.map("customer_key", routed.trues, lambda e: (e.customer_id, (e.customer_id, e)))
+    to_customers = op.merge("customer_messages", direct, forwarded)
+    customer_out = op.stateful_flat_map("customers", to_customers, ctx.customer_step)
+    customer_out = op.map("customer_unkey", customer_out, lambda kv: kv[1])  # Write | signal
+
+    signals = op.filter("signals", op.merge("all_out", alias_out, customer_out),
+                        lambda x: isinstance(x, BasketSignal))
+    memberships = op.flat_map("split_baskets", signals, _split_signal)  # (sku, (sku, signal))
+    keyed_products = op.map("product_key", products, lambda p: (p.sku, (p.sku, p)))
+    to_items = op.merge("item_messages", keyed_products, memberships)
+    count_out = op.stateful_flat_map("item_counts", to_items, ctx.item_counts_step)
+    count_out = op.map("counts_unkey", count_out, lambda kv: kv[1])
+    pairs = op.filter_map("pairs", count_out, _pair)  # (sku, (sku, update))
+    neighbor_out = op.stateful_flat_map("item_neighbors", pairs, ctx.item_neighbors_step)
+    neighbor_out = op.map("neighbors_unkey", neighbor_out, lambda kv: kv[1])
+
+    writes = op.filter(
+        "writes", op.merge("write_sources", alias_out, customer_out, count_out, neighbor_out),
+        lambda x: isinstance(x, Write),
+    )
+    return writes, letters
+
+
+def build_flow(settings: Settings | None = None) -> Dataflow:
+    settings = settings or get_settings()
+    flow = Dataflow("omnirec")
+    ctx = make_context(settings, redis_url=settings.redis_url)
+    kin = kop.input(
+        "kafka_in", flow,
+        brokers=[settings.kafka_bootstrap],
+        topics=[settings.topic_web, settings.topic_store, settings.topic_catalog],
+        starting_offset=OFFSET_BEGINNING,
+        batch_size=settings.flow_batch_size,
+    )
+    raw = op.map("as_raw", kin.oks, RawMessage.from_kafka)
+    writes, letters = wire(flow, raw, ctx)
+    source_errors = op.map("source_errors", kin.errs, lambda e: DeadLetter(RawMessage.from_kafka(e.msg), str(e.err)))
+    all_letters = op.merge("all_dead_letters", letters, source_errors)
+    op.output("redis_out", writes, RedisSink(settings.redis_url))
+    kop.output("deadletter_out", op.map("to_kafka", all_letters, dead_letter_message),
+               brokers=[settings.kafka_bootstrap], topic=settings.topic_deadletter)
+    return flow
+
+
+def _forwarded(item):
+    if isinstance(item, tuple) and item[0] == "forward":
+        return (item[1], (item[1], item[2]))
+    return None
+
+
+def _pair(item):
+    if isinstance(item, tuple) and item[0] == "pair":
+        return (item[1], (item[1], item[2]))
+    return None
+
+
+def _split_signal(signal: BasketSignal):
+    return [(sku, (sku, signal)) for sku in signal.skus]

@@ -1,0 +1,126 @@
+"""The functions the dataflow's steps call: unpack, call the domain, repack.
+
+Each stateful mapper has bytewax's shape `(state | None, value) -> (state, emits)`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from flows.catalog_cache import CatalogCache
+from flows.messages import DeadLetter, RawMessage, Write
+from online_models import decay, keys
+from online_models.customer import BasketSignal, CustomerState
+from online_models.events import Event, ParseLimits, Product, Rejected, parse_event, parse_product
+from online_models.identity import AliasState, Merge, apply_to_customer
+from online_models.items import ItemCounts, ItemNeighbors, OwnCount, PairUpdate
+
+
+@dataclass
+class Watermark:
+    """The newest event time this process has seen: the stream's clock for sanity checks."""
+
+    ts_ms: int | None = None
+
+    def advance(self, ts_ms: int) -> None:
+        if self.ts_ms is None or ts_ms > self.ts_ms:
+            self.ts_ms = ts_ms
+
+
+@dataclass
+class FlowContext:
+    """Everything the steps share in one process: settings-derived constants and caches."""
+
+    scheme: keys.KeyScheme
+    catalog_topic: str
+    popularity: decay.Decay
+    cooccurrence: decay.Decay
+    limits: ParseLimits
+    catalog: CatalogCache
+    watermark: Watermark = field(default_factory=Watermark)
+
+    # --- parse ----------------------------------------------------------------------------
+
+    def parse(self, raw: RawMessage) -> Event | Product | DeadLetter:
+        if raw.topic == self.catalog_topic:
+            parsed = parse_product(raw.value, limits=self.limits)
+        else:
+            parsed = parse_event(raw.value, stream_ts_ms=self.watermark.ts_ms, limits=self.limits)
+            if isinstance(parsed, Event):
+                self.watermark.advance(parsed.ts_ms)
+        if isinstance(parsed, Rejected):
+            return DeadLetter(raw, parsed.reason)
+        return parsed
+
+    # --- identity ---------------------------------------------------------------------------
+
+    @staticmethod
+    def route(event: Event) -> tuple[str, str]:
+        """('customer', id) for known customers; ('alias', id) for anonymous / loyalty ids."""
+        if event.customer_id and event.type != "identify":
+            return ("customer", event.customer_id)
+        return ("alias", event.alias_id or "")
+
+    def alias_step(self, state: AliasState | None, event: Event):
+        alias_id = event.alias_id or ""
+        state = state or AliasState(alias_id)
+        outcome = state.apply(event, self.catalog, self.popularity)
+        emits: list = [("forward", target, message) for target, message in outcome.forward]
+        if outcome.linked_to:
+            emits.append(Write("link", self.scheme.alias(alias_id), (alias_id, outcome.linked_to)))
+        if outcome.profile_changed:
+            emits.append(Write("customer", self.scheme.alias(alias_id), state.profile))
+        emits.extend(outcome.signals)
+        return state, emits
+
+    def customer_step(self, state: CustomerState | None, keyed: tuple[str, Event | Merge]):
+        customer_id, message = keyed
+        state = state or CustomerState(customer_id)
+        signals = apply_to_customer(state, message, self.catalog, self.popularity)
+        return state, [Write("customer", self.scheme.customer(state.customer_id), state), *signals]
+
+    # --- items ------------------------------------------------------------------------------
+
+    def item_counts_step(self, state: ItemCounts | None, message: tuple[str, Product | BasketSignal]):
+        sku, payload = message
+        state = state or ItemCounts(sku)
+        if isinstance(payload, Product):
+            state.product = payload
+            self.catalog.record(payload)
+            return state, [Write("product", self.scheme.catalog(), payload, member=sku)]
+        pairs = state.apply_signal(payload, self.popularity, self.cooccurrence)
+        emits: list = [("pair", target, update) for target, update in pairs]
+        if payload.new_sku in (None, sku):
+            emits.extend(self._popularity_writes(state, payload.store_id))
+        return state, emits
+
+    def _popularity_writes(self, state: ItemCounts, store_id: str | None) -> list[Write]:
+        if state.log_popularity is None:
+            return []
+        score = keys.popularity_score(state.log_popularity)
+        writes = [Write("zadd", self.scheme.popularity(), score, member=state.sku)]
+        if store_id and store_id in state.store_popularity:
+            score = keys.popularity_score(state.store_popularity[store_id])
+            writes.append(Write("zadd", self.scheme.store_popularity(store_id), score, member=state.sku))
+            writes.append(Write("sadd", self.scheme.store_popularity_index(), None, member=store_id))
+        return writes
+
+    def item_neighbors_step(self, state: ItemNeighbors | None, message: tuple[str, PairUpdate | OwnCount]):
+        sku, update = message
+        state = state or ItemNeighbors(sku)
+        state.apply(update)
+        return state, [Write("neighbors", self.scheme.neighbors(sku), state)]
+
+
+def dead_letter_message(letter: DeadLetter):
+    """Original key and bytes, with the reason and the source position in headers."""
+    from bytewax.connectors.kafka import KafkaSinkMessage
+
+    raw = letter.raw
+    headers = [
+        ("reason", letter.reason.encode()),
+        ("source_topic", raw.topic.encode()),
+        ("source_partition", str(raw.partition).encode()),
+        ("source_offset", str(raw.offset).encode()),
+    ]
+    return KafkaSinkMessage(key=raw.key, value=raw.value if raw.value is not None else b"", headers=headers)

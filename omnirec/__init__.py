@@ -1,0 +1,1 @@
+"""omnirec: real-time recommender for omnichannel retail."""

@@ -1,0 +1,87 @@
+"""Every setting of omnirec, read from ``OMNIREC_*`` environment variables.
+
+One class serves the flow, the API and the CLI so a value means the same thing
+everywhere; each deployable reads only the fields it needs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from functools import lru_cache
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SCOPES = frozenset({"recommend", "profile", "admin"})
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="OMNIREC_", env_file=".env", extra="ignore")
+
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    key_prefix: str = "rec"
+
+    topic_web: str = "web.events"
+    topic_store: str = "store.events"
+    topic_catalog: str = "catalog.products"
+    topic_offers: str = "offers"
+    topic_feedback: str = "recs.feedback"
+    topic_churn_alerts: str = "alerts.churn"
+    topic_deadletter: str = "events.deadletter"
+    topic_partitions: int = Field(4, ge=1)
+
+    half_life_days: float = Field(14.0, gt=0, description="decay of affinities and popularity")
+    cooccurrence_half_life_days: float = Field(60.0, gt=0)
+    replenishable_categories: list[str] = Field(
+        default_factory=lambda: ["grocery", "beauty", "home/cleaning", "men/socks", "women/socks"]
+    )
+    max_event_bytes: int = Field(65_536, gt=0)
+    max_event_lateness_days: float = Field(30.0, gt=0)
+    max_event_future_hours: float = Field(24.0, gt=0)
+
+    recovery_dir: str = ".omnirec/recovery"
+    snapshot_interval_s: float = Field(2.0, gt=0)
+    flow_batch_size: int = Field(1000, gt=0)
+    workers: int = Field(1, ge=1)
+
+    api_keys: dict[str, list[str]] = Field(default_factory=dict)
+    api_catalog_refresh_s: float = Field(2.0, gt=0)
+    redis_max_connections: int = Field(64, gt=0)
+
+    @field_validator("api_keys")
+    @classmethod
+    def _known_scopes(cls, keys: dict[str, list[str]]) -> dict[str, list[str]]:
+        for key, scopes in keys.items():
+            unknown = set(scopes) - SCOPES
+            if unknown:
+                raise ValueError(f"API key {key[:12]}…: unknown scopes {sorted(unknown)}")
+        return keys
+
+    @property
+    def event_topics(self) -> list[str]:
+        return [self.topic_web, self.topic_store]
+
+    @property
+    def all_topics(self) -> list[str]:
+        return [
+            self.topic_web, self.topic_store, self.topic_catalog, self.topic_offers,
+            self.topic_feedback, self.topic_churn_alerts, self.topic_deadletter,
+        ]
+
+    def hashed_api_keys(self) -> dict[str, frozenset[str]]:
+        """sha256 hex digest → scopes; plain keys are hashed so only digests stay in memory."""
+        hashed = {}
+        for key, scopes in self.api_keys.items():
+            digest = key.removeprefix("sha256:") if key.startswith("sha256:") else hash_key(key)
+            hashed[digest.lower()] = frozenset(scopes)
+        return hashed
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
