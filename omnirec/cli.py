@@ -10,7 +10,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Annotated
 
 import typer
 
@@ -66,11 +66,11 @@ def stack_down_cmd() -> None:
 # ---------------------------------------------------------------- flow / api
 @app.command()
 def flow(
-    workers: Optional[int] = typer.Option(None, "--workers", "-w", help="worker threads per process"),
-    process_id: Optional[int] = typer.Option(None, "--process-id", "-i"),
-    addresses: Optional[str] = typer.Option(None, "--addresses", "-a",
+    workers: int | None = typer.Option(None, "--workers", "-w", help="worker threads per process"),
+    process_id: int | None = typer.Option(None, "--process-id", "-i"),
+    addresses: str | None = typer.Option(None, "--addresses", "-a",
                                             help='"host:port;host:port" of every process'),
-    recovery_dir: Optional[str] = typer.Option(None, "--recovery-dir", "-r"),
+    recovery_dir: str | None = typer.Option(None, "--recovery-dir", "-r"),
 ) -> None:
     """Run the dataflow (python -m bytewax.run with recovery)."""
     from omnirec.stack import flow_argv
@@ -98,10 +98,10 @@ def api(host: str = typer.Option("127.0.0.1", "--host"),
 # ---------------------------------------------------------------- data in
 @app.command()
 def replay(
-    file: Path = typer.Argument(..., exists=True, dir_okay=False, help="JSONL of envelopes"),
-    rate: Optional[float] = typer.Option(None, "--rate", help="events per second"),
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="JSONL of envelopes")],
+    rate: float | None = typer.Option(None, "--rate", help="events per second"),
     max_speed: bool = typer.Option(False, "--max", help="as fast as possible (default)"),
-    catalog: Optional[Path] = typer.Option(None, "--catalog", exists=True, dir_okay=False),
+    catalog: Annotated[Path | None, typer.Option("--catalog", exists=True, dir_okay=False)] = None,
 ) -> None:
     """Produce a JSONL file to the topics of its channels (products to the catalog)."""
     from omnirec.replay import replay as do_replay
@@ -116,7 +116,7 @@ def replay(
 def simulate(
     customers: int = typer.Option(200, "--customers"),
     rate: float = typer.Option(50.0, "--rate", help="events per second"),
-    duration: Optional[float] = typer.Option(None, "--duration", help="seconds (default: forever)"),
+    duration: float | None = typer.Option(None, "--duration", help="seconds (default: forever)"),
     seed: int = typer.Option(42, "--seed"),
 ) -> None:
     """Feed live simulated traffic to Kafka."""
@@ -125,13 +125,13 @@ def simulate(
     argv = ["--customers", str(customers), "--rate", str(rate), "--seed", str(seed)]
     if duration is not None:
         argv += ["--duration", str(duration)]
-    _call_main(main, dict(customers=customers, rate=rate, duration=duration, seed=seed), argv)
+    _call_main(main, {"customers": customers, "rate": rate, "duration": duration, "seed": seed}, argv)
 
 
 @app.command()
 def evaluate(
-    file: Path = typer.Argument(..., exists=True, dir_okay=False),
-    catalog: Optional[Path] = typer.Option(None, "--catalog", exists=True, dir_okay=False),
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False)],
+    catalog: Annotated[Path | None, typer.Option("--catalog", exists=True, dir_okay=False)] = None,
     k: int = typer.Option(10, "--k"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
@@ -140,8 +140,8 @@ def evaluate(
 
     argv = [str(file), "--k", str(k)] + (["--catalog", str(catalog)] if catalog else [])
     argv += ["--json"] if as_json else []
-    _call_main(main, dict(path=file, file=file, catalog=catalog, k=k, as_json=as_json,
-                          json=as_json), argv)
+    _call_main(main, {"path": file, "file": file, "catalog": catalog, "k": k,
+                          "as_json": as_json, "json": as_json}, argv)
 
 
 # ---------------------------------------------------------------- demo
@@ -163,7 +163,7 @@ def _http_get(url: str, key: str, timeout: float = 2.0) -> tuple[int, bytes]:
         return 0, b""
 
 
-def _find_customer(settings: Settings) -> Optional[str]:
+def _find_customer(settings: Settings) -> str | None:
     """A customer with a materialised profile under the demo prefix (scan Redis)."""
     import redis
 
@@ -178,7 +178,7 @@ def _find_customer(settings: Settings) -> Optional[str]:
     return None
 
 
-def _trousers_sku(path: Path) -> Optional[str]:
+def _trousers_sku(path: Path) -> str | None:
     import orjson
 
     first = None
@@ -201,7 +201,7 @@ def _trousers_sku(path: Path) -> Optional[str]:
 def demo(
     customers: int = typer.Option(200, "--customers"),
     rate: float = typer.Option(50.0, "--rate"),
-    port: Optional[int] = typer.Option(None, "--port", help="API port (default: a free one)"),
+    port: int | None = typer.Option(None, "--port", help="API port (default: a free one)"),
 ) -> None:
     """Local stack + flow + API + live simulated traffic; Ctrl-C stops everything it started."""
     from omnirec.replay import produce_catalog

@@ -121,8 +121,13 @@ def replay(path: str | Path, settings: Settings | None = None, rate: float | Non
     task = None
     if progress:
         from rich.console import Console
-        from rich.progress import (BarColumn, Progress, TextColumn, TimeElapsedColumn,
-                                   TransferSpeedColumn)
+        from rich.progress import (
+            BarColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TransferSpeedColumn,
+        )
 
         prog = Progress(TextColumn("replay {task.fields[n]} lines"), BarColumn(),
                         TransferSpeedColumn(), TimeElapsedColumn(),

