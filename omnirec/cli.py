@@ -215,6 +215,7 @@ def demo(
     children: list[subprocess.Popen] = []
     stack = LocalStack(base, always_start_broker=False)
     stopping = False
+    rdir: Path | None = None
 
     def shutdown(*_a) -> None:
         nonlocal stopping
@@ -225,7 +226,24 @@ def demo(
         for p in reversed(children):
             stop_pid(p.pid, timeout=10, sig=signal.SIGINT)
         stack.stop()
+        if rdir is not None:
+            import shutil
+
+            shutil.rmtree(rdir, ignore_errors=True)
         err("demo stopped")
+
+    def check_children() -> None:
+        for p in children:
+            if p.poll() is not None:
+                log = {0: "demo-flow.log", 1: "demo-api.log", 2: "demo-simulate.log"}.get(
+                    children.index(p), "")
+                tail = ""
+                try:
+                    tail = (Path(".omnirec/logs") / log).read_text(errors="replace")[-1500:]
+                except OSError:
+                    pass
+                raise RuntimeError(f"child {' '.join(map(str, p.args))} exited with "
+                                   f"{p.returncode}; .omnirec/logs/{log}:\n{tail}")
 
     def on_signal(signum, _frame):
         raise KeyboardInterrupt
@@ -269,9 +287,7 @@ def demo(
         deadline = time.monotonic() + 180
         ready = False
         while time.monotonic() < deadline:
-            for p in children:
-                if p.poll() is not None:
-                    raise RuntimeError(f"child {p.args} exited with {p.returncode}; see .omnirec/logs")
+            check_children()
             if not ready:
                 ready = _http_get(base_url + "/readyz", DEMO_KEY)[0] == 200
             if ready:
@@ -291,9 +307,7 @@ def demo(
               f"{base_url}/v1/cross-sell -d '{body}'")
         print("\nCtrl-C stops the demo.", flush=True)
         while True:
-            for p in children:
-                if p.poll() is not None:
-                    raise RuntimeError(f"child {p.args} exited with {p.returncode}; see .omnirec/logs")
+            check_children()
             time.sleep(1)
     except KeyboardInterrupt:
         pass
