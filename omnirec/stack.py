@@ -9,6 +9,7 @@ manager for tests and the demo (it never touches the state file).
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import socket
@@ -507,7 +508,9 @@ def flow_argv(settings: Settings, workers: int | None = None, process_id: int | 
         count = len(addresses.split(";")) if addresses else 1
         rdir = init_recovery(recovery_dir or settings.recovery_dir,
                              process_id if addresses else None, count)
-        argv += ["-r", str(rdir), "-s", str(settings.snapshot_interval_s), "-b", "0"]
+        # bytewax.run parses -s as whole seconds
+        snap = max(1, math.ceil(settings.snapshot_interval_s))
+        argv += ["-r", str(rdir), "-s", str(snap), "-b", "0"]
     if addresses:
         argv += ["-i", str(process_id or 0), "-a", addresses]
     else:
