@@ -1,0 +1,88 @@
+"""Everything the API reads from Redis. One pipeline (one round trip) per request; the catalog
+and popularity lists are shared by every request and refreshed in the background."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import redis.asyncio as aioredis
+
+from online_models import keys
+from online_models.customer import CustomerState
+from online_models.events import Product
+from online_models.items import Neighbor, PopularityIndex
+
+log = logging.getLogger("omnirec.api")
+STORE_LIST = 50
+GLOBAL_LIST = 2000  # enough of the head to fill per-category lists
+
+
+class Store:
+    def __init__(self, client: aioredis.Redis, scheme: keys.KeyScheme) -> None:
+        self.client = client
+        self.scheme = scheme
+        self.catalog: dict[str, Product] = {}
+        self.popularity = PopularityIndex()
+
+    async def fetch(
+        self, customer_id: str | None, alias_id: str | None, skus: tuple[str, ...]
+    ) -> tuple[CustomerState | None, dict[str, list[Neighbor]]]:
+        """The profile and the neighbour lists of `skus`, in one round trip.
+
+        An alias that was stitched to a customer costs a second trip, once per request.
+        """
+        pipe = self.client.pipeline(transaction=False)
+        profile_key = self.scheme.customer(customer_id) if customer_id else self.scheme.alias(alias_id or "")
+        pipe.get(profile_key)
+        for sku in skus:
+            pipe.get(self.scheme.neighbors(sku))
+        raw_profile, *raw_neighbors = await pipe.execute()
+        neighbors = {sku: keys.decode_neighbors(raw) for sku, raw in zip(skus, raw_neighbors) if raw}
+        state = keys.decode_profile(raw_profile) if raw_profile else None
+        if isinstance(state, str):  # an alias now linked to a customer
+            raw = await self.client.get(self.scheme.customer(state))
+            state = keys.decode_profile(raw) if raw else None
+        return state if isinstance(state, CustomerState) else None, neighbors
+
+    async def neighbors(self, skus: list[str]) -> dict[str, list[Neighbor]]:
+        if not skus:
+            return {}
+        pipe = self.client.pipeline(transaction=False)  # not MGET: keys sit in different slots
+        for sku in skus:
+            pipe.get(self.scheme.neighbors(sku))
+        raws = await pipe.execute()
+        return {sku: keys.decode_neighbors(raw) for sku, raw in zip(skus, raws) if raw}
+
+    async def refresh(self) -> None:
+        """Reload the catalog and popularity lists (one pipeline, then one per store list)."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hgetall(self.scheme.catalog())
+        pipe.zrange(self.scheme.popularity(), 0, GLOBAL_LIST - 1, desc=True, withscores=True)
+        pipe.smembers(self.scheme.store_popularity_index())
+        raw_catalog, global_scores, stores = await pipe.execute()
+        store_ids = sorted(s.decode() for s in stores)
+        pipe = self.client.pipeline(transaction=False)
+        for store_id in store_ids:
+            pipe.zrange(self.scheme.store_popularity(store_id), 0, STORE_LIST - 1, desc=True, withscores=True)
+        store_lists = await pipe.execute() if store_ids else []
+        catalog = {}
+        for sku, raw in raw_catalog.items():
+            try:
+                catalog[sku.decode()] = keys.decode_product(raw)
+            except (ValueError, KeyError) as exc:
+                log.warning("skipping unreadable product %r: %s", sku, exc)
+        self.catalog = catalog
+        self.popularity = PopularityIndex.build(
+            [(sku.decode(), score) for sku, score in global_scores],
+            {store: [(sku.decode(), sc) for sku, sc in scores] for store, scores in zip(store_ids, store_lists)},
+            catalog,
+        )
+
+    async def refresh_forever(self, every_s: float) -> None:
+        while True:
+            await asyncio.sleep(every_s)
+            try:
+                await self.refresh()
+            except Exception as exc:  # keep serving from the last good copy
+                log.warning("catalog refresh failed: %s", exc)

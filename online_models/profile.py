@@ -1,0 +1,60 @@
+"""The 360° view of a customer, computed from state at a given `now` (event time or wall time)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from online_models import decay
+from online_models.customer import CustomerState
+from online_models.events import Product, format_ts
+from online_models.ranking import pretty
+
+TOP_CATEGORIES = 5
+
+
+def profile_view(state: CustomerState, now_ms: int, catalog: Mapping[str, Product]) -> dict[str, Any]:
+    recency_days = None
+    if state.last_purchase_ts is not None:
+        recency_days = round(max(0, now_ms - state.last_purchase_ts) / decay.DAY_MS, 2)
+    category_shares = sorted(state.category_shares().items(), key=lambda kv: -kv[1])
+    total_events = sum(state.channel_events.values()) or 1
+    return {
+        "customer_id": state.customer_id,
+        "aliases": state.aliases,
+        "first_seen": _ts(state.first_ts),
+        "last_seen": _ts(state.last_ts),
+        "rfm": {
+            "recency_days": recency_days,
+            "frequency": state.orders,
+            "monetary_gross": round(state.gross, 2),
+            "returned": round(state.returned, 2),
+            "net_value": round(state.net_value, 2),
+            "avg_order_value": round(state.net_value / state.orders, 2) if state.orders else 0.0,
+        },
+        "return_rate": round(state.return_rate, 4),
+        "channel_mix": {ch: round(n / total_events, 4) for ch, n in sorted(state.channel_events.items())},
+        "orders_by_channel": dict(sorted(state.channel_orders.items())),
+        "top_categories": [
+            {"category": cat, "label": pretty(cat), "share": round(share, 4)}
+            for cat, share in category_shares[:TOP_CATEGORIES]
+        ],
+        "top_brands": [
+            {"brand": brand, "share": round(share, 4)}
+            for brand, share in sorted(decay.shares(state.brands).items(), key=lambda kv: -kv[1])[:3]
+        ],
+        "recent_views": list(reversed(state.recent_views)),
+        "basket": [{"sku": sku, "qty": qty, "name": _name(catalog, sku)} for sku, qty in state.basket.items()],
+        "store_visits": state.store_visits,
+        "last_store": state.last_store,
+        "survey_score": state.survey_score,
+    }
+
+
+def _ts(ts_ms: int | None) -> str | None:
+    return format_ts(ts_ms) if ts_ms is not None else None
+
+
+def _name(catalog: Mapping[str, Product], sku: str) -> str | None:
+    product = catalog.get(sku)
+    return product.name if product else None
