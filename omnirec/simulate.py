@@ -32,10 +32,11 @@ import sys
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, NamedTuple, Sequence
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -752,18 +753,21 @@ def main(customers: int = 200, rate: float = 50.0, duration: float | None = None
 
 def write_jsonl(out: str | Path, messages: Iterable[Message],
                 products: Iterable[dict] = ()) -> int:
-    sink = sys.stdout.buffer if str(out) == "-" else open(out, "wb")
+    """Products first, then one message per line; returns the number of messages."""
+    if str(out) == "-":
+        return _write_lines(sys.stdout.buffer, messages, products)
+    with open(out, "wb") as sink:
+        return _write_lines(sink, messages, products)
+
+
+def _write_lines(sink, messages: Iterable[Message], products: Iterable[dict]) -> int:
+    for product in products:
+        sink.write(orjson.dumps(product) + b"\n")
     count = 0
-    try:
-        for product in products:
-            sink.write(orjson.dumps(product) + b"\n")
-        for message in messages:
-            sink.write(message.value + b"\n")
-            count += 1
-    finally:
-        sink.flush()
-        if sink is not sys.stdout.buffer:
-            sink.close()
+    for message in messages:
+        sink.write(message.value + b"\n")
+        count += 1
+    sink.flush()
     return count
 
 
@@ -775,14 +779,13 @@ def produce_live(messages: Iterable[Message], settings, rate: float,
     started = time.monotonic()
     sent = 0
     try:
-        for sent, message in enumerate(messages):
+        for message in messages:
             due = started + sent / rate
             if duration is not None and due - started >= duration:
                 break
             _sleep_until(due, producer)
             topic = settings.topic_store if message.channel == "store" else settings.topic_web
             _produce(producer, topic, message, failures)
-        else:
             sent += 1
     except KeyboardInterrupt:
         pass

@@ -12,8 +12,15 @@ import pytest
 from omnirec import simulate
 from omnirec.settings import Settings
 from omnirec.simulate import (
-    CATALOG_PATH, CATALOG_SEED, DAY_MS, build_demo_catalog, format_ts, iter_events,
-    iter_messages, load_demo_catalog, make_customers,
+    CATALOG_PATH,
+    CATALOG_SEED,
+    DAY_MS,
+    build_demo_catalog,
+    format_ts,
+    iter_events,
+    iter_messages,
+    load_demo_catalog,
+    make_customers,
 )
 from online_models.events import Event, Rejected, parse_event, parse_ts
 
