@@ -300,9 +300,9 @@ def demo(
         sku = _trousers_sku(catalog) or "TR-001"
         auth = f'-H "Authorization: Bearer {DEMO_KEY}"'
         print(f"\nomnirec demo is live: API at {base_url}  (key {DEMO_KEY})\n", flush=True)
-        print(f"curl -s {auth} {base_url}/v1/customers/{customer}/profile")
-        print(f"curl -s {auth} '{base_url}/v1/customers/{customer}/recommendations?context=home'")
-        body = json.dumps({"customer_id": customer, "basket": [{"sku": sku, "qty": 1}]})
+        print(f"curl -s {auth} {base_url}/v1/customers/{customer}")
+        print(f"curl -s {auth} '{base_url}/v1/recommendations?customer_id={customer}&context=home'")
+        body = json.dumps({"customer_id": customer, "basket": [sku]})
         print(f"curl -s {auth} -H 'Content-Type: application/json' -X POST "
               f"{base_url}/v1/cross-sell -d '{body}'")
         print("\nCtrl-C stops the demo.", flush=True)
