@@ -18,6 +18,7 @@ CONTEXTS = ("home", "product", "cart")
 HOME_RECENT_VIEWS = 3
 HOME_RECENT_BUYS = 5
 PERSONAL_CANDIDATES = 30
+SUBSTITUTE_PENALTY = 0.3
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,13 +105,18 @@ def recommend(
     _score_popularity(request, popularity, catalog, candidates)
 
     excluded = set(request.skus)
+    # At the till, a second pair of trousers is a substitute, not a complement.
+    basket_categories = _categories(request.skus, catalog) if request.context == "cart" else set()
     shares = state.category_shares() if state is not None else {}
     suggestions = []
     for cand in candidates.values():
         product = catalog.get(cand.sku)
         if product is None or cand.sku in excluded or not _allowed(product, state, shares, rules):
             continue
-        suggestions.append(_finish(cand, product, weights))
+        suggestion = _finish(cand, product, weights)
+        if product.category in basket_categories:
+            suggestion.score = round(suggestion.score * SUBSTITUTE_PENALTY, 6)
+        suggestions.append(suggestion)
     suggestions.sort(key=lambda s: (-s.score, s.sku))
     return suggestions[: request.k]
 
@@ -159,7 +165,7 @@ def _score_popularity(request, popularity, catalog, candidates) -> None:
     lists: list[tuple[list[str], str]] = []
     if request.store_id and request.store_id in popularity.by_store:
         lists.append((popularity.by_store[request.store_id], f"popular in store {request.store_id}"))
-    for sku in request.skus[:1]:
+    for sku in request.skus[:1] if request.context == "product" else ():
         product = catalog.get(sku)
         if product is not None:
             lists.append((popularity.by_category.get(product.category, []),
@@ -212,6 +218,10 @@ def _finish(cand: _Candidate, product: Product, weights: Weights) -> Suggestion:
         sku=product.sku, score=round(score, 6), reasons=reasons, name=product.name,
         category=product.category, price=product.price,
     )
+
+
+def _categories(skus, catalog: Mapping[str, Product]) -> set[str]:
+    return {catalog[sku].category for sku in skus if sku in catalog}
 
 
 def _under(category: str, prefix: str) -> bool:

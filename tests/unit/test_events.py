@@ -1,0 +1,84 @@
+import orjson
+import pytest
+
+from online_models.events import DAY_MS, Event, ParseLimits, Rejected, parse_event, parse_product
+
+TS = "2026-11-25T10:15:00Z"
+TS_MS = 1_795_601_700_000
+
+
+def envelope(**overrides):
+    base = {"event_id": "e1", "type": "purchase", "ts": TS, "channel": "store", "customer_id": "c-42",
+            "store_id": "s-7", "order_id": "o-9", "items": [{"sku": "TR-001", "qty": 1, "price": 49.9}]}
+    base.update(overrides)
+    return orjson.dumps({k: v for k, v in base.items() if v is not ...})
+
+
+def test_purchase_parses_with_iso_time():
+    event = parse_event(envelope())
+    assert isinstance(event, Event)
+    assert event.ts_ms == TS_MS and event.items[0].sku == "TR-001" and event.items[0].value == 49.9
+
+
+def test_epoch_millis_gives_the_same_time():
+    assert parse_event(envelope(ts=TS_MS)).ts_ms == TS_MS
+
+
+@pytest.mark.parametrize("raw, reason", [
+    (b"{not json", "not valid JSON"),
+    (b"[1, 2]", "envelope must be a JSON object; got list"),
+    (envelope(type="teleport"), "unknown event type 'teleport'"),
+    (envelope(event_id=...), "missing field 'event_id'"),
+    (envelope(event_id=7.5), "field 'event_id' must be a non-empty string; got 7.5"),
+    (envelope(ts=...), "missing field 'ts'"),
+    (envelope(ts="yesterday"), "field 'ts' is not ISO-8601; got 'yesterday'"),
+    (envelope(ts="2026-11-25T10:15:00"), "needs a time zone"),
+    (envelope(ts=1_700_000_000), "before 2000-01-01; epoch seconds sent as ms?"),
+    (envelope(channel="fax"), "field 'channel' must be one of"),
+    (envelope(items=[]), "field 'items' must be a non-empty list"),
+    (envelope(items=[{"sku": "A", "qty": -2, "price": 1}]), "field 'items[0].qty' must be > 0; got -2"),
+    (envelope(items=[{"sku": "A", "qty": 0, "price": 1}]), "field 'items[0].qty' must be > 0; got 0"),
+    (envelope(items=[{"sku": "A", "qty": 1, "price": -5}]), "field 'items[0].price' must be >= 0; got -5"),
+    (envelope(items=[{"sku": "A", "qty": "two"}]), "field 'items[0].qty' must be a number; got 'two'"),
+    (envelope(items=[{"qty": 1}]), "missing field 'items[0].sku'"),
+    (envelope(customer_id=None), "event needs one of 'customer_id', 'anonymous_id' or 'loyalty_id'"),
+    (envelope(type="identify", items=..., anonymous_id=None), "identify needs 'customer_id' and"),
+    (envelope(type="product_view", items=...), "product_view needs field 'sku'"),
+    (envelope(type="survey", items=..., score=11), "survey needs field 'score' between 0 and 10"),
+    (None, "empty message"),
+])
+def test_every_rejection_says_why(raw, reason):
+    result = parse_event(raw)
+    assert isinstance(result, Rejected)
+    assert reason in result.reason
+
+
+def test_oversized_message_is_rejected_with_its_size():
+    result = parse_event(envelope(), limits=ParseLimits(max_bytes=50))
+    assert isinstance(result, Rejected) and "exceeds the limit of 50" in result.reason
+
+
+def test_timestamps_far_from_the_stream_are_rejected():
+    ahead = parse_event(envelope(ts=TS_MS + 3 * DAY_MS), stream_ts_ms=TS_MS)
+    behind = parse_event(envelope(ts=TS_MS - 60 * DAY_MS), stream_ts_ms=TS_MS)
+    assert isinstance(ahead, Rejected) and "72.0 h ahead of the stream" in ahead.reason
+    assert isinstance(behind, Rejected) and "60.0 days behind the stream" in behind.reason
+    assert isinstance(parse_event(envelope(ts=TS_MS - DAY_MS), stream_ts_ms=TS_MS), Event)
+
+
+def test_every_event_type_parses():
+    extra = {
+        "page_view": {"items": ...}, "product_view": {"items": ..., "sku": "A"}, "search": {"items": ..., "query": "belt"},
+        "add_to_cart": {}, "remove_from_cart": {}, "purchase": {}, "return": {},
+        "store_visit": {"items": ...}, "identify": {"items": ..., "anonymous_id": "a-1"},
+        "survey": {"items": ..., "score": 9},
+    }
+    for kind, fields in extra.items():
+        assert isinstance(parse_event(envelope(type=kind, **fields)), Event), kind
+
+
+def test_product_parses_and_rejects_a_negative_price():
+    good = parse_product(b'{"sku":"BL-1","name":"Belt","category":"Men/Belts/","price":20,"in_stock":false}')
+    assert good.category == "men/belts" and good.in_stock is False
+    bad = parse_product(b'{"sku":"BL-1","category":"men/belts","price":-1}')
+    assert isinstance(bad, Rejected) and "'price' must be >= 0" in bad.reason
