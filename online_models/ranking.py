@@ -162,18 +162,19 @@ def _score_personal(state, popularity, catalog, rules, candidates) -> None:
 
 
 def _score_popularity(request, popularity, catalog, candidates) -> None:
-    lists: list[tuple[list[str], str]] = []
+    """Popular items as candidates; the closer the list to the context, the more it counts."""
+    lists: list[tuple[list[str], float, str]] = []
     if request.store_id and request.store_id in popularity.by_store:
-        lists.append((popularity.by_store[request.store_id], f"popular in store {request.store_id}"))
+        lists.append((popularity.by_store[request.store_id], 1.0, f"popular in store {request.store_id}"))
     for sku in request.skus[:1] if request.context == "product" else ():
         product = catalog.get(sku)
         if product is not None:
-            lists.append((popularity.by_category.get(product.category, []),
+            lists.append((popularity.by_category.get(product.category, []), 0.8,
                           f"popular in {pretty(product.category)}"))
-    lists.append((popularity.global_top, "popular right now"))
-    for ranked, reason in lists:
+    lists.append((popularity.global_top, 0.6, "popular right now"))
+    for ranked, weight, reason in lists:
         for rank, sku in enumerate(ranked[:PERSONAL_CANDIDATES]):
-            _candidate(candidates, sku).add("popularity", 1.0 / (1.0 + rank / 10), reason)
+            _candidate(candidates, sku).add("popularity", weight / (1.0 + rank / 10), reason)
 
 
 def _allowed(product: Product, state: CustomerState | None, shares, rules: Rules) -> bool:

@@ -1,0 +1,37 @@
+"""Small builders for domain tests: events on event time, a tiny catalog."""
+
+from online_models.events import DAY_MS, Event, Item, Product
+
+T0 = 1_795_601_700_000  # 2026-11-25T10:15:00Z
+
+
+def day(n: float) -> int:
+    return T0 + int(n * DAY_MS)
+
+
+def purchase(event_id, customer="c-1", skus=("TR-1",), ts=T0, price=50.0, store=None, **kw):
+    items = tuple(Item(sku, 1, price) for sku in skus)
+    return Event(event_id, "purchase", ts, "store" if store else "web", customer_id=customer,
+                 store_id=store, order_id=f"o-{event_id}", items=items, **kw)
+
+
+def event(event_id, kind, ts=T0, customer="c-1", **kw):
+    return Event(event_id, kind, ts, kw.pop("channel", "web"), customer_id=customer, **kw)
+
+
+CATALOG = {p.sku: p for p in [
+    Product("TR-1", "Slim trousers", "men/trousers", "Northway", 50),
+    Product("TR-2", "Chino trousers", "men/trousers", "Northway", 60),
+    Product("BL-1", "Leather belt", "men/belts", "Northway", 20),
+    Product("SK-1", "Wool socks", "men/socks", "Linea", 8),
+    Product("SH-1", "Oxford shirt", "men/shirts", "Linea", 40),
+    Product("CF-1", "Coffee beans", "grocery/coffee", "Bean Co", 9),
+    Product("BS-1", "Boys shirt", "kids/boys/shirts", "Kido", 15),
+    Product("BS-2", "Boys polo shirt", "kids/boys/shirts", "Kido", 12),
+    Product("BT-1", "Boys trousers", "kids/boys/trousers", "Kido", 18),
+    Product("GD-1", "Girls dress", "kids/girls/dresses", "Kido", 25),
+    Product("GS-1", "Girls shirt", "kids/girls/shirts", "Kido", 15),
+    Product("PH-1", "Phone", "electronics/phones", "Fone", 500),
+    Product("PC-1", "Phone case", "electronics/phone-cases", "Fone", 20),
+    Product("XX-1", "Out of stock belt", "men/belts", "Northway", 20, in_stock=False),
+]}

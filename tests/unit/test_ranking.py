@@ -1,0 +1,72 @@
+from online_models.customer import CustomerState
+from online_models.decay import Decay
+from online_models.items import Neighbor, PopularityIndex
+from online_models.ranking import Request, Rules, recommend
+
+from .helpers import CATALOG, day, purchase
+
+DECAY = Decay(14)
+POPULAR = PopularityIndex(
+    global_top=["CF-1", "PH-1", "GD-1", "BL-1", "TR-2", "SK-1", "XX-1", "GS-1", "BS-1", "BT-1"],
+    by_category={"men/trousers": ["TR-2", "TR-1"], "kids/boys/shirts": ["BS-1", "BS-2"], "kids/girls/dresses": ["GD-1"],
+                 "kids/boys/trousers": ["BT-1"], "men/belts": ["XX-1", "BL-1"]},
+    by_store={"s-7": ["SK-1", "CF-1"]},
+)
+TROUSER_NEIGHBORS = {"TR-1": [Neighbor("XX-1", 0.9, 0.5), Neighbor("BL-1", 0.8, 0.31),
+                              Neighbor("SK-1", 0.5, 0.2), Neighbor("TR-2", 0.4, 0.1)]}
+RULES = Rules(replenishable=("grocery",))
+
+
+def customer(*events):
+    state = CustomerState("c-1")
+    for e in events:
+        state.apply(e, CATALOG, DECAY)
+    return state
+
+
+def skus(suggestions):
+    return [s.sku for s in suggestions]
+
+
+def test_cross_sell_for_trousers_gives_the_belt_with_a_reason():
+    out = recommend(None, Request("cart", ("TR-1",), k=3), TROUSER_NEIGHBORS, POPULAR, CATALOG, RULES)
+    assert out[0].sku == "BL-1"
+    assert "bought with Slim trousers in 31% of baskets" in out[0].reasons
+    assert "XX-1" not in skus(out)  # out of stock, however strong the complement
+    assert "TR-1" not in skus(out)  # already in the basket
+
+
+def test_substitutes_rank_below_complements_at_the_till():
+    out = recommend(None, Request("cart", ("TR-1",), k=5), TROUSER_NEIGHBORS, POPULAR, CATALOG, RULES)
+    assert skus(out).index("SK-1") < skus(out).index("TR-2")
+
+
+def test_just_bought_durables_are_excluded_but_replenishables_come_back():
+    state = customer(purchase("p1", skus=("BL-1", "CF-1"), ts=day(0)))
+    out = recommend(state, Request("cart", ("TR-1",), k=10), TROUSER_NEIGHBORS, POPULAR, CATALOG, RULES)
+    assert "BL-1" not in skus(out)
+    home = recommend(state, Request("home", k=10), {}, POPULAR, CATALOG, RULES)
+    coffee = next(s for s in home if s.sku == "CF-1")
+    assert "you buy this regularly" in coffee.reasons
+
+
+def test_boys_buyer_gets_boys_items_not_girls():
+    state = customer(*[purchase(f"p{i}", skus=("BS-1", "BT-1"), ts=day(i)) for i in range(3)])
+    out = recommend(state, Request("home", k=10), {}, POPULAR, CATALOG, RULES)
+    assert "GD-1" not in skus(out) and "GS-1" not in skus(out)
+    assert any("you often buy Boys/" in r for s in out for r in s.reasons)
+    # A customer with no kids' history still sees the popular girls' dress.
+    assert "GD-1" in skus(recommend(customer(purchase("p", skus=("TR-1",))), Request("home", k=10),
+                                    {}, POPULAR, CATALOG, RULES))
+
+
+def test_unknown_customer_gets_popular_items_in_their_store():
+    out = recommend(None, Request("home", store_id="s-7", k=3), {}, POPULAR, CATALOG, RULES)
+    assert out[0].sku == "SK-1" and "popular in store s-7" in out[0].reasons
+    assert len(out) == 3
+
+
+def test_unknown_everything_still_answers():
+    assert recommend(None, Request("product", ("NOPE",), k=5), {}, PopularityIndex(), CATALOG, RULES) == []
+    out = recommend(None, Request("product", ("NOPE",), k=5), {}, POPULAR, CATALOG, RULES)
+    assert len(out) == 5 and all(s.reasons for s in out)
