@@ -56,10 +56,11 @@ class FlowContext:
 
     @staticmethod
     def route(event: Event) -> tuple[str, str]:
-        """('customer', id) for known customers; ('alias', id) for anonymous / loyalty ids."""
-        if event.customer_id and event.type != "identify":
-            return ("customer", event.customer_id)
-        return ("alias", event.alias_id or "")
+        """('alias', id) for anything carrying an anonymous / loyalty id, so that a session's
+        events reach the customer in order behind its `identify` merge; else ('customer', id)."""
+        if event.alias_id:
+            return ("alias", event.alias_id)
+        return ("customer", event.customer_id or "")
 
     def alias_step(self, state: AliasState | None, event: Event):
         alias_id = event.alias_id or ""
