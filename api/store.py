@@ -7,6 +7,7 @@ import asyncio
 import logging
 
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
 from online_models import keys
 from online_models.customer import CustomerState
@@ -84,5 +85,5 @@ class Store:
             await asyncio.sleep(every_s)
             try:
                 await self.refresh()
-            except Exception as exc:  # keep serving from the last good copy
+            except (RedisError, ValueError) as exc:  # keep serving from the last good copy
                 log.warning("catalog refresh failed: %s", exc)

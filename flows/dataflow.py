@@ -17,7 +17,6 @@ from bytewax import operators as op
 from bytewax.connectors.kafka import operators as kop
 from bytewax.dataflow import Dataflow, Stream
 
-from flows.catalog_cache import CatalogCache
 from flows.messages import DeadLetter, RawMessage, Write
 from flows.redis_sink import RedisSink
 from flows.steps import FlowContext, dead_letter_message
@@ -29,7 +28,7 @@ from online_models.events import DAY_MS, Event, ParseLimits, Product
 OFFSET_BEGINNING = -2
 
 
-def make_context(settings: Settings, *, redis_url: str | None) -> FlowContext:
+def make_context(settings: Settings) -> FlowContext:
     return FlowContext(
         scheme=keys.KeyScheme(settings.key_prefix),
         catalog_topic=settings.topic_catalog,
@@ -40,7 +39,6 @@ def make_context(settings: Settings, *, redis_url: str | None) -> FlowContext:
             max_lateness_ms=int(settings.max_event_lateness_days * DAY_MS),
             max_future_ms=int(settings.max_event_future_hours * 3_600_000),
         ),
-        catalog=CatalogCache(redis_url, keys.KeyScheme(settings.key_prefix)),
     )
 
 
@@ -65,16 +63,15 @@ def wire(flow: Dataflow, raw: Stream[RawMessage], ctx: FlowContext) -> tuple[Str
     signals = op.filter("signals", op.merge("all_out", alias_out, customer_out),
                         lambda x: isinstance(x, BasketSignal))
     memberships = op.flat_map("split_baskets", signals, _split_signal)  # (sku, (sku, signal))
-    keyed_products = op.map("product_key", products, lambda p: (p.sku, (p.sku, p)))
-    to_items = op.merge("item_messages", keyed_products, memberships)
-    count_out = op.stateful_flat_map("item_counts", to_items, ctx.item_counts_step)
+    product_writes = op.map("product_writes", products, ctx.product_write)
+    count_out = op.stateful_flat_map("item_counts", memberships, ctx.item_counts_step)
     count_out = op.map("counts_unkey", count_out, lambda kv: kv[1])
     pairs = op.filter_map("pairs", count_out, _pair)  # (sku, (sku, update))
     neighbor_out = op.stateful_flat_map("item_neighbors", pairs, ctx.item_neighbors_step)
     neighbor_out = op.map("neighbors_unkey", neighbor_out, lambda kv: kv[1])
 
     writes = op.filter(
-        "writes", op.merge("write_sources", alias_out, customer_out, count_out, neighbor_out),
+        "writes", op.merge("write_sources", product_writes, alias_out, customer_out, count_out, neighbor_out),
         lambda x: isinstance(x, Write),
     )
     return writes, letters
@@ -83,7 +80,7 @@ def wire(flow: Dataflow, raw: Stream[RawMessage], ctx: FlowContext) -> tuple[Str
 def build_flow(settings: Settings | None = None) -> Dataflow:
     settings = settings or get_settings()
     flow = Dataflow("omnirec")
-    ctx = make_context(settings, redis_url=settings.redis_url)
+    ctx = make_context(settings)
     kin = kop.input(
         "kafka_in", flow,
         brokers=[settings.kafka_bootstrap],

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from flows.catalog_cache import CatalogCache
 from flows.messages import DeadLetter, RawMessage, Write
 from online_models import decay, keys
 from online_models.customer import BasketSignal, CustomerState
@@ -36,7 +35,6 @@ class FlowContext:
     popularity: decay.Decay
     cooccurrence: decay.Decay
     limits: ParseLimits
-    catalog: CatalogCache
     watermark: Watermark = field(default_factory=Watermark)
 
     # --- parse ----------------------------------------------------------------------------
@@ -65,7 +63,7 @@ class FlowContext:
     def alias_step(self, state: AliasState | None, event: Event):
         alias_id = event.alias_id or ""
         state = state or AliasState(alias_id)
-        outcome = state.apply(event, self.catalog, self.popularity)
+        outcome = state.apply(event, self.popularity)
         emits: list = [("forward", target, message) for target, message in outcome.forward]
         if outcome.linked_to:
             emits.append(Write("link", self.scheme.alias(alias_id), (alias_id, outcome.linked_to)))
@@ -77,18 +75,17 @@ class FlowContext:
     def customer_step(self, state: CustomerState | None, keyed: tuple[str, Event | Merge]):
         customer_id, message = keyed
         state = state or CustomerState(customer_id)
-        signals = apply_to_customer(state, message, self.catalog, self.popularity)
+        signals = apply_to_customer(state, message, self.popularity)
         return state, [Write("customer", self.scheme.customer(state.customer_id), state), *signals]
 
     # --- items ------------------------------------------------------------------------------
 
-    def item_counts_step(self, state: ItemCounts | None, message: tuple[str, Product | BasketSignal]):
+    def product_write(self, product: Product) -> Write:
+        return Write("product", self.scheme.catalog(), product, member=product.sku)
+
+    def item_counts_step(self, state: ItemCounts | None, message: tuple[str, BasketSignal]):
         sku, payload = message
         state = state or ItemCounts(sku)
-        if isinstance(payload, Product):
-            state.product = payload
-            self.catalog.record(payload)
-            return state, [Write("product", self.scheme.catalog(), payload, member=sku)]
         pairs = state.apply_signal(payload, self.popularity, self.cooccurrence)
         emits: list = [("pair", target, update) for target, update in pairs]
         if payload.new_sku in (None, sku):

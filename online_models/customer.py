@@ -3,6 +3,12 @@
 The flow keeps one `CustomerState` per customer (and one per anonymous / loyalty
 alias until it is stitched). Every list is bounded so the per-key snapshot bytewax
 copies at each epoch stays small, however long a customer lives.
+
+The state never consults the catalog: an item that arrives with its category counts
+towards that category; one that arrives bare (a product view carries only a SKU) counts
+towards its SKU, and readers map SKUs to categories with the catalog they hold. So the
+stored state depends only on the customer's events, not on whether the catalog topic
+happened to be read before them.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from online_models.events import Event, Item, Product
 
 MAX_CATEGORIES = 24
 MAX_BRANDS = 12
+MAX_SKU_INTEREST = 32
 MAX_BOUGHT = 64
 MAX_RECENT_VIEWS = 20
 MAX_BASKET = 40
@@ -56,6 +63,7 @@ class CustomerState:
     channel_events: dict[str, int] = field(default_factory=dict)
     categories: dict[str, float] = field(default_factory=dict)  # category → log-weight
     brands: dict[str, float] = field(default_factory=dict)
+    sku_interest: dict[str, float] = field(default_factory=dict)  # SKU → log-weight, no category sent
     bought: dict[str, list[float]] = field(default_factory=dict)  # sku → [log-weight, last ts]
     recent_views: list[str] = field(default_factory=list)
     basket: dict[str, float] = field(default_factory=dict)  # sku → qty
@@ -67,9 +75,7 @@ class CustomerState:
 
     # --- the one entry point the flow calls -------------------------------------------
 
-    def apply(
-        self, event: Event, catalog: Mapping[str, Product], decay_: decay.Decay
-    ) -> list[BasketSignal]:
+    def apply(self, event: Event, decay_: decay.Decay) -> list[BasketSignal]:
         """Fold one event in; returns the basket signals the item statistics need.
 
         A duplicate (an `event_id` seen recently for this customer) changes nothing.
@@ -79,7 +85,7 @@ class CustomerState:
         self._remember(event.event_id)
         self._touch(event)
         handler = _HANDLERS.get(event.type)
-        return handler(self, event, catalog, decay_) if handler else []
+        return handler(self, event, decay_) if handler else []
 
     def is_duplicate(self, event_id: str) -> bool:
         return event_id in self.seen_ids
@@ -104,6 +110,8 @@ class CustomerState:
             decay.add(self.categories, key, value)
         for key, value in other.brands.items():
             decay.add(self.brands, key, value)
+        for key, value in other.sku_interest.items():
+            decay.add(self.sku_interest, key, value)
         for sku, (log_w, ts) in other.bought.items():
             self._add_bought(sku, log_w, int(ts))
         self.recent_views = (self.recent_views + other.recent_views)[-MAX_RECENT_VIEWS:]
@@ -122,35 +130,47 @@ class CustomerState:
     def return_rate(self) -> float:
         return self.returned / self.gross if self.gross > 0 else 0.0
 
-    def category_shares(self) -> dict[str, float]:
-        return decay.shares(self.categories)
+    def category_shares(self, catalog: Mapping[str, Product]) -> dict[str, float]:
+        return decay.shares(self._resolved(catalog, "category", self.categories))
+
+    def brand_shares(self, catalog: Mapping[str, Product]) -> dict[str, float]:
+        return decay.shares(self._resolved(catalog, "brand", self.brands))
+
+    def _resolved(self, catalog: Mapping[str, Product], attribute: str, known: dict[str, float]):
+        """`known` plus the bare SKUs' interest, attributed through the catalog."""
+        merged = dict(known)
+        for sku, log_w in self.sku_interest.items():
+            product = catalog.get(sku)
+            if product is not None and getattr(product, attribute):
+                decay.add(merged, getattr(product, attribute), log_w)
+        return merged
 
     def bought_recently(self, sku: str) -> bool:
         return sku in self.bought
 
     # --- event handlers -------------------------------------------------------------------
 
-    def _on_view(self, event: Event, catalog, decay_) -> list[BasketSignal]:
+    def _on_view(self, event: Event, decay_) -> list[BasketSignal]:
         if event.sku:
             if event.sku in self.recent_views:
                 self.recent_views.remove(event.sku)
             self.recent_views = (self.recent_views + [event.sku])[-MAX_RECENT_VIEWS:]
-            self._interest(event.sku, None, INTEREST["product_view"], event.ts_ms, catalog, decay_)
+            self._interest(event.sku, None, INTEREST["product_view"], event.ts_ms, decay_)
         return []
 
-    def _on_add_to_cart(self, event: Event, catalog, decay_) -> list[BasketSignal]:
+    def _on_add_to_cart(self, event: Event, decay_) -> list[BasketSignal]:
         signals = []
         for item in event.items:
             already = tuple(sku for sku in self.basket if sku != item.sku)
             self.basket[item.sku] = self.basket.get(item.sku, 0) + item.qty
-            self._interest(item.sku, item, INTEREST["add_to_cart"], event.ts_ms, catalog, decay_)
+            self._interest(item.sku, item, INTEREST["add_to_cart"], event.ts_ms, decay_)
             signals.append(BasketSignal(
                 (item.sku, *already), CART_PAIR_WEIGHT, event.ts_ms, event.store_id, item.sku,
             ))
         self._bound()
         return signals
 
-    def _on_remove_from_cart(self, event: Event, catalog, decay_) -> list[BasketSignal]:
+    def _on_remove_from_cart(self, event: Event, decay_) -> list[BasketSignal]:
         for item in event.items:
             left = self.basket.get(item.sku, 0) - item.qty
             if left > 0:
@@ -159,7 +179,7 @@ class CustomerState:
                 self.basket.pop(item.sku, None)
         return []
 
-    def _on_purchase(self, event: Event, catalog, decay_) -> list[BasketSignal]:
+    def _on_purchase(self, event: Event, decay_) -> list[BasketSignal]:
         self.orders += 1
         self.last_purchase_ts = _max(self.last_purchase_ts, event.ts_ms)
         self.channel_orders[event.channel] = self.channel_orders.get(event.channel, 0) + 1
@@ -167,7 +187,7 @@ class CustomerState:
             self.units += item.qty
             self.gross += item.value
             self.basket.pop(item.sku, None)
-            self._interest(item.sku, item, INTEREST["purchase"], event.ts_ms, catalog, decay_)
+            self._interest(item.sku, item, INTEREST["purchase"], event.ts_ms, decay_)
             self._add_bought(sku=item.sku, log_w=decay_.log_weight(1.0, event.ts_ms), ts=event.ts_ms)
         if event.store_id:
             self._visit(event.store_id)
@@ -175,19 +195,19 @@ class CustomerState:
         skus = tuple(dict.fromkeys(item.sku for item in event.items))
         return [BasketSignal(skus, 1.0, event.ts_ms, event.store_id)]
 
-    def _on_return(self, event: Event, catalog, decay_) -> list[BasketSignal]:
+    def _on_return(self, event: Event, decay_) -> list[BasketSignal]:
         for item in event.items:
             self.returned += item.value
             self.returned_units += item.qty
         return []
 
-    def _on_store_visit(self, event: Event, catalog, decay_) -> list[BasketSignal]:
+    def _on_store_visit(self, event: Event, decay_) -> list[BasketSignal]:
         if event.store_id:
             self.store_visits += 1
             self._visit(event.store_id)
         return []
 
-    def _on_survey(self, event: Event, catalog, decay_) -> list[BasketSignal]:
+    def _on_survey(self, event: Event, decay_) -> list[BasketSignal]:
         self.survey_score = event.score
         return []
 
@@ -207,18 +227,14 @@ class CustomerState:
         self.stores[store_id] = self.stores.get(store_id, 0) + 1
         self.last_store = store_id
 
-    def _interest(
-        self, sku: str, item: Item | None, weight: float, ts_ms: int,
-        catalog: Mapping[str, Product], decay_: decay.Decay,
-    ) -> None:
-        product = catalog.get(sku)
-        category = (item.category if item else None) or (product.category if product else None)
-        brand = (item.brand if item else None) or (product.brand if product else None)
+    def _interest(self, sku: str, item: Item | None, weight: float, ts_ms: int, decay_: decay.Decay) -> None:
         log_w = decay_.log_weight(weight, ts_ms)
-        if category:
-            decay.add(self.categories, category, log_w)
-        if brand:
-            decay.add(self.brands, brand, log_w)
+        if item is None or not item.category:
+            decay.add(self.sku_interest, sku, log_w)
+            return
+        decay.add(self.categories, item.category, log_w)
+        if item.brand:
+            decay.add(self.brands, item.brand, log_w)
 
     def _add_bought(self, sku: str, log_w: float, ts: int) -> None:
         previous = self.bought.get(sku)
@@ -230,6 +246,7 @@ class CustomerState:
     def _bound(self) -> None:
         decay.prune(self.categories, MAX_CATEGORIES)
         decay.prune(self.brands, MAX_BRANDS)
+        decay.prune(self.sku_interest, MAX_SKU_INTEREST)
         if len(self.bought) > MAX_BOUGHT:
             keep = sorted(self.bought, key=lambda sku: self.bought[sku][0])[-MAX_BOUGHT:]
             self.bought = {sku: self.bought[sku] for sku in keep}

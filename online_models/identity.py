@@ -7,12 +7,11 @@ then on the alias only forwards its events to the customer.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from online_models import decay
 from online_models.customer import BasketSignal, CustomerState
-from online_models.events import Event, Product
+from online_models.events import Event
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,9 +37,7 @@ class AliasState:
     customer_id: str | None = None
     profile: CustomerState | None = None
 
-    def apply(
-        self, event: Event, catalog: Mapping[str, Product], decay_: decay.Decay
-    ) -> AliasOutcome:
+    def apply(self, event: Event, decay_: decay.Decay) -> AliasOutcome:
         outcome = AliasOutcome()
         if event.type == "identify" and event.customer_id:
             if self.customer_id != event.customer_id:
@@ -54,14 +51,12 @@ class AliasState:
             return outcome
         if self.profile is None:
             self.profile = CustomerState(self.alias_id)
-        outcome.signals = self.profile.apply(event, catalog, decay_)
+        outcome.signals = self.profile.apply(event, decay_)
         outcome.profile_changed = True
         return outcome
 
 
-def apply_to_customer(
-    state: CustomerState, message: Event | Merge, catalog: Mapping[str, Product], decay_: decay.Decay
-) -> list[BasketSignal]:
+def apply_to_customer(state: CustomerState, message: Event | Merge, decay_: decay.Decay) -> list[BasketSignal]:
     """The customer step's one verb: an event, or the merge of a stitched alias."""
     if isinstance(message, Merge):
         if state.is_duplicate(message.event_id):
@@ -69,4 +64,4 @@ def apply_to_customer(
         state.merge(message.profile)
         state.seen_ids.append(message.event_id)
         return []
-    return state.apply(message, catalog, decay_)
+    return state.apply(message, decay_)

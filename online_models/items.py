@@ -2,7 +2,7 @@
 
 Two keyed steps, both keyed by SKU, because a pair score needs both items' counts:
 
-1. `ItemCounts` (per item): its product, decayed popularity (global and per store) and
+1. `ItemCounts` (per item): decayed popularity (global and per store) and
    how many baskets it was in. For each basket it tells every partner item "I was with
    you, and my basket count is now N" (`PairUpdate`), and itself its own count.
 2. `ItemNeighbors` (per item): co-counts with each partner and each partner's count,
@@ -49,7 +49,6 @@ class Neighbor:
 @dataclass(slots=True)
 class ItemCounts:
     sku: str
-    product: Product | None = None
     log_baskets: float | None = None
     log_popularity: float | None = None
     store_popularity: dict[str, float] = field(default_factory=dict)

@@ -107,7 +107,7 @@ def recommend(
     excluded = set(request.skus)
     # At the till, a second pair of trousers is a substitute, not a complement.
     basket_categories = _categories(request.skus, catalog) if request.context == "cart" else set()
-    shares = state.category_shares() if state is not None else {}
+    shares = state.category_shares(catalog) if state is not None else {}
     suggestions = []
     for cand in candidates.values():
         product = catalog.get(cand.sku)
@@ -138,11 +138,11 @@ def _score_complements(anchor_weights, neighbors, catalog, candidates) -> None:
 
 
 def _score_personal(state, popularity, catalog, rules, candidates) -> None:
-    shares = state.category_shares()
+    shares = state.category_shares(catalog)
     for category, share in sorted(shares.items(), key=lambda kv: -kv[1])[:3]:
         for sku in popularity.by_category.get(category, ())[:PERSONAL_CANDIDATES]:
             _candidate(candidates, sku)
-    brand_shares = decay.shares(state.brands)
+    brand_shares = state.brand_shares(catalog)
     buy_again = decay.shares({sku: log_w for sku, (log_w, _) in state.bought.items()})
     top_again = max(buy_again.values(), default=0.0)
     for sku, share in buy_again.items():

@@ -16,7 +16,7 @@ DECAY = Decay(14)
 def fresh(events, state=None):
     state = state or CustomerState("c-1")
     for e in events:
-        state.apply(e, CATALOG, DECAY)
+        state.apply(e, DECAY)
     return state
 
 
@@ -43,11 +43,11 @@ def test_affinity_decays_by_event_time_not_wall_time():
     # Trousers long ago, then shirts recently: shirts lead although trousers were bought more often.
     old = [purchase(f"t{i}", skus=("TR-1",), ts=day(i)) for i in range(3)]
     new = [purchase("s1", skus=("SH-1",), ts=day(90))]
-    shares = fresh(old + new).category_shares()
+    shares = fresh(old + new).category_shares(CATALOG)
     assert shares["men/shirts"] > 0.9 > shares["men/trousers"]
     # The same events replayed a year later give the same shares: only event time matters.
     later = [purchase(e.event_id, skus=(e.items[0].sku,), ts=e.ts_ms + 365 * 86_400_000) for e in old + new]
-    assert fresh(later).category_shares() == pytest.approx(shares, rel=1e-9)
+    assert fresh(later).category_shares(CATALOG) == pytest.approx(shares, rel=1e-9)
 
 
 def test_sizes_stay_bounded_for_a_long_lived_customer():
@@ -74,22 +74,22 @@ def test_cart_follows_adds_removes_and_purchase():
 def test_identify_hands_the_anonymous_session_to_the_customer():
     alias = AliasState("a-9")
     view = Event("v1", "product_view", day(0), "web", anonymous_id="a-9", sku="TR-1")
-    assert alias.apply(view, CATALOG, DECAY).profile_changed
+    assert alias.apply(view, DECAY).profile_changed
     identify = Event("i1", "identify", day(0), "web", customer_id="c-1", anonymous_id="a-9")
-    outcome = alias.apply(identify, CATALOG, DECAY)
+    outcome = alias.apply(identify, DECAY)
     (target, merge), = outcome.forward
     assert target == "c-1" and outcome.linked_to == "c-1"
 
     customer = fresh([purchase("p1", skus=("SH-1",))])
-    apply_to_customer(customer, merge, CATALOG, DECAY)
+    apply_to_customer(customer, merge, DECAY)
     assert "a-9" in customer.aliases and "TR-1" in customer.recent_views
-    assert "men/trousers" in customer.category_shares()
-    apply_to_customer(customer, merge, CATALOG, DECAY)  # a redelivered identify merges once
+    assert "men/trousers" in customer.category_shares(CATALOG)
+    apply_to_customer(customer, merge, DECAY)  # a redelivered identify merges once
     assert customer.channel_events["web"] == 2
 
     # Later anonymous events of the same browser go straight to the customer.
     later = Event("v2", "product_view", day(1), "web", anonymous_id="a-9", sku="BL-1")
-    assert alias.apply(later, CATALOG, DECAY).forward == [("c-1", later)]
+    assert alias.apply(later, DECAY).forward == [("c-1", later)]
 
 
 def test_loyalty_card_at_the_till_is_an_alias():

@@ -34,7 +34,7 @@ def records():
 def run(records, workers: int):
     flow = Dataflow("test")
     raw = op.input("in", flow, TestingSource(records, batch_size=50))
-    writes, letters = wire(flow, raw, make_context(SETTINGS, redis_url=None))
+    writes, letters = wire(flow, raw, make_context(SETTINGS))
     out, dead = [], []
     op.output("redis_out", writes, TestingSink(out))
     op.output("dead_out", letters, TestingSink(dead))

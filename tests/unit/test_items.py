@@ -38,7 +38,7 @@ def planted_baskets(n=600, seed=3):
 
 
 def test_trousers_complement_is_the_belt_not_the_best_seller():
-    counts, neighbors = run_baskets(planted_baskets())
+    _, neighbors = run_baskets(planted_baskets())
     top = neighbors["TR-1"].top(3)
     assert top[0].sku == "BL-1"
     assert 0.4 < top[0].confidence < 0.8  # ~60 % of trouser baskets hold a belt

@@ -20,7 +20,7 @@ RULES = Rules(replenishable=("grocery",))
 def customer(*events):
     state = CustomerState("c-1")
     for e in events:
-        state.apply(e, CATALOG, DECAY)
+        state.apply(e, DECAY)
     return state
 
 

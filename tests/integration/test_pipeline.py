@@ -1,0 +1,210 @@
+"""Kafka (tansu) → bytewax flow → Redis → API, with the real broker and the real Redis."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+import redis
+from fastapi.testclient import TestClient
+
+from api.main import create_app
+from online_models import keys
+
+from .kafka_tools import consume, produce, snapshot, wait_for
+
+TS = 1_795_601_700_000
+CATALOG = [
+    {"sku": "TR-1", "name": "Slim trousers", "category": "men/trousers", "brand": "Northway", "price": 50},
+    {"sku": "BL-1", "name": "Leather belt", "category": "men/belts", "brand": "Northway", "price": 20},
+    {"sku": "SK-1", "name": "Wool socks", "category": "men/socks", "brand": "Linea", "price": 8},
+    {"sku": "CF-1", "name": "Coffee", "category": "grocery/coffee", "brand": "Bean", "price": 9},
+]
+KEYS = {"till-key": ["recommend", "profile"], "shop-key": ["recommend"]}
+
+
+def purchase(n: int, customer: str, skus, minutes: int = 0, **extra) -> dict:
+    return {"event_id": f"p-{customer}-{n}", "type": "purchase", "ts": TS + (n * 60 + minutes) * 60_000,
+            "channel": "store", "customer_id": customer, "store_id": "s-1", "order_id": f"o-{customer}-{n}",
+            "items": [{"sku": sku, "qty": 1, "price": 10.0} for sku in skus], **extra}
+
+
+def history(customers: int = 20) -> list[dict]:
+    """Trousers come with a belt; everybody buys coffee; a few buy socks."""
+    events = []
+    for c in range(customers):
+        cid = f"c-{c}"
+        events.append(purchase(0, cid, ["TR-1", "BL-1", "CF-1"] if c % 3 else ["TR-1", "CF-1"]))
+        events.append(purchase(1, cid, ["CF-1"] + (["SK-1"] if c % 4 == 0 else [])))
+    return events
+
+
+def load(settings, events) -> None:
+    produce(settings, settings.topic_catalog, [(p["sku"].encode(), p) for p in CATALOG])
+    produce(settings, settings.topic_store, [(e["customer_id"].encode(), e) for e in events])
+
+
+def profile(settings, customer_id):
+    raw = redis.Redis.from_url(settings.redis_url).get(keys.KeyScheme(settings.key_prefix).customer(customer_id))
+    return keys.decode_profile(raw) if raw else None
+
+
+def wait_for_orders(settings, customer_id, orders, timeout=60.0):
+    return wait_for(lambda: (p := profile(settings, customer_id)) is not None and p.orders >= orders and p,
+                    timeout, f"{customer_id} to reach {orders} orders")
+
+
+@pytest.fixture
+def api(settings):
+    app = create_app(settings.model_copy(update={"api_keys": KEYS, "api_catalog_refresh_s": 0.2}))
+    with TestClient(app) as client:
+        yield client
+
+
+def test_produced_purchases_show_up_in_cross_sell_with_a_reason(settings, run_flow, api):
+    flow = run_flow(settings)
+    load(settings, history())
+    wait_for_orders(settings, "c-19", 2)
+    till = {"Authorization": "Bearer till-key"}
+    body = wait_for(lambda: (r := api.post("/v1/cross-sell", json={"basket": ["TR-1"], "k": 3}, headers=till))
+                    .json()["items"] and r.json(), 20, "catalog refresh")
+    assert body["items"][0]["sku"] == "BL-1"
+    assert any(reason.startswith("bought with Slim trousers in") for reason in body["items"][0]["reasons"])
+
+    profile_json = api.get("/v1/customers/c-1", headers=till).json()
+    assert profile_json["rfm"]["frequency"] == 2
+    assert profile_json["top_categories"][0]["category"] == "grocery/coffee"
+
+    # A new purchase changes the answer within seconds.
+    produce(settings, settings.topic_store, [(b"c-1", purchase(2, "c-1", ["SK-1"]))])
+    wait_for_orders(settings, "c-1", 3, timeout=20)
+    assert api.get("/v1/customers/c-1", headers=till).json()["rfm"]["frequency"] == 3
+    assert flow.alive(), flow.log()
+
+
+def test_a_duplicate_event_is_counted_once(settings, run_flow):
+    run_flow(settings)
+    first = purchase(0, "c-dup", ["TR-1"])
+    load(settings, [first, first, purchase(1, "c-dup", ["CF-1"]), first])
+    state = wait_for_orders(settings, "c-dup", 2)
+    assert state.orders == 2 and state.gross == 20.0
+
+
+def test_bad_messages_are_dead_lettered_and_the_flow_keeps_going(settings, run_flow):
+    flow = run_flow(settings)
+    bad = [b"{not json", orjson.dumps({**purchase(0, "c-bad", ["TR-1"]), "type": "teleport"}),
+           orjson.dumps(purchase(1, "c-bad", [])),
+           orjson.dumps({**purchase(2, "c-bad", ["TR-1"]), "items": [{"sku": "TR-1", "qty": -2, "price": 1}]})]
+    produce(settings, settings.topic_web, [(b"c-bad", value) for value in bad])
+    load(settings, [purchase(3, "c-bad", ["TR-1"])])
+    wait_for_orders(settings, "c-bad", 1)
+
+    letters = consume(settings, settings.topic_deadletter, expected=len(bad))
+    assert sorted(m.value() for m in letters) == sorted(bad)  # the original bytes, untouched
+    reasons = {dict(m.headers())["reason"].decode() for m in letters}
+    assert any("not valid JSON" in r for r in reasons)
+    assert any("unknown event type 'teleport'" in r for r in reasons)
+    assert any("'items' must be a non-empty list" in r for r in reasons)
+    assert any("'items[0].qty' must be > 0; got -2" in r for r in reasons)
+    headers = dict(letters[0].headers())
+    assert headers["source_topic"].decode() == settings.topic_web and headers["source_offset"].isdigit()
+    assert profile(settings, "c-bad").orders == 1 and flow.alive()
+
+
+def test_a_restarted_flow_resumes_without_double_counting(settings, run_flow, redis_url):
+    events = history(30)
+    first_half, second_half = events[:30], events[30:]
+    flow = run_flow(settings)
+    load(settings, first_half)
+    wait_for_orders(settings, first_half[-1]["customer_id"], 1)
+    import time
+    time.sleep(2.5)  # let a snapshot (every second) cover part of the input
+    flow.kill()  # a crash, not a clean stop: replay since the last snapshot must not double count
+    produce(settings, settings.topic_store, [(e["customer_id"].encode(), e) for e in second_half])
+    run_flow(settings)
+    wait_for(lambda: all((p := profile(settings, f"c-{c}")) and p.orders == 2 for c in range(30)), 60,
+             "all customers to have 2 orders after the restart")
+
+    clean = settings.model_copy(update={"key_prefix": settings.key_prefix + "-clean",
+                                        "recovery_dir": settings.recovery_dir + "-clean"})
+    try:
+        run_flow(clean)
+        wait_for(lambda: all((p := profile(clean, f"c-{c}")) and p.orders == 2 for c in range(30)), 60,
+                 "the clean run")
+        resumed, fresh = snapshot(redis_url, settings.key_prefix), snapshot(redis_url, clean.key_prefix)
+        profiles = [k for k in fresh if ":{c:" in k]
+        assert len(profiles) == 30
+        for key in profiles:
+            assert keys.decode_profile(resumed[key]).to_dict() == keys.decode_profile(fresh[key]).to_dict()
+    finally:
+        _delete_prefix(redis_url, clean.key_prefix)
+
+
+def test_two_processes_write_the_same_state_as_one_worker(settings, run_flow, redis_url):
+    from omnirec.stack import free_port
+
+    load(settings, history(24))
+    run_flow(settings)
+    wait_for(lambda: all((p := profile(settings, f"c-{c}")) and p.orders == 2 for c in range(24)), 60, "1 worker")
+
+    two = settings.model_copy(update={"key_prefix": settings.key_prefix + "-2p",
+                                      "recovery_dir": settings.recovery_dir + "-2p"})
+    addresses = f"127.0.0.1:{free_port()};127.0.0.1:{free_port()}"
+    try:
+        for process_id in (0, 1):
+            run_flow(two, workers=None, process_id=process_id, addresses=addresses)
+        wait_for(lambda: all((p := profile(two, f"c-{c}")) and p.orders == 2 for c in range(24)), 90, "2 processes")
+        import time
+        time.sleep(1.5)  # item statistics trail the profiles by a step
+        one_state, two_state = snapshot(redis_url, settings.key_prefix), snapshot(redis_url, two.key_prefix)
+        assert one_state.keys() == two_state.keys()
+        for key, value in one_state.items():
+            if ":{c:" in key:
+                assert value == two_state[key], key  # the same bytes
+            elif isinstance(value, dict) and key.endswith(":global"):
+                assert value == pytest.approx(two_state[key], abs=1e-6), key
+            elif key.endswith(":neighbors"):
+                ours, theirs = keys.decode_neighbors(value), keys.decode_neighbors(two_state[key])
+                assert [n.sku for n in ours] == [n.sku for n in theirs], key
+    finally:
+        _delete_prefix(redis_url, two.key_prefix)
+
+
+def test_api_keys_and_scopes(api, settings):
+    assert api.get("/healthz").status_code == 200
+    missing = api.get("/v1/customers/c-1")
+    assert missing.status_code == 401 and "Missing API key" in missing.json()["detail"]
+    wrong = api.get("/v1/customers/c-1", headers={"Authorization": "Bearer nope"})
+    assert wrong.status_code == 401 and wrong.json()["detail"] == "Unknown API key"
+    scope = api.get("/v1/customers/c-1", headers={"Authorization": "Bearer shop-key"})
+    assert scope.status_code == 403 and scope.json()["detail"] == "API key lacks the 'profile' scope"
+    unknown = api.get("/v1/customers/nobody", headers={"Authorization": "Bearer till-key"})
+    assert unknown.status_code == 404 and unknown.json()["detail"] == "Customer not found"
+
+
+def test_bad_requests_get_4xx_with_a_message(api):
+    shop = {"Authorization": "Bearer shop-key"}
+    assert api.get("/v1/recommendations?context=cart", headers=shop).status_code == 422
+    assert api.get("/v1/recommendations?context=nope", headers=shop).status_code == 422
+    assert api.get("/v1/recommendations?k=0", headers=shop).status_code == 422
+    assert api.post("/v1/cross-sell", json={"basket": []}, headers=shop).status_code == 422
+    assert api.post("/v1/cross-sell", content=b"{oops", headers=shop).status_code == 422
+    cold = api.get("/v1/recommendations?anonymous_id=never-seen&k=3", headers=shop)
+    assert cold.status_code == 200 and cold.json()["known_customer"] is False
+
+
+def test_redis_down_gives_503_with_a_message(settings):
+    from omnirec.stack import free_port
+
+    down = settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{free_port()}/0", "api_keys": KEYS})
+    with TestClient(create_app(down)) as client:
+        ready = client.get("/readyz")
+        assert ready.status_code == 503 and "Redis" in ready.json()["detail"]
+        recs = client.get("/v1/recommendations?customer_id=c-1", headers={"Authorization": "Bearer till-key"})
+        assert recs.status_code == 503 and "Redis unavailable" in recs.json()["detail"]
+
+
+def _delete_prefix(redis_url: str, prefix: str) -> None:
+    client = redis.Redis.from_url(redis_url)
+    keys_found = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+    if keys_found:
+        client.delete(*keys_found)
