@@ -1,0 +1,287 @@
+"""API latency at fixed request rates (open loop), and the maximum sustained rate, beside a
+trivial FastAPI endpoint on the same stack measured in the same run.
+
+    python -m bench.latency [--customers 2000] [--rates 200,500,1000] [--duration 10] [--json]
+
+1. Demo data: `--customers` simulated shoppers (28 days) go through the real flow into Redis
+   under a private prefix (the flow is stopped before the load starts).
+2. The API (`uvicorn api.main:app`, uvloop + httptools, one worker) and the ceiling app
+   (`bench.trivial_app`, same stack, constant orjson body) run as subprocesses.
+3. `bench.loadgen` (own process, open loop, latency from the scheduled send time) drives each
+   endpoint alone and the mix at each rate; then the rate is raised ×1.4 per step until
+   p99 > 50 ms, errors, or the completed rate falls below 97 % of the target — for the mix and
+   for the trivial endpoint. `wrk` (closed loop), if installed, adds its requests/s.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+
+import orjson
+
+from bench import common as c
+from omnirec import stack
+from online_models import keys
+
+API_KEY = "bench"
+P99_LIMIT_MS = 50.0
+
+
+def http_get(port: int, path: str, timeout: float = 5.0) -> tuple[int, bytes]:
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}",
+                                 headers={"Authorization": f"Bearer {API_KEY}"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def raw_get(path: str) -> str:
+    return (f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {API_KEY}\r\n"
+            f"Accept: application/json\r\n\r\n")
+
+
+def raw_post(path: str, body: dict) -> str:
+    data = orjson.dumps(body).decode()
+    return (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {API_KEY}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(data.encode())}\r\n\r\n{data}")
+
+
+def load_data(settings, customers: int, days: float, timeout: float) -> dict:
+    """Simulated history through the real flow; returns ids and skus to query."""
+    catalog, events = c.history(customers, days)
+    info = c.produce_events(settings, events, catalog=catalog)
+    sentinels = c.produce_sentinels(settings, info.last_purchase, info.last_ts_ms, "lat")
+    scheme = keys.KeyScheme(settings.key_prefix)
+    r = c.redis_client()
+    with c.tempdir("latency-flow") as rdir:
+        t0 = time.monotonic()
+        flow = c.start_real_flow(settings, rdir, "bench-latency-flow.log")
+        try:
+            c.wait_until(lambda: r.exists(*[scheme.customer(s) for s in sentinels]) == len(sentinels),
+                         timeout, interval=0.1, procs=[flow], what="demo data in Redis")
+        except BaseException:
+            c.log(c.tail("bench-latency-flow.log"))
+            raise
+        finally:
+            c.stop(flow)
+    known = [cid for cid in info.customers if r.exists(scheme.customer(cid))]
+    skus_with_neighbors = [p["sku"] for p in catalog if r.exists(scheme.neighbors(p["sku"]))]
+    c.log(f"demo data: {info.count:,} events, {len(known):,} customer profiles, "
+          f"{len(skus_with_neighbors)} skus with neighbours, in {time.monotonic() - t0:.1f}s")
+    return {"events": info.count, "customers": sorted(known), "skus": skus_with_neighbors or
+            [p["sku"] for p in catalog], "catalog": catalog}
+
+
+def start_uvicorn(target: str, port: int, env: dict, log_name: str) -> subprocess.Popen:
+    argv = [sys.executable, "-m", "uvicorn", target, "--host", "127.0.0.1", "--port", str(port),
+            "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning",
+            "--workers", "1"]
+    return c.spawn(argv, log_name, env=env)
+
+
+def endpoint_requests(data: dict, nbo: bool, n: int = 400, seed: int = 7) -> dict[str, list[str]]:
+    rng = random.Random(seed)
+    cids, skus = data["customers"], data["skus"]
+    out: dict[str, list[str]] = {"cross_sell": [], "recs_home": [], "recs_product": [], "profile": []}
+    if nbo:
+        out["next_best_offer"] = []
+    for _ in range(n):
+        cid = rng.choice(cids)
+        basket = rng.sample(skus, k=min(len(skus), rng.choice((1, 2, 3))))
+        out["cross_sell"].append(raw_post("/v1/cross-sell", {"customer_id": cid, "basket": basket,
+                                                              "store_id": "s-1", "k": 5}))
+        out["recs_home"].append(raw_get(f"/v1/recommendations?customer_id={cid}&context=home&k=10"))
+        out["recs_product"].append(raw_get(
+            f"/v1/recommendations?customer_id={cid}&context=product&sku={rng.choice(skus)}&k=10"))
+        out["profile"].append(raw_get(f"/v1/customers/{cid}"))
+        if nbo:
+            out["next_best_offer"].append(raw_get(f"/v1/next-best-offer?customer_id={cid}"))
+    return out
+
+
+def mixed(reqs: dict[str, list[str]]) -> list[dict]:
+    names = list(reqs)
+    n = len(next(iter(reqs.values())))
+    return [{"name": name, "raw": reqs[name][i]} for i in range(n) for name in names]
+
+
+def loadgen(port: int, requests: list[dict], rate: float, duration: float, connections: int = 64) -> dict:
+    spec = {"host": "127.0.0.1", "port": port, "rate": rate, "duration": duration,
+            "connections": connections, "timeout": 5.0, "requests": requests}
+    c.LOGS.mkdir(parents=True, exist_ok=True)
+    path = c.LOGS / f"loadgen-spec-{os.getpid()}.json"
+    path.write_text(json.dumps(spec))
+    try:
+        proc = subprocess.run([sys.executable, "-m", "bench.loadgen", str(path)], capture_output=True,
+                              text=True, timeout=duration + 60, cwd=str(c.ROOT))
+    finally:
+        path.unlink(missing_ok=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"loadgen failed: {proc.stderr[-2000:]}")
+    res = json.loads(proc.stdout.strip().splitlines()[-1])
+    all_lat = [x for v in res["latency_ms"].values() for x in v]
+    res["summary"] = {name: c.summary(v) for name, v in res["latency_ms"].items()}
+    res["summary"]["ALL"] = c.summary(all_lat)
+    bad = sum(n for st in res["statuses"].values() for code, n in st.items() if not code.startswith("2"))
+    res["non_2xx"] = bad
+    del res["latency_ms"]
+    return res
+
+
+def passes(res: dict) -> bool:
+    s = res["summary"]["ALL"]
+    return (s["p99"] <= P99_LIMIT_MS and res["error_count"] == 0 and res["non_2xx"] == 0
+            and res["completed"] >= 0.97 * res["scheduled"])
+
+
+def max_rate(port: int, requests: list[dict], start: float, step_s: float, cap: float) -> tuple[float, list]:
+    steps, best, rate = [], 0.0, start
+    while rate <= cap:
+        res = loadgen(port, requests, rate, step_s)
+        ok = passes(res)
+        s = res["summary"]["ALL"]
+        steps.append({"rate": rate, "ok": ok, "p50": s["p50"], "p99": s["p99"], "achieved": res["achieved_rps"],
+                      "errors": res["error_count"] + res["non_2xx"], "loadgen_cpu_s": res["loadgen_cpu_s"]})
+        c.log(f"  {rate:,.0f} req/s → p99 {s['p99']:.1f} ms, achieved {res['achieved_rps']:,.0f}/s "
+              f"{'ok' if ok else 'FAIL'}")
+        if not ok:
+            break
+        best = rate
+        rate = round(rate * 1.4, -1)
+    return best, steps
+
+
+def wrk(port: int, path: str, seconds: int, connections: int = 32) -> float | None:
+    exe = shutil.which("wrk")
+    if not exe:
+        return None
+    proc = subprocess.run([exe, "-t", "1", "-c", str(connections), "-d", f"{seconds}s",
+                           "-H", f"Authorization: Bearer {API_KEY}", f"http://127.0.0.1:{port}{path}"],
+                          capture_output=True, text=True, timeout=seconds + 30)
+    m = re.search(r"Requests/sec:\s+([\d.]+)", proc.stdout)
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", proc.stdout)
+    if non2xx:
+        c.log(f"[yellow]wrk {path}: {non2xx.group(1)} non-2xx responses[/]")
+    return float(m.group(1)) if m else None
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = c.parser(__doc__.split("\n\n")[0])
+    p.add_argument("--customers", type=int, default=2000)
+    p.add_argument("--days", type=float, default=28)
+    p.add_argument("--rates", default="200,500,1000")
+    p.add_argument("--duration", type=float, default=10, help="seconds per rate and endpoint")
+    p.add_argument("--step", type=float, default=5, help="seconds per step of the max-rate search")
+    p.add_argument("--cap", type=float, default=20000, help="highest rate tried")
+    p.add_argument("--timeout", type=float, default=300)
+    args = p.parse_args(argv)
+    rates = [float(x) for x in args.rates.split(",")]
+
+    prefix = c.new_prefix()
+    procs: list[subprocess.Popen] = []
+    try:
+        with c.broker("latency", prefix) as settings:
+            c.log(f"loading demo data: {args.customers:,} customers × {args.days:g} days …")
+            data = load_data(settings, args.customers, args.days, args.timeout)
+        env = c.flow_env(settings, OMNIREC_API_KEYS=json.dumps({API_KEY: ["recommend", "profile", "admin"]}))
+        api_port, triv_port = stack.free_port(), stack.free_port()
+        procs.append(start_uvicorn("api.main:app", api_port, env, "bench-latency-api.log"))
+        procs.append(start_uvicorn("bench.trivial_app:app", triv_port, dict(os.environ), "bench-latency-trivial.log"))
+
+        def ready() -> bool:
+            try:
+                st, body = http_get(api_port, "/readyz", timeout=1)
+                return st == 200 and orjson.loads(body).get("products", 0) > 0 and \
+                    http_get(triv_port, "/ping", timeout=1)[0] == 200
+            except OSError:
+                return False
+        c.wait_until(ready, 60, interval=0.2, procs=procs, what="API and trivial app ready")
+
+        cid = data["customers"][0]
+        nbo_status, _ = http_get(api_port, f"/v1/next-best-offer?customer_id={cid}")
+        nbo = nbo_status == 200
+        nbo_note = "GET /v1/next-best-offer: 200, included" if nbo else \
+            f"GET /v1/next-best-offer answered {nbo_status}: skipped"
+        c.log(nbo_note)
+        for name, reqs in endpoint_requests(data, nbo, n=3).items():  # sanity: every endpoint answers 2xx
+            raw = reqs[0]
+            path = raw.split(" ")[1]
+            if raw.startswith("GET"):
+                st, body = http_get(api_port, path)
+                if st != 200:
+                    raise RuntimeError(f"{name} {path} → {st}: {body[:300]!r}")
+
+        reqs = endpoint_requests(data, nbo)
+        mix = mixed(reqs)
+        per_rate: list[dict] = []
+        for rate in rates:
+            for name in [*reqs, "mixed"]:
+                requests = mix if name == "mixed" else [{"name": name, "raw": r} for r in reqs[name]]
+                res = loadgen(api_port, requests, rate, args.duration)
+                s = res["summary"]["ALL"]
+                per_rate.append({"rate": rate, "endpoint": name, **{k: s[k] for k in ("n", "p50", "p90", "p99", "max")},
+                                 "achieved_rps": res["achieved_rps"], "errors": res["error_count"] + res["non_2xx"],
+                                 "loadgen_cpu_s": res["loadgen_cpu_s"]})
+                c.log(f"{rate:,.0f} req/s {name}: p50 {s['p50']:.2f} p99 {s['p99']:.2f} max {s['max']:.1f} ms")
+            triv = loadgen(triv_port, [{"name": "trivial", "raw": raw_get("/ping")}], rate, args.duration)
+            s = triv["summary"]["ALL"]
+            per_rate.append({"rate": rate, "endpoint": "trivial (ceiling)", **{k: s[k] for k in ("n", "p50", "p90", "p99", "max")},
+                             "achieved_rps": triv["achieved_rps"], "errors": triv["error_count"] + triv["non_2xx"],
+                             "loadgen_cpu_s": triv["loadgen_cpu_s"]})
+
+        c.log("max sustained rate, mixed endpoints …")
+        max_mixed, steps_mixed = max_rate(api_port, mix, max(rates), args.step, args.cap)
+        c.log("max sustained rate, trivial endpoint …")
+        max_triv, steps_triv = max_rate(triv_port, [{"name": "trivial", "raw": raw_get("/ping")}],
+                                        max(rates), args.step, args.cap)
+        wrk_s = max(2, int(args.step))
+        some_cid = data["customers"][1 % len(data["customers"])]
+        wrk_real = wrk(api_port, f"/v1/recommendations?customer_id={some_cid}&context=home&k=10", wrk_s)
+        wrk_triv = wrk(triv_port, "/ping", wrk_s)
+    finally:
+        for proc in procs:
+            c.stop(proc)
+        c.delete_prefix(prefix)
+
+    top = max(rates)
+    mixed_top = next(r for r in per_rate if r["rate"] == top and r["endpoint"] == "mixed")
+    result = {
+        "customers": args.customers, "events": data["events"], "duration_s": args.duration, "rates": rates,
+        "p99_ms": mixed_top["p99"], "max_rps": max_mixed, "ceiling_rps": max_triv,
+        "ratio": (max_mixed / max_triv) if max_triv else None,
+        "wrk_closed_loop_rps": {"recs_home": wrk_real, "trivial": wrk_triv,
+                                "ratio": (wrk_real / wrk_triv) if wrk_real and wrk_triv else None},
+        "next_best_offer": nbo_note, "per_rate": per_rate,
+        "max_rate_steps": {"mixed": steps_mixed, "trivial": steps_triv},
+    }
+    rows = [[f"{r['rate']:,.0f}", r["endpoint"], r["n"], r["p50"], r["p90"], r["p99"], r["max"],
+             r["achieved_rps"], r["errors"]] for r in per_rate]
+    c.out.print(c.table(
+        f"API latency, open loop (ms from scheduled send), {args.duration:g} s per rate and endpoint; "
+        f"{len(data['customers']):,} customer profiles",
+        ["rate/s", "endpoint", "n", "p50", "p90", "p99", "max", "achieved/s", "errors"], rows,
+        caption=nbo_note))
+    c.out.print(c.table(
+        f"Max sustained rate (p99 ≤ {P99_LIMIT_MS:g} ms, no errors, ≥ 97 % completed; ×1.4 steps of {args.step:g} s)",
+        ["target", "req/s", "ceiling req/s", "ratio"],
+        [["mixed endpoints (open loop)", max_mixed, max_triv, result["ratio"]],
+         ["recs home vs trivial (wrk closed loop)", wrk_real or "–", wrk_triv or "–",
+          result["wrk_closed_loop_rps"]["ratio"] or "–"]],
+        caption=f"load generator shares the {os.cpu_count()} CPUs with the server; "
+                f"load {os.getloadavg()[0]:.1f}"))
+    c.finish("latency", result, args.json)
+    return result
+
+
+if __name__ == "__main__":
+    main()
