@@ -118,14 +118,17 @@ def simulate(
     rate: float = typer.Option(50.0, "--rate", help="events per second"),
     duration: float | None = typer.Option(None, "--duration", help="seconds (default: forever)"),
     seed: int = typer.Option(42, "--seed"),
+    history_days: float = typer.Option(0.0, "--history-days", help="first send this many days of past"),
 ) -> None:
     """Feed live simulated traffic to Kafka."""
     from omnirec.simulate import main
 
-    argv = ["--customers", str(customers), "--rate", str(rate), "--seed", str(seed)]
+    argv = ["--customers", str(customers), "--rate", str(rate), "--seed", str(seed),
+            "--history-days", str(history_days)]
     if duration is not None:
         argv += ["--duration", str(duration)]
-    _call_main(main, {"customers": customers, "rate": rate, "duration": duration, "seed": seed}, argv)
+    _call_main(main, {"customers": customers, "rate": rate, "duration": duration, "seed": seed,
+                      "history_days": history_days}, argv)
 
 
 @app.command()
@@ -202,6 +205,7 @@ def demo(
     customers: int = typer.Option(200, "--customers"),
     rate: float = typer.Option(50.0, "--rate"),
     port: int | None = typer.Option(None, "--port", help="API port (default: a free one)"),
+    history_days: float = typer.Option(30.0, "--history-days", help="days of past traffic sent first"),
 ) -> None:
     """Local stack + flow + API + live simulated traffic; Ctrl-C stops everything it started."""
     from omnirec.replay import produce_catalog
@@ -279,7 +283,8 @@ def demo(
                               "demo-api.log", env=env))
         err(f"api started (pid {children[-1].pid}) on port {api_port}; log .omnirec/logs/demo-api.log")
         children.append(spawn(omnirec_bin + ["simulate", "--customers", str(customers),
-                                             "--rate", str(rate)], "demo-simulate.log", env=env))
+                                             "--rate", str(rate), "--history-days", str(history_days)],
+                              "demo-simulate.log", env=env))
         err(f"simulator started (pid {children[-1].pid}); log .omnirec/logs/demo-simulate.log")
 
         base_url = f"http://127.0.0.1:{api_port}"

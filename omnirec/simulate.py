@@ -724,7 +724,8 @@ def bad_message(rng: random.Random, event: dict) -> Message:
 def main(customers: int = 200, rate: float = 50.0, duration: float | None = None,
          seed: int = 42, settings=None, out: str | Path | None = None, *,
          days: float = 90, start_ts_ms: int | None = None, bad_fraction: float | None = None,
-         duplicate_fraction: float | None = None, with_catalog: bool = True) -> int:
+         duplicate_fraction: float | None = None, with_catalog: bool = True,
+         history_days: float = 0.0) -> int:
     """Write `days` of history to `out` (a path or '-'), or, without `out`, play live to Kafka.
 
     File mode ignores `rate` and `duration`; it starts `days` before today (UTC midnight)
@@ -742,13 +743,19 @@ def main(customers: int = 200, rate: float = 50.0, duration: float | None = None
         return write_jsonl(out, messages, catalog if with_catalog else ())
     from omnirec.settings import get_settings
 
-    events = _stamped_now(iter_events(customers, _now_ms(), seed, catalog, days=None))
+    settings = settings or get_settings()
+    now = _now_ms()
+    events = iter_events(customers, now - int(history_days * DAY_MS), seed, catalog, days=None)
+    sent = 0
+    if history_days > 0:
+        past, events = _split_at(events, now)
+        sent += produce_live(iter_messages(past, seed), settings, rate=float("inf"), duration=None)
     messages = iter_messages(
-        events, seed,
+        _stamped_now(events), seed,
         bad_fraction=LIVE_BAD_FRACTION if bad_fraction is None else bad_fraction,
         duplicate_fraction=LIVE_DUPLICATE_FRACTION if duplicate_fraction is None
         else duplicate_fraction)
-    return produce_live(messages, settings or get_settings(), rate, duration)
+    return sent + produce_live(messages, settings, rate, duration)
 
 
 def write_jsonl(out: str | Path, messages: Iterable[Message],
@@ -824,6 +831,20 @@ def _sleep_until(due: float, producer) -> None:
         time.sleep(wait)
 
 
+def _split_at(events: Iterator[dict], now_ms: int) -> tuple[list[dict], Iterator[dict]]:
+    """The finite past of an endless event stream, and the rest (its first event kept)."""
+    past = []
+    for event in events:
+        if parse_ts_ms(event["ts"]) >= now_ms:
+            return past, itertools.chain([event], events)
+        past.append(event)
+    return past, iter(())
+
+
+def parse_ts_ms(ts: str) -> int:
+    return int(datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp() * 1000)
+
+
 def _stamped_now(events: Iterable[dict]) -> Iterator[dict]:
     for event in events:
         yield {**event, "ts": format_ts(_now_ms())}
@@ -846,6 +867,8 @@ def _cli(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--duration", type=float, default=None, help="live: seconds")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--days", type=float, default=90, help="file: days of history")
+    parser.add_argument("--history-days", type=float, default=0.0,
+                        help="live: first send this many days of past at full speed")
     parser.add_argument("--out", help="write JSONL here ('-' for stdout) instead of Kafka")
     parser.add_argument("--write-catalog", action="store_true",
                         help=f"regenerate {CATALOG_PATH.name} and exit")
@@ -854,7 +877,7 @@ def _cli(argv: Sequence[str] | None = None) -> None:
         print(f"{write_demo_catalog()} products → {CATALOG_PATH}", file=sys.stderr)
         return
     main(customers=args.customers, rate=args.rate, duration=args.duration, seed=args.seed,
-         out=args.out, days=args.days)
+         out=args.out, days=args.days, history_days=args.history_days)
 
 
 if __name__ == "__main__":
