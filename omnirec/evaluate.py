@@ -1,0 +1,784 @@
+"""Offline quality evaluation: replay a JSONL file through the flow's domain code, in process.
+
+    omnirec evaluate FILE.jsonl [--catalog F] [--k 10] [--json] [--protocol P]
+    python -m omnirec.evaluate FILE.jsonl ...
+
+`Replayer` mirrors ``flows/steps.py`` without Kafka, bytewax or Redis: aliases
+(``AliasState.apply``), customers (``apply_to_customer``), item counts
+(``ItemCounts.apply_signal``) and item neighbours (``ItemNeighbors.apply``); it answers
+``recommend`` the way the API does (``ranking.anchors`` → neighbour lists (top
+``keys.NEIGHBORS_STORED``) → ``ranking.recommend`` with a ``PopularityIndex`` built from the
+items' decayed popularity). The index is rebuilt once per day of event time (and every
+``REBUILD_EVERY_PURCHASES`` purchases), not per event, like the API's periodic refresh.
+
+Protocols (the same evaluation points for omnirec and the baselines):
+
+- ``prequential``: at each purchase of a customer with an earlier purchase, first
+  recommend (context "home", the event's store) and score against the distinct SKUs
+  bought, then learn the event. Every basket with 2+ distinct SKUs also scores
+  cross-sell: the last SKU is hidden, the rest is the cart; a hit if the hidden SKU is
+  in the top k.
+- ``leave-last-basket-out``: for customers with 2+ baskets, learn everything but each
+  one's last basket (all customers' history in time order), then predict those baskets.
+
+Baselines: ``popularity`` (all-time basket counts), ``decayed_popularity`` (the same with
+the flow's half-life), ``gp_topfreq`` (the customer's own most frequent items, then
+global popularity); for cross-sell each excludes the cart's items.
+
+A SKU with no catalog product gets one synthesised from the event item's category (or
+"unknown"), so real data without a catalog works (the customer state never reads the
+catalog, as in the flow; ranking does).
+"""
+
+from __future__ import annotations
+
+import argparse
+import heapq
+import math
+import multiprocessing
+import os
+import sys
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from omnirec.settings import Settings
+from online_models import decay, keys, ranking
+from online_models.customer import BasketSignal, CustomerState
+from online_models.events import (
+    DAY_MS, Event, ParseLimits, Product, Rejected, parse_event, parse_product,
+)
+from online_models.identity import AliasState, Merge, apply_to_customer
+from flows.steps import FlowContext
+from online_models.items import ItemCounts, ItemNeighbors, Neighbor, PopularityIndex
+
+try:  # the API's read sizes, so the index matches what the API builds
+    from api.store import GLOBAL_LIST, STORE_LIST
+except Exception:  # pragma: no cover - api not importable
+    GLOBAL_LIST, STORE_LIST = 2000, 50
+
+PROTOCOLS = ("prequential", "leave-last-basket-out")
+BASELINES = ("popularity", "decayed_popularity", "gp_topfreq")
+REBUILD_EVERY_PURCHASES = 5000
+BASELINE_LIST = 300  # popular items kept per baseline list (k + a cart's size is enough)
+
+Key = tuple[str, str]  # ("c", customer_id) or ("a", alias_id): whose profile an event updates
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def read_records(
+    paths: Iterable[str | Path], limits: ParseLimits = ParseLimits(), progress=None,
+) -> Iterator[Event | Product | Rejected]:
+    """Products and events of JSONL files in order; events parsed against the stream's clock.
+
+    A line whose ``type`` is ``product`` is a product (as on the catalog topic); anything
+    else is an event envelope, validated exactly as the flow's parse step does.
+    """
+    watermark: int | None = None
+    for path in paths:
+        with open(path, "rb") as f:
+            for raw in f:
+                if progress is not None:
+                    progress(len(raw))
+                line = raw.strip()
+                if not line:
+                    continue
+                if b'"product"' in line and _is_product(line):
+                    yield parse_product(line, limits=limits)
+                    continue
+                parsed = parse_event(line, stream_ts_ms=watermark, limits=limits)
+                if isinstance(parsed, Event) and (watermark is None or parsed.ts_ms > watermark):
+                    watermark = parsed.ts_ms
+                yield parsed
+
+
+def _is_product(line: bytes) -> bool:
+    try:
+        obj = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return False
+    return isinstance(obj, dict) and obj.get("type") == "product"
+
+
+def limits_from(settings: Settings) -> ParseLimits:
+    return ParseLimits(
+        max_bytes=settings.max_event_bytes,
+        max_lateness_ms=int(settings.max_event_lateness_days * DAY_MS),
+        max_future_ms=int(settings.max_event_future_hours * 3_600_000),
+    )
+
+
+# ----------------------------------------------------------------------------- the engine
+
+
+class Replayer:
+    """The flow's state, in memory, and the API's `recommend` over it."""
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        rules: ranking.Rules | None = None,
+        weights: ranking.Weights | None = None,
+        rebuild_every_purchases: int = REBUILD_EVERY_PURCHASES,
+    ) -> None:
+        self.settings = settings or Settings()
+        self.rules = rules or ranking.Rules(replenishable=tuple(self.settings.replenishable_categories))
+        self.weights = weights or ranking.Weights()
+        self.popularity_decay = decay.Decay(self.settings.half_life_days)
+        self.cooccurrence_decay = decay.Decay(self.settings.cooccurrence_half_life_days)
+        self.products: dict[str, Product] = {}  # the catalog + synthesised products: what ranking sees
+        self.real_products: set[str] = set()
+        self.aliases: dict[str, AliasState] = {}
+        self.customers: dict[str, CustomerState] = {}
+        self.item_counts: dict[str, ItemCounts] = {}
+        self.item_neighbors: dict[str, ItemNeighbors] = {}
+        self.index = PopularityIndex()
+        self.rebuild_every_purchases = rebuild_every_purchases
+        self._top: dict[str, list[Neighbor]] = {}  # stored neighbour lists, dropped on change
+        self._built_day: int | None = None
+        self._purchases_since_build = 0
+        self._index_stale = True
+
+    # --- learning (flows/steps.py) -----------------------------------------------------------
+
+    def add_product(self, product: Product) -> None:
+        """A catalog product: the API reads it for ranking (the flow's state never does)."""
+        self.products[product.sku] = product
+        self.real_products.add(product.sku)
+        self._index_stale = True
+
+    def apply(self, event: Event) -> list[BasketSignal]:
+        """Route one event as the flow does; returns the basket signals it produced."""
+        kind, ident = FlowContext.route(event)
+        if kind == "customer":
+            signals = self._to_customer(ident, event)
+        else:
+            state = self.aliases.get(ident)
+            if state is None:
+                state = self.aliases[ident] = AliasState(ident)
+            outcome = state.apply(event, self.popularity_decay)
+            signals = list(outcome.signals)
+            for target, message in outcome.forward:
+                signals.extend(self._to_customer(target, message))
+        for signal in signals:
+            self._apply_signal(signal)
+        self._synthesise(event)
+        if event.type == "purchase":
+            self._purchases_since_build += 1
+        return signals
+
+    def _to_customer(self, customer_id: str, message: Event | Merge) -> list[BasketSignal]:
+        state = self.customers.get(customer_id)
+        if state is None:
+            state = self.customers[customer_id] = CustomerState(customer_id)
+        return apply_to_customer(state, message, self.popularity_decay)
+
+    def _apply_signal(self, signal: BasketSignal) -> None:
+        counts, neighbors, top = self.item_counts, self.item_neighbors, self._top
+        for sku in signal.skus:
+            state = counts.get(sku)
+            if state is None:
+                state = counts[sku] = ItemCounts(sku)
+            for target, update in state.apply_signal(signal, self.popularity_decay, self.cooccurrence_decay):
+                partner = neighbors.get(target)
+                if partner is None:
+                    partner = neighbors[target] = ItemNeighbors(target)
+                partner.apply(update)
+                top.pop(target, None)
+
+    def _synthesise(self, event: Event) -> None:
+        """A SKU without a catalog product gets one from the item's category, for ranking only."""
+        for item in event.items:
+            if item.sku not in self.products:
+                self.products[item.sku] = Product(
+                    item.sku, item.sku, item.category or "unknown", item.brand or "", item.price)
+        if event.sku and event.sku not in self.products:
+            self.products[event.sku] = Product(event.sku, event.sku, "unknown")
+
+    # --- reading (api/store.py, api/main.py) ---------------------------------------------------
+
+    def key_for(self, event: Event) -> Key:
+        """Whose profile this event updates: the customer, a stitched alias's customer, or the alias."""
+        kind, ident = FlowContext.route(event)
+        if kind == "alias":
+            alias = self.aliases.get(ident)
+            if alias is not None and alias.customer_id:
+                return ("c", alias.customer_id)
+            return ("a", ident)
+        return ("c", ident)
+
+    def state(self, key: Key) -> CustomerState | None:
+        kind, ident = key
+        if kind == "c":
+            return self.customers.get(ident)
+        alias = self.aliases.get(ident)
+        if alias is None:
+            return None
+        if alias.customer_id:
+            return self.customers.get(alias.customer_id)
+        return alias.profile
+
+    def neighbors(self, skus: Iterable[str]) -> dict[str, list[Neighbor]]:
+        """The stored neighbour lists (top `keys.NEIGHBORS_STORED`) of `skus`, as the API reads them."""
+        out = {}
+        for sku in skus:
+            top = self._top.get(sku)
+            if top is None:
+                state = self.item_neighbors.get(sku)
+                if state is None:
+                    continue
+                top = self._top[sku] = state.top(keys.NEIGHBORS_STORED)
+            if top:
+                out[sku] = top
+        return out
+
+    def maybe_rebuild(self, ts_ms: int) -> None:
+        """Rebuild the popularity index when the event day changed or enough purchases passed."""
+        today = ts_ms // DAY_MS
+        if today != self._built_day or self._purchases_since_build >= self.rebuild_every_purchases:
+            self.rebuild_index()
+            self._built_day = today
+
+    def rebuild_index(self) -> None:
+        """What the API's refresh builds: the head of the global list and each store's list."""
+        global_scores = []
+        store_scores: dict[str, list[tuple[str, float]]] = {}
+        for sku, counts in self.item_counts.items():
+            if counts.log_popularity is None:
+                continue
+            global_scores.append((sku, keys.popularity_score(counts.log_popularity)))
+            for store, log_w in counts.store_popularity.items():
+                store_scores.setdefault(store, []).append((sku, keys.popularity_score(log_w)))
+        head = heapq.nsmallest(GLOBAL_LIST, global_scores, key=_best_first)
+        stores = {store: heapq.nsmallest(STORE_LIST, scores, key=_best_first)
+                  for store, scores in store_scores.items()}
+        self.index = PopularityIndex.build(head, stores, self.products)
+        self._purchases_since_build = 0
+        self._index_stale = False
+
+    def recommend_for(self, state: CustomerState | None, request: ranking.Request) -> list[ranking.Suggestion]:
+        wanted = list(ranking.anchors(state, request))
+        return ranking.recommend(state, request, self.neighbors(wanted), self.index, self.products,
+                                 self.rules, self.weights)
+
+    def recommend(self, customer_id: str | None, request: ranking.Request,
+                  anonymous_id: str | None = None) -> list[ranking.Suggestion]:
+        """As `GET /v1/recommendations`: by customer id, or by an anonymous / loyalty alias."""
+        if self._index_stale and self._built_day is None:
+            self.rebuild_index()
+        key: Key = ("c", customer_id) if customer_id else ("a", anonymous_id or "")
+        return self.recommend_for(self.state(key), request)
+
+
+def _best_first(kv: tuple[str, float]) -> tuple[float, str]:
+    """Highest score first, ties by SKU (as `PopularityIndex.build` orders them)."""
+    return (-kv[1], kv[0])
+
+
+# ----------------------------------------------------------------------------- baselines
+
+
+@dataclass
+class Baselines:
+    """Popularity, decayed popularity and GP-TopFreq on the same stream, as lists per key."""
+
+    half_life_days: float
+    counts: dict[str, int] = field(default_factory=dict)
+    decayed: dict[str, float] = field(default_factory=dict)  # sku → forward-decay log-weight
+    personal: dict[Key, dict[str, list[int]]] = field(default_factory=dict)  # sku → [count, last ts]
+    top_counts: list[str] = field(default_factory=list)
+    top_decayed: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._decay = decay.Decay(self.half_life_days)
+
+    def learn(self, key: Key, skus: Iterable[str], ts_ms: int) -> None:
+        mine = self.personal.setdefault(key, {})
+        log_w = self._decay.log_weight(1.0, ts_ms)
+        for sku in skus:
+            self.counts[sku] = self.counts.get(sku, 0) + 1
+            decay.add(self.decayed, sku, log_w)
+            entry = mine.get(sku)
+            if entry is None:
+                mine[sku] = [1, ts_ms]
+            else:
+                entry[0] += 1
+                entry[1] = max(entry[1], ts_ms)
+
+    def merge(self, alias: Key, customer: Key) -> None:
+        """A stitched alias's history becomes the customer's."""
+        theirs = self.personal.pop(alias, None)
+        if not theirs:
+            return
+        mine = self.personal.setdefault(customer, {})
+        for sku, (count, ts) in theirs.items():
+            entry = mine.get(sku)
+            if entry is None:
+                mine[sku] = [count, ts]
+            else:
+                entry[0] += count
+                entry[1] = max(entry[1], ts)
+
+    def rebuild(self) -> None:
+        self.top_counts = [sku for sku, _ in heapq.nsmallest(BASELINE_LIST, self.counts.items(), key=_best_first)]
+        self.top_decayed = [sku for sku, _ in heapq.nsmallest(BASELINE_LIST, self.decayed.items(), key=_best_first)]
+
+    def recommend(self, name: str, key: Key, k: int, exclude: Iterable[str] = ()) -> list[str]:
+        skip = set(exclude)
+        if name == "popularity":
+            return _fill([], self.top_counts, k, skip, self.counts)
+        if name == "decayed_popularity":
+            return _fill([], self.top_decayed, k, skip, self.decayed)
+        if name == "gp_topfreq":
+            mine = self.personal.get(key) or {}
+            ranked = sorted(mine.items(), key=lambda kv: (-kv[1][0], -kv[1][1], kv[0]))
+            chosen = [sku for sku, _ in ranked if sku not in skip][:k]
+            return _fill(chosen, self.top_counts, k, skip, self.counts)
+        raise ValueError(f"unknown baseline {name!r}")
+
+
+def _fill(chosen: list[str], ranked: list[str], k: int, skip: set[str], scores: Mapping[str, Any]) -> list[str]:
+    have = set(chosen)
+    for sku in ranked:
+        if len(chosen) >= k:
+            return chosen
+        if sku not in skip and sku not in have:
+            chosen.append(sku)
+            have.add(sku)
+    if len(chosen) < k and len(ranked) < len(scores):  # a huge cart exhausted the list
+        for sku, _ in sorted(scores.items(), key=lambda kv: (-kv[1], kv[0])):
+            if len(chosen) >= k:
+                break
+            if sku not in skip and sku not in have:
+                chosen.append(sku)
+                have.add(sku)
+    return chosen
+
+
+# ----------------------------------------------------------------------------- metrics
+
+
+def score_list(recommended: list[str], bought: Iterable[str], k: int) -> tuple[float, float, float]:
+    """(hit, recall, NDCG) at k with binary relevance; the ideal DCG has min(k, |bought|) hits."""
+    relevant = set(bought)
+    if not relevant:
+        return 0.0, 0.0, 0.0
+    top = recommended[:k]
+    hits = 0
+    dcg = 0.0
+    for rank, sku in enumerate(top):
+        if sku in relevant:
+            hits += 1
+            dcg += 1.0 / math.log2(rank + 2)
+    ideal = sum(1.0 / math.log2(rank + 2) for rank in range(min(k, len(relevant))))
+    return (1.0 if hits else 0.0), hits / len(relevant), dcg / ideal
+
+
+@dataclass
+class Tally:
+    n: int = 0
+    hits: float = 0.0
+    recall: float = 0.0
+    ndcg: float = 0.0
+    cross_n: int = 0
+    cross_hits: int = 0
+
+    def add(self, recommended: list[str], bought: list[str], k: int) -> None:
+        hit, recall, ndcg = score_list(recommended, bought, k)
+        self.n += 1
+        self.hits += hit
+        self.recall += recall
+        self.ndcg += ndcg
+
+    def add_cross(self, recommended: list[str], hidden: str, k: int) -> None:
+        self.cross_n += 1
+        self.cross_hits += hidden in recommended[:k]
+
+    def merge(self, other: Tally) -> None:
+        self.n += other.n
+        self.hits += other.hits
+        self.recall += other.recall
+        self.ndcg += other.ndcg
+        self.cross_n += other.cross_n
+        self.cross_hits += other.cross_hits
+
+    def figures(self, k: int) -> dict[str, float | int]:
+        def mean(total: float, n: int) -> float:
+            return round(total / n, 4) if n else 0.0
+
+        return {
+            f"hit_rate@{k}": mean(self.hits, self.n),
+            f"recall@{k}": mean(self.recall, self.n),
+            f"ndcg@{k}": mean(self.ndcg, self.n),
+            f"cross_sell_hit_rate@{k}": mean(self.cross_hits, self.cross_n),
+            "n_evaluated": self.n,
+            "n_cross_sell": self.cross_n,
+        }
+
+
+# ----------------------------------------------------------------------------- the protocols
+
+
+class Evaluator:
+    """Scores omnirec and the baselines at the same evaluation points."""
+
+    def __init__(self, k: int = 10, settings: Settings | None = None,
+                 rules: ranking.Rules | None = None, weights: ranking.Weights | None = None,
+                 shard: tuple[int, int] = (0, 1), tick=None) -> None:
+        self.k = k
+        self.shard = shard
+        self.tick = tick or (lambda n: None)
+        self._points = 0
+        self.settings = settings or Settings()
+        self.replayer = Replayer(self.settings, rules, weights)
+        self.baselines = Baselines(self.settings.half_life_days)
+        self.tallies = {name: Tally() for name in ("omnirec", *BASELINES)}
+        self.counts = {"events": 0, "products": 0, "rejected": 0, "duplicates": 0, "purchases": 0}
+        self._baseline_day: int | None = None
+        self._baseline_purchases = 0
+
+    # --- shared steps -----------------------------------------------------------------------
+
+    def learn(self, event: Event) -> None:
+        """Learn one event into the engine and the baselines (identity included)."""
+        rep = self.replayer
+        key = rep.key_for(event)
+        if event.type == "purchase":
+            state = rep.state(key)
+            if state is None or not state.is_duplicate(event.event_id):
+                self.baselines.learn(key, dict.fromkeys(i.sku for i in event.items), event.ts_ms)
+                self._baseline_purchases += 1
+        if event.type == "identify" and event.customer_id and event.alias_id:
+            alias = rep.aliases.get(event.alias_id)
+            if alias is None or alias.customer_id != event.customer_id:
+                self.baselines.merge(("a", event.alias_id), ("c", event.customer_id))
+        rep.apply(event)
+
+    def refresh(self, ts_ms: int, force: bool = False) -> None:
+        """Rebuild the index and the baseline lists on the same cadence."""
+        if force:
+            self.replayer.rebuild_index()
+        else:
+            self.replayer.maybe_rebuild(ts_ms)
+        today = ts_ms // DAY_MS
+        if force or today != self._baseline_day or self._baseline_purchases >= REBUILD_EVERY_PURCHASES:
+            self.baselines.rebuild()
+            self._baseline_day = today
+            self._baseline_purchases = 0
+
+    def evaluate(self, event: Event, key: Key, state: CustomerState | None) -> None:
+        """Score one purchase: the home list if the customer has bought before, and cross-sell."""
+        point, self._points = self._points, self._points + 1
+        if point % self.shard[1] != self.shard[0]:
+            return
+        k = self.k
+        bought = list(dict.fromkeys(item.sku for item in event.items))
+        rep, base = self.replayer, self.baselines
+        if state is not None and state.orders >= 1:
+            request = ranking.Request("home", channel=event.channel, store_id=event.store_id, k=k)
+            self.tallies["omnirec"].add([s.sku for s in rep.recommend_for(state, request)], bought, k)
+            for name in BASELINES:
+                self.tallies[name].add(base.recommend(name, key, k), bought, k)
+        if len(bought) >= 2:
+            hidden, cart = bought[-1], tuple(bought[:-1])
+            request = ranking.Request("cart", skus=cart, channel=event.channel, store_id=event.store_id, k=k)
+            self.tallies["omnirec"].add_cross([s.sku for s in rep.recommend_for(state, request)], hidden, k)
+            for name in BASELINES:
+                self.tallies[name].add_cross(base.recommend(name, key, k, exclude=cart), hidden, k)
+
+    def _take(self, record: Event | Product | Rejected) -> Event | None:
+        if isinstance(record, Rejected):
+            self.counts["rejected"] += 1
+            return None
+        if isinstance(record, Product):
+            self.counts["products"] += 1
+            self.replayer.add_product(record)
+            return None
+        self.counts["events"] += 1
+        return record
+
+    # --- prequential ------------------------------------------------------------------------
+
+    def prequential(self, records: Iterable[Event | Product | Rejected]) -> None:
+        rep = self.replayer
+        for record in records:
+            event = self._take(record)
+            if event is None:
+                continue
+            if event.type == "purchase":
+                self.counts["purchases"] += 1
+                self.refresh(event.ts_ms)
+                key = rep.key_for(event)
+                state = rep.state(key)
+                if state is not None and state.is_duplicate(event.event_id):
+                    self.counts["duplicates"] += 1
+                else:
+                    self.evaluate(event, key, state)
+            self.learn(event)
+
+    # --- leave-last-basket-out ----------------------------------------------------------------
+
+    def leave_last_out(self, records: Iterable[Event | Product | Rejected], size: int = 0) -> None:
+        """`size` (bytes read) scales the progress ticks of the replay and the scoring phases."""
+        stream: list[Event | Product] = []
+        for record in records:
+            if isinstance(record, Rejected):
+                self.counts["rejected"] += 1
+            else:
+                stream.append(record)
+        held = held_out_baskets(stream)
+        last_ts = None
+        pending: list[Event] = []
+        per_record = size / max(1, len(stream))
+        for index, record in enumerate(stream):
+            if index % 1000 == 0:
+                self.tick(int(per_record * 1000))
+            event = self._take(record)
+            if event is None:
+                continue
+            last_ts = event.ts_ms
+            if event.type == "purchase":
+                self.counts["purchases"] += 1
+            if index in held:
+                pending.append(event)
+                continue
+            self.learn(event)
+        if last_ts is not None:
+            self.refresh(last_ts, force=True)
+        rep = self.replayer
+        per_basket = size / max(1, len(pending))
+        for index, event in enumerate(pending):
+            if index % 100 == 0:
+                self.tick(int(per_basket * 100))
+            key = rep.key_for(event)
+            self.evaluate(event, key, rep.state(key))
+
+    def results(self) -> dict[str, Any]:
+        return _figures(self.tallies, self.k)
+
+
+def _figures(tallies: Mapping[str, Tally], k: int) -> dict[str, Any]:
+    out: dict[str, Any] = dict(tallies["omnirec"].figures(k))
+    out["baselines"] = {name: tallies[name].figures(k) for name in BASELINES}
+    return out
+
+
+def held_out_baskets(stream: list[Event | Product]) -> set[int]:
+    """Positions of each customer's last purchase, for customers with 2+ purchases.
+
+    A customer is resolved as at the end of the stream: an alias later stitched by
+    `identify` counts as its customer.
+    """
+    links: dict[str, str] = {}
+    for record in stream:
+        if isinstance(record, Event) and record.type == "identify" and record.customer_id and record.alias_id:
+            links.setdefault(record.alias_id, record.customer_id)
+    seen: dict[str, set[str]] = {}
+    last: dict[str, int] = {}
+    for index, record in enumerate(stream):
+        if not isinstance(record, Event) or record.type != "purchase":
+            continue
+        kind, ident = FlowContext.route(record)
+        if kind == "alias":
+            who = f"c:{links[ident]}" if ident in links else f"a:{ident}"
+        else:
+            who = f"c:{ident}"
+        ids = seen.setdefault(who, set())
+        if record.event_id in ids:
+            continue
+        ids.add(record.event_id)
+        last[who] = index
+    return {index for who, index in last.items() if len(seen[who]) >= 2}
+
+
+# ----------------------------------------------------------------------------- entry points
+
+
+def run(file: str | Path, catalog: str | Path | None = None, k: int = 10,
+        protocol: str = "prequential", settings: Settings | None = None,
+        rules: ranking.Rules | None = None, weights: ranking.Weights | None = None,
+        progress: bool = True, workers: int | None = None) -> dict[str, Any]:
+    """Evaluate one file; returns the figures (omnirec's at top level, baselines under a key).
+
+    With `workers` > 1 (default: 2 where there are 2+ cores) each forked worker replays the
+    whole file and scores every `workers`-th evaluation point; the sums are merged, so the
+    figures do not depend on the number of workers.
+    """
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol must be one of {PROTOCOLS}; got {protocol!r}")
+    settings = settings or Settings()
+    paths = ([Path(catalog)] if catalog else []) + [Path(file)]
+    size = sum(p.stat().st_size for p in paths)
+    total = size * (1 if protocol == "prequential" else 3)
+    if workers is None:
+        workers = min(2, os.cpu_count() or 1)
+    workers = max(1, workers)
+    if workers > 1 and "fork" not in multiprocessing.get_all_start_methods():
+        workers = 1
+    started = time.perf_counter()
+    args = (paths, k, protocol, settings, rules, weights)
+    with _Progress(total, progress, f"{protocol}, {workers} worker{'s' if workers > 1 else ''}") as bar:
+        if workers == 1:
+            evaluator = _shard(*args, shard=(0, 1), tick=bar.advance)
+            tallies, counts = evaluator.tallies, evaluator.counts
+        else:
+            tallies, counts = _run_forked(args, workers, bar)
+    results = _figures(tallies, k)
+    return {"file": str(file), "protocol": protocol, "k": k, **results, **counts,
+            "workers": workers, "seconds": round(time.perf_counter() - started, 1)}
+
+
+def _shard(paths, k, protocol, settings, rules, weights, shard, tick) -> Evaluator:
+    evaluator = Evaluator(k, settings, rules, weights, shard=shard, tick=tick)
+    records = read_records(paths, limits_from(settings), tick)
+    if protocol == "prequential":
+        evaluator.prequential(records)
+    else:
+        evaluator.leave_last_out(records, sum(p.stat().st_size for p in paths))
+    return evaluator
+
+
+def _run_forked(args, workers: int, bar: _Progress):
+    ctx = multiprocessing.get_context("fork")
+    done = [ctx.Value("q", 0, lock=False) for _ in range(workers)]
+    pipes, procs = [], []
+    for index in range(workers):
+        receive, send = ctx.Pipe(duplex=False)
+        proc = ctx.Process(target=_worker, args=(args, (index, workers), done[index], send), daemon=True)
+        proc.start()
+        send.close()
+        pipes.append(receive)
+        procs.append(proc)
+    outcomes: list[Any] = [None] * workers
+    pending = set(range(workers))
+    while pending:
+        for index in list(pending):
+            if pipes[index].poll(0.1):
+                try:
+                    outcomes[index] = pipes[index].recv()
+                except EOFError:
+                    outcomes[index] = ("error", f"worker {index} died (exit code {procs[index].exitcode})")
+                pending.discard(index)
+            elif not procs[index].is_alive() and not pipes[index].poll(0):
+                outcomes[index] = ("error", f"worker {index} died (exit code {procs[index].exitcode})")
+                pending.discard(index)
+        bar.update(min(value.value for value in done))
+    for proc in procs:
+        proc.join()
+    errors = [outcome[1] for outcome in outcomes if outcome[0] == "error"]
+    if errors:
+        raise RuntimeError("; ".join(errors))
+    tallies = {name: Tally() for name in ("omnirec", *BASELINES)}
+    for _, shard_tallies, counts in outcomes:
+        for name, tally in shard_tallies.items():
+            tallies[name].merge(tally)
+    return tallies, outcomes[0][2]
+
+
+def _worker(args, shard, done, send) -> None:
+    def tick(n: int) -> None:
+        done.value += n
+
+    try:
+        evaluator = _shard(*args, shard=shard, tick=tick)
+        send.send(("ok", evaluator.tallies, evaluator.counts))
+    except BaseException as exc:  # report, never hang the parent
+        import traceback
+
+        send.send(("error", f"worker {shard[0]}: {exc!r}\n{traceback.format_exc()}"))
+    finally:
+        send.close()
+
+
+class _Progress:
+    """A rich progress bar on stderr (a no-op when disabled)."""
+
+    def __init__(self, total: int, enabled: bool, label: str) -> None:
+        self.total, self.enabled, self.label = total, enabled, label
+        self._bar = None
+        self._task = None
+        self._pending = 0
+
+    def __enter__(self) -> _Progress:
+        if self.enabled:
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn,
+            )
+
+            self._bar = Progress(TextColumn(f"evaluate ({self.label})"), BarColumn(), TaskProgressColumn(),
+                                 TimeElapsedColumn(), TimeRemainingColumn(), console=Console(stderr=True))
+            self._task = self._bar.add_task("evaluate", total=self.total)
+            self._bar.start()
+        return self
+
+    def advance(self, n: int) -> None:
+        self._pending += n
+        if self._pending >= 1 << 18 and self._bar is not None:
+            self._bar.advance(self._task, self._pending)
+            self._pending = 0
+
+    def update(self, completed: int) -> None:
+        if self._bar is not None:
+            self._bar.update(self._task, completed=completed)
+
+    def __exit__(self, *exc) -> None:
+        if self._bar is not None:
+            self._bar.update(self._task, completed=self.total)
+            self._bar.stop()
+
+
+def render(result: dict[str, Any], stream=None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    k = result["k"]
+    table = Table(title=f"omnirec evaluate: {Path(result['file']).name} ({result['protocol']}, k={k})",
+                  caption=(f"{result['events']:,} events, {result['purchases']:,} purchases, "
+                           f"{result['rejected']:,} rejected, {result['duplicates']:,} duplicates; "
+                           f"{result['seconds']} s"))
+    table.add_column("model")
+    for title in (f"HR@{k}", f"Recall@{k}", f"NDCG@{k}", "n", f"cross-sell HR@{k}", "n cross-sell"):
+        table.add_column(title, justify="right")
+    rows = [("omnirec", result)] + [(name, result["baselines"][name]) for name in BASELINES]
+    for name, fig in rows:
+        table.add_row(name, f"{fig[f'hit_rate@{k}']:.4f}", f"{fig[f'recall@{k}']:.4f}",
+                      f"{fig[f'ndcg@{k}']:.4f}", f"{fig['n_evaluated']:,}",
+                      f"{fig[f'cross_sell_hit_rate@{k}']:.4f}", f"{fig['n_cross_sell']:,}")
+    Console(file=stream or sys.stdout, width=120).print(table)
+
+
+def main(file, catalog=None, k: int = 10, as_json: bool = False,
+         protocol: str = "prequential") -> dict[str, Any]:
+    """`omnirec evaluate FILE [--catalog F] [--k 10] [--json]`: table, and with --json a JSON last line."""
+    result = run(file, catalog, k, protocol, progress=True)
+    render(result)
+    if as_json:
+        sys.stdout.flush()
+        sys.stdout.write(orjson.dumps(result).decode() + "\n")
+        sys.stdout.flush()
+    return result
+
+
+def cli(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(prog="python -m omnirec.evaluate",
+                                     description="Offline quality evaluation of a JSONL event file.")
+    parser.add_argument("file", type=Path)
+    parser.add_argument("--catalog", type=Path, default=None)
+    parser.add_argument("--k", type=int, default=10)
+    parser.add_argument("--json", dest="as_json", action="store_true")
+    parser.add_argument("--protocol", choices=PROTOCOLS, default="prequential")
+    args = parser.parse_args(argv)
+    if args.k < 1:
+        parser.error("--k must be >= 1")
+    return main(args.file, args.catalog, args.k, args.as_json, args.protocol)
+
+
+if __name__ == "__main__":
+    cli()
