@@ -166,19 +166,41 @@ def _http_get(url: str, key: str, timeout: float = 2.0) -> tuple[int, bytes]:
         return 0, b""
 
 
-def _find_customer(settings: Settings) -> str | None:
-    """A customer with a materialised profile under the demo prefix (scan Redis)."""
+def _find_customer(settings: Settings, min_orders: int = 3) -> str | None:
+    """The customer with the most orders among a sample of materialised profiles, once
+    someone has `min_orders`: the demo's curl commands then show a real history."""
+    import redis
+
+    from online_models import keys
+
+    r = redis.Redis.from_url(settings.redis_url)
+    try:
+        best, best_orders = None, min_orders - 1
+        pattern = keys.KeyScheme(settings.key_prefix).customer("*")
+        for n, key in enumerate(r.scan_iter(match=pattern, count=500)):
+            raw = r.get(key)
+            state = keys.decode_profile(raw) if raw else None
+            if not isinstance(state, str) and state is not None and state.orders > best_orders:
+                best, best_orders = state.customer_id, state.orders
+            if n >= 300:
+                break
+        return best
+    finally:
+        r.close()
+
+
+def _clear_prefix(settings: Settings) -> int:
+    """The demo rebuilds its state from the topics, so it starts from an empty key prefix."""
     import redis
 
     r = redis.Redis.from_url(settings.redis_url)
     try:
-        # online_models.keys: <prefix>:{c:<customer_id>}:profile
-        for key in r.scan_iter(match=f"{settings.key_prefix}:{{c:*}}:profile", count=500):
-            k = key.decode()
-            return k[k.index("{c:") + 3:k.rindex("}")]
+        found = list(r.scan_iter(match=f"{settings.key_prefix}:*", count=1000))
+        for start in range(0, len(found), 500):
+            r.delete(*found[start:start + 500])
+        return len(found)
     finally:
         r.close()
-    return None
 
 
 def _trousers_sku(path: Path) -> str | None:
@@ -257,6 +279,9 @@ def demo(
     try:
         stack.start()
         settings = stack.settings
+        cleared = _clear_prefix(settings)
+        if cleared:
+            err(f"cleared {cleared} keys of an earlier demo under {settings.key_prefix}:*")
         rdir = Path(tempfile.mkdtemp(prefix="omnirec-demo-recovery-"))
         settings = settings.model_copy(update={"recovery_dir": str(rdir)})
         catalog = _demo_catalog()
