@@ -17,6 +17,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -293,6 +294,85 @@ def topic_size(settings: Settings, topic: str) -> int:
                    for p in md.partitions)
     finally:
         cons.close()
+
+
+# ---------------------------------------------------------------- profiling (py-spy)
+def py_spy() -> str:
+    import shutil
+
+    local = Path(sys.executable).parent / "py-spy"
+    return str(local) if local.exists() else (shutil.which("py-spy") or "py-spy")
+
+
+def profile_top(raw_path: Path, n: int = 10) -> dict:
+    """Own and cumulative sample counts per function from py-spy's collapsed stacks."""
+    own: Counter[str] = Counter()
+    cum: Counter[str] = Counter()
+    total = 0
+    for line in raw_path.read_text().splitlines():
+        stack_s, _, count_s = line.rpartition(" ")
+        if not count_s.isdigit():
+            continue
+        cnt = int(count_s)
+        frames = [_frame(f) for f in stack_s.split(";") if f and not f.startswith("process ")
+                  and not f.startswith("thread ")]
+        if not frames:
+            continue
+        total += cnt
+        own[frames[-1]] += cnt
+        for f in set(frames):
+            if f not in ROOT_FRAMES:
+                cum[f] += cnt
+    def rows(counter):
+        return [{"function": f, "samples": s, "share": s / total if total else 0.0}
+                for f, s in counter.most_common(n)]
+    # entry points (runpy, uvicorn.run, the event loop) sit in nearly every stack: not informative
+    for f in [f for f, v in cum.items() if total and v / total >= 0.85]:
+        del cum[f]
+    project = Counter({f: v for f, v in cum.items()
+                       if any(f"({pkg}/" in f for pkg in ("online_models", "flows", "api", "bench"))})
+    return {"samples": total, "own": rows(own), "cumulative": rows(cum), "project": rows(project)}
+
+
+ROOT_FRAMES = {"_run_code (<frozen runpy>)", "_run_module_as_main (<frozen runpy>)", "<module> (bytewax/run.py)"}
+NATIVE = "<module> (bytewax/run.py)"
+
+
+def _frame(frame: str) -> str:
+    """'step (flows/steps.py:85)' → 'step (flows/steps.py)'; paths shortened to the package."""
+    name, _, where = frame.partition(" (")
+    where = where.rstrip(")").rsplit(":", 1)[0]
+    for marker in ("site-packages/", "/work/main/"):
+        if marker in where:
+            where = where.split(marker, 1)[1]
+    if where == "run.py" or where.endswith("bytewax/run.py"):
+        where = "bytewax/run.py"
+    return f"{name} ({where})" if where else name
+
+
+def frame_label(function: str) -> str:
+    if function == NATIVE:
+        return "native code under bytewax.run (Rust: timely, Kafka client, recovery sqlite)"
+    return function
+
+
+
+@contextmanager
+def py_spy_record(pid: int, out_path: Path, rate: int = 97) -> Iterator[None]:
+    """Sample every thread of `pid` (collapsed stacks into `out_path`) while the block runs."""
+    import signal
+
+    spy = subprocess.Popen([py_spy(), "record", "--pid", str(pid), "-r", str(rate), "-f", "raw",
+                            "-o", str(out_path), "--nonblocking"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        yield
+    finally:
+        try:
+            os.kill(spy.pid, signal.SIGINT)
+            spy.wait(30)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            stop(spy)
 
 
 # ---------------------------------------------------------------- statistics and output

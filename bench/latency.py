@@ -28,6 +28,9 @@ import urllib.request
 import orjson
 
 from bench import common as c
+
+KIND = {"own": "own time", "cumulative": "cumulative time",
+        "project": "cumulative time, project code only"}
 from omnirec import stack
 from online_models import keys
 
@@ -145,8 +148,10 @@ def passes(res: dict) -> bool:
 
 
 def max_rate(port: int, requests: list[dict], start: float, step_s: float, cap: float) -> tuple[float, list]:
-    steps, best, rate = [], 0.0, start
-    while rate <= cap:
+    """×1.4 steps from `start` until a step fails, then two bisection steps in the last gap."""
+    steps: list[dict] = []
+
+    def attempt(rate: float) -> bool:
         res = loadgen(port, requests, rate, step_s)
         ok = passes(res)
         s = res["summary"]["ALL"]
@@ -154,10 +159,23 @@ def max_rate(port: int, requests: list[dict], start: float, step_s: float, cap: 
                       "errors": res["error_count"] + res["non_2xx"], "loadgen_cpu_s": res["loadgen_cpu_s"]})
         c.log(f"  {rate:,.0f} req/s → p99 {s['p99']:.1f} ms, achieved {res['achieved_rps']:,.0f}/s "
               f"{'ok' if ok else 'FAIL'}")
-        if not ok:
+        return ok
+
+    best, rate, failed = 0.0, start, None
+    while rate <= cap:
+        if not attempt(rate):
+            failed = rate
             break
         best = rate
         rate = round(rate * 1.4, -1)
+    for _ in range(2):
+        if failed is None or failed - best < 0.1 * failed:
+            break
+        mid = round((best + failed) / 2, -1)
+        if attempt(mid):
+            best = mid
+        else:
+            failed = mid
     return best, steps
 
 
@@ -183,6 +201,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--duration", type=float, default=10, help="seconds per rate and endpoint")
     p.add_argument("--step", type=float, default=5, help="seconds per step of the max-rate search")
     p.add_argument("--cap", type=float, default=20000, help="highest rate tried")
+    p.add_argument("--search-from", type=float, default=100, help="first rate of the max-rate search")
+    p.add_argument("--profile", action="store_true", help="py-spy the API under overload; top 10")
     p.add_argument("--timeout", type=float, default=300)
     args = p.parse_args(argv)
     rates = [float(x) for x in args.rates.split(",")]
@@ -240,10 +260,19 @@ def main(argv: list[str] | None = None) -> dict:
                              "loadgen_cpu_s": triv["loadgen_cpu_s"]})
 
         c.log("max sustained rate, mixed endpoints …")
-        max_mixed, steps_mixed = max_rate(api_port, mix, max(rates), args.step, args.cap)
+        max_mixed, steps_mixed = max_rate(api_port, mix, args.search_from, args.step, args.cap)
         c.log("max sustained rate, trivial endpoint …")
         max_triv, steps_triv = max_rate(triv_port, [{"name": "trivial", "raw": raw_get("/ping")}],
-                                        max(rates), args.step, args.cap)
+                                        args.search_from, args.step, args.cap)
+        prof = None
+        if args.profile:
+            c.log("profiling the API under overload (mixed endpoints) with py-spy …")
+            raw_prof = c.RESULTS / "latency_api_profile.txt"
+            c.RESULTS.mkdir(parents=True, exist_ok=True)
+            with c.py_spy_record(procs[0].pid, raw_prof):
+                loadgen(api_port, mix, max(2 * max_mixed, 500), args.step)
+            if raw_prof.exists():
+                prof = c.profile_top(raw_prof)
         wrk_s = max(2, int(args.step))
         some_cid = data["customers"][1 % len(data["customers"])]
         wrk_real = wrk(api_port, f"/v1/recommendations?customer_id={some_cid}&context=home&k=10", wrk_s)
@@ -262,7 +291,7 @@ def main(argv: list[str] | None = None) -> dict:
         "wrk_closed_loop_rps": {"recs_home": wrk_real, "trivial": wrk_triv,
                                 "ratio": (wrk_real / wrk_triv) if wrk_real and wrk_triv else None},
         "next_best_offer": nbo_note, "per_rate": per_rate,
-        "max_rate_steps": {"mixed": steps_mixed, "trivial": steps_triv},
+        "max_rate_steps": {"mixed": steps_mixed, "trivial": steps_triv}, "api_profile": prof,
     }
     rows = [[f"{r['rate']:,.0f}", r["endpoint"], r["n"], r["p50"], r["p90"], r["p99"], r["max"],
              r["achieved_rps"], r["errors"]] for r in per_rate]
@@ -279,6 +308,11 @@ def main(argv: list[str] | None = None) -> dict:
           result["wrk_closed_loop_rps"]["ratio"] or "–"]],
         caption=f"load generator shares the {os.cpu_count()} CPUs with the server; "
                 f"load {os.getloadavg()[0]:.1f}"))
+    if prof:
+        for kind in ("own", "project"):
+            c.out.print(c.table(f"API under overload: py-spy top 10 by {KIND[kind]} ({prof['samples']:,} samples)",
+                                ["function", "samples", "share"],
+                                [[r["function"], r["samples"], f"{r['share']:.1%}"] for r in prof[kind]]))
     c.finish("latency", result, args.json)
     return result
 

@@ -23,10 +23,12 @@ import signal
 import subprocess
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 
 from bench import common as c
+
+KIND = {"own": "own time", "cumulative": "cumulative time",
+        "project": "cumulative time, project code only"}
 from omnirec import stack
 from online_models import keys
 
@@ -99,7 +101,7 @@ def run_real(settings, total: int, sentinels: list[str], timeout: float, *, proc
                     process_id=i if addresses else None, addresses=addresses))
             if profile_out is not None:
                 spy = subprocess.Popen(
-                    [_py_spy(), "record", "--pid", str(procs[0].pid), "-r", "97", "-f", "raw",
+                    [c.py_spy(), "record", "--pid", str(procs[0].pid), "-r", "97", "-f", "raw",
                      "-o", str(profile_out), "--nonblocking"],
                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
             t_first = c.wait_until(lambda: r.exists(catalog_key) > 0, timeout, procs=procs,
@@ -129,60 +131,6 @@ def run_real(settings, total: int, sentinels: list[str], timeout: float, *, proc
     time.sleep(0.5)  # dead letters are produced asynchronously by the (now stopped) flow
     res["dead_letters"] = c.topic_size(settings, settings.topic_deadletter) - letters_before
     return res
-
-
-def _py_spy() -> str:
-    import shutil
-
-    local = Path(sys.executable).parent / "py-spy"
-    return str(local) if local.exists() else (shutil.which("py-spy") or "py-spy")
-
-
-def profile_top(raw_path: Path, n: int = 10) -> dict:
-    """Own and cumulative sample counts per function from py-spy's collapsed stacks."""
-    own: Counter[str] = Counter()
-    cum: Counter[str] = Counter()
-    total = 0
-    for line in raw_path.read_text().splitlines():
-        stack_s, _, count_s = line.rpartition(" ")
-        if not count_s.isdigit():
-            continue
-        cnt = int(count_s)
-        frames = [_frame(f) for f in stack_s.split(";") if f and not f.startswith("process ")
-                  and not f.startswith("thread ")]
-        if not frames:
-            continue
-        total += cnt
-        own[frames[-1]] += cnt
-        for f in set(frames):
-            if f not in ROOT_FRAMES:
-                cum[f] += cnt
-    def rows(counter):
-        return [{"function": f, "samples": s, "share": s / total if total else 0.0}
-                for f, s in counter.most_common(n)]
-    return {"samples": total, "own": rows(own), "cumulative": rows(cum)}
-
-
-ROOT_FRAMES = {"_run_code (<frozen runpy>)", "_run_module_as_main (<frozen runpy>)", "<module> (bytewax/run.py)"}
-NATIVE = "<module> (bytewax/run.py)"
-
-
-def _frame(frame: str) -> str:
-    """'step (flows/steps.py:85)' → 'step (flows/steps.py)'; paths shortened to the package."""
-    name, _, where = frame.partition(" (")
-    where = where.rstrip(")").rsplit(":", 1)[0]
-    for marker in ("site-packages/", "/work/main/"):
-        if marker in where:
-            where = where.split(marker, 1)[1]
-    if where == "run.py" or where.endswith("bytewax/run.py"):
-        where = "bytewax/run.py"
-    return f"{name} ({where})" if where else name
-
-
-def _label(function: str) -> str:
-    if function == NATIVE:
-        return "native code under bytewax.run (Rust: timely, Kafka client, recovery sqlite)"
-    return function
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -241,7 +189,7 @@ def main(argv: list[str] | None = None) -> dict:
                 prof_run = run_real(s3, total, sentinels, args.timeout, profile_out=raw, tag="prof")
                 runs.append(prof_run)
                 if raw.exists():
-                    prof = profile_top(raw)
+                    prof = c.profile_top(raw)
                 else:
                     c.log("[yellow]py-spy wrote no profile (ptrace not permitted?)[/]")
 
@@ -275,10 +223,10 @@ def main(argv: list[str] | None = None) -> dict:
                  f"2 proc vs 1 worker speed-up: {result['speedup_2proc'] or float('nan'):.2f}×; "
                  f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}")))
     if prof:
-        for kind in ("own", "cumulative"):
-            c.out.print(c.table(f"py-spy top 10 by {kind} time ({prof['samples']:,} samples, all threads)",
+        for kind in ("own", "cumulative", "project"):
+            c.out.print(c.table(f"py-spy top 10 by {KIND[kind]} ({prof['samples']:,} samples, all threads)",
                                 ["function", "samples", "share"],
-                                [[_label(r["function"]), r["samples"], f"{r['share']:.1%}"] for r in prof[kind]]))
+                                [[c.frame_label(r["function"]), r["samples"], f"{r['share']:.1%}"] for r in prof[kind]]))
     c.finish("throughput", result, args.json)
     return result
 
