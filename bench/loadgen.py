@@ -90,7 +90,7 @@ async def run(spec: dict) -> dict:
         queue.put_nowait((due, name, raw))
     for _ in workers:
         queue.put_nowait(None)
-    done, pending = await asyncio.wait(workers, timeout=timeout + 5)
+    _done, pending = await asyncio.wait(workers, timeout=timeout + 5)
     for t in pending:
         t.cancel()
     elapsed = clock() - start

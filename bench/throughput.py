@@ -38,7 +38,7 @@ def run_ceiling(settings, total: int, batch: int, timeout: float) -> dict:
     r = c.redis_client()
     r.delete(counter)
     env = dict(os.environ, BENCH_BOOTSTRAP=settings.kafka_bootstrap, BENCH_REDIS_URL=c.redis_url(),
-               BENCH_TOPICS=",".join([settings.topic_web, settings.topic_store, settings.topic_catalog]),
+               BENCH_TOPICS=f"{settings.topic_web},{settings.topic_store},{settings.topic_catalog}",
                BENCH_COUNTER_KEY=counter, BENCH_BATCH=str(batch))
     with c.tempdir("ceiling") as rdir:
         stack.init_recovery(rdir)
