@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 import statistics
@@ -409,7 +410,7 @@ def table(title: str, columns: list[str], rows: list[list[Any]], caption: str | 
 
 def fmt(v: Any) -> str:
     if isinstance(v, float):
-        if v != v:
+        if math.isnan(v):
             return "–"
         if abs(v) >= 1000:
             return f"{v:,.0f}"

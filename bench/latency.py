@@ -126,7 +126,7 @@ def loadgen(port: int, requests: list[dict], rate: float, duration: float, conne
     path.write_text(json.dumps(spec))
     try:
         proc = subprocess.run([sys.executable, "-m", "bench.loadgen", str(path)], capture_output=True,
-                              text=True, timeout=duration + 60, cwd=str(c.ROOT))
+                              text=True, timeout=duration + 60, cwd=str(c.ROOT), check=False)
     finally:
         path.unlink(missing_ok=True)
     if proc.returncode != 0:
@@ -185,7 +185,7 @@ def wrk(port: int, path: str, seconds: int, connections: int = 32) -> float | No
         return None
     proc = subprocess.run([exe, "-t", "1", "-c", str(connections), "-d", f"{seconds}s",
                            "-H", f"Authorization: Bearer {API_KEY}", f"http://127.0.0.1:{port}{path}"],
-                          capture_output=True, text=True, timeout=seconds + 30)
+                          capture_output=True, text=True, timeout=seconds + 30, check=False)
     m = re.search(r"Requests/sec:\s+([\d.]+)", proc.stdout)
     non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", proc.stdout)
     if non2xx:
