@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from online_models import decay
+from online_models.contacts import Contacts
 from online_models.events import Event, Item, Product
 
 MAX_CATEGORIES = 24
@@ -53,12 +54,14 @@ class CustomerState:
     merged_into: str | None = None
     first_ts: int | None = None
     last_ts: int | None = None
+    first_purchase_ts: int | None = None
     last_purchase_ts: int | None = None
     orders: int = 0
     units: float = 0.0
     gross: float = 0.0
     returned: float = 0.0
     returned_units: float = 0.0
+    discounted: float = 0.0  # value bought below list price
     channel_orders: dict[str, int] = field(default_factory=dict)
     channel_events: dict[str, int] = field(default_factory=dict)
     categories: dict[str, float] = field(default_factory=dict)  # category → log-weight
@@ -72,6 +75,7 @@ class CustomerState:
     last_store: str | None = None
     survey_score: float | None = None
     seen_ids: list[str] = field(default_factory=list)
+    contacts: Contacts = field(default_factory=Contacts)
 
     # --- the one entry point the flow calls -------------------------------------------
 
@@ -96,8 +100,10 @@ class CustomerState:
             self.aliases = (self.aliases + [other.customer_id])[-MAX_ALIASES:]
         self.first_ts = _min(self.first_ts, other.first_ts)
         self.last_ts = _max(self.last_ts, other.last_ts)
+        self.first_purchase_ts = _min(self.first_purchase_ts, other.first_purchase_ts)
         self.last_purchase_ts = _max(self.last_purchase_ts, other.last_purchase_ts)
         self.orders += other.orders
+        self.discounted += other.discounted
         self.units += other.units
         self.gross += other.gross
         self.returned += other.returned
@@ -129,6 +135,11 @@ class CustomerState:
     @property
     def return_rate(self) -> float:
         return self.returned / self.gross if self.gross > 0 else 0.0
+
+    @property
+    def discount_share(self) -> float:
+        """Share of what the customer bought that was bought below list price."""
+        return self.discounted / self.gross if self.gross > 0 else 0.0
 
     def category_shares(self, catalog: Mapping[str, Product]) -> dict[str, float]:
         return decay.shares(self._resolved(catalog, "category", self.categories))
@@ -181,11 +192,14 @@ class CustomerState:
 
     def _on_purchase(self, event: Event, decay_) -> list[BasketSignal]:
         self.orders += 1
+        self.first_purchase_ts = _min(self.first_purchase_ts, event.ts_ms)
         self.last_purchase_ts = _max(self.last_purchase_ts, event.ts_ms)
         self.channel_orders[event.channel] = self.channel_orders.get(event.channel, 0) + 1
         for item in event.items:
             self.units += item.qty
             self.gross += item.value
+            if item.discounted:
+                self.discounted += item.value
             self.basket.pop(item.sku, None)
             self._interest(item.sku, item, INTEREST["purchase"], event.ts_ms, decay_)
             self._add_bought(sku=item.sku, log_w=decay_.log_weight(1.0, event.ts_ms), ts=event.ts_ms)
@@ -258,12 +272,20 @@ class CustomerState:
 
     # --- codec support (the byte format lives in online_models.keys) -----------------------
 
+    def record_feedback(self, kind: str, offer_id: str | None, ts_ms: int, channel: str | None) -> None:
+        """An offer shown, clicked, accepted or dismissed: the contact policy reads this."""
+        if offer_id:
+            self.contacts.record(kind, offer_id, ts_ms, channel)
+
     def to_dict(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+        data = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        data["contacts"] = self.contacts.to_dict()
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> CustomerState:
         known = {name: data[name] for name in cls.__dataclass_fields__ if name in data}
+        known["contacts"] = Contacts.from_dict(data.get("contacts"))
         return cls(**known)
 
 

@@ -32,10 +32,15 @@ class Item:
     price: float
     category: str | None = None
     brand: str | None = None
+    list_price: float | None = None  # the undiscounted price, when the item was on sale
 
     @property
     def value(self) -> float:
         return self.qty * self.price
+
+    @property
+    def discounted(self) -> bool:
+        return self.list_price is not None and self.list_price > self.price
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,12 +240,16 @@ def _item(raw: Any, index: int) -> Item:
     if qty <= 0:
         raise _Invalid(f"field '{where}.qty' must be > 0; got {qty:g}")
     category = _opt_str(raw, "category", where=where)
+    list_price = _number(raw, "list_price", default=None, where=where)
+    if list_price is not None and list_price < 0:
+        raise _Invalid(f"field '{where}.list_price' must be >= 0; got {list_price:g}")
     return Item(
         sku=_req_str(raw, "sku", where=where),
         qty=qty,
         price=_non_negative(raw, "price", default=0.0, where=where),
         category=category.strip("/").lower() if category else None,
         brand=_opt_str(raw, "brand", where=where),
+        list_price=list_price,
     )
 
 

@@ -1,0 +1,426 @@
+"""Next-best-offer: offers as data, hard gates, propensity, arbitration with exploration.
+
+A decision follows the decision hubs' order:
+
+    eligible offers → gates (eligibility, suitability, contact policy, timing)
+      → propensity (Beta posterior per offer and customer cell; Thompson-sampled)
+      → priority = propensity × context weight × value × lever
+      → a small seeded control group gets a random eligible offer, flagged
+      → the winner, the runner-ups, and the reasons in plain words.
+
+Propensity is learnt from `recs.feedback`: every impression is a trial and an accept is
+its success (a later accept turns its impression's provisional failure into a success),
+so no timer is needed to close an ignored impression.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from river import proba
+
+from online_models.customer import CustomerState
+from online_models.events import DAY_MS, Product
+
+KINDS = ("discount", "bundle", "loyalty_points", "win_back", "service")
+FEEDBACK_TYPES = frozenset({"impression", "click", "accept", "dismiss"})
+MIN_ORDERS_FOR_RHYTHM = 3
+TIMED_KINDS = frozenset({"discount", "bundle", "loyalty_points"})  # coupons that expire unused
+
+
+class OfferError(ValueError):
+    """A bad offer definition; the message names the offer and the field."""
+
+
+@dataclass(frozen=True, slots=True)
+class Eligibility:
+    segments: tuple[str, ...] = ()  # customer cells (see `customer_cell`); empty: any
+    tiers: tuple[str, ...] = ()
+    categories: tuple[str, ...] = ()  # category prefixes the customer must buy
+    channels: tuple[str, ...] = ()
+    stores: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Offer:
+    offer_id: str
+    name: str
+    kind: str
+    value: float  # expected margin impact if accepted
+    cost: float = 0.0
+    valid_days: float = 14.0
+    max_per_customer: int = 1
+    active: bool = True
+    eligibility: Eligibility = Eligibility()
+    bundle_skus: tuple[str, ...] = ()
+    prior_propensity: float = 0.05
+    prior_strength: float = 20.0  # how many impressions the prior is worth
+    lever: float = 1.0
+
+    def to_dict(self) -> dict[str, Any]:
+        e = self.eligibility
+        return {
+            "offer_id": self.offer_id, "name": self.name, "kind": self.kind, "value": self.value,
+            "cost": self.cost, "valid_days": self.valid_days, "max_per_customer": self.max_per_customer,
+            "active": self.active, "bundle_skus": list(self.bundle_skus),
+            "eligibility": {"segments": list(e.segments), "tiers": list(e.tiers),
+                            "categories": list(e.categories), "channels": list(e.channels),
+                            "stores": list(e.stores)},
+            "prior_propensity": self.prior_propensity, "prior_strength": self.prior_strength,
+            "lever": self.lever,
+        }
+
+
+def offer_from_dict(obj: Any) -> Offer:
+    if not isinstance(obj, dict):
+        raise OfferError(f"an offer must be a JSON object; got {type(obj).__name__}")
+    offer_id = obj.get("offer_id")
+    if not isinstance(offer_id, str) or not offer_id:
+        raise OfferError("offer without a valid 'offer_id'")
+    where = f"offer {offer_id!r}"
+
+    def number(name: str, default: float | None = None, low: float | None = None, high: float | None = None):
+        value = obj.get(name, default)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise OfferError(f"{where}: field '{name}' must be a number; got {value!r}")
+        if (low is not None and value < low) or (high is not None and value > high):
+            raise OfferError(f"{where}: field '{name}' must be in [{low}, {high}]; got {value!r}")
+        return float(value)
+
+    kind = obj.get("kind")
+    if kind not in KINDS:
+        raise OfferError(f"{where}: field 'kind' must be one of {list(KINDS)}; got {kind!r}")
+    eligibility = obj.get("eligibility") or {}
+    if not isinstance(eligibility, dict):
+        raise OfferError(f"{where}: field 'eligibility' must be an object")
+
+    def names(name: str) -> tuple[str, ...]:
+        value = eligibility.get(name) or []
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise OfferError(f"{where}: field 'eligibility.{name}' must be a list of strings")
+        return tuple(v.strip("/").lower() if name == "categories" else v for v in value)
+
+    bundle = obj.get("bundle_skus") or []
+    if not isinstance(bundle, list) or not all(isinstance(s, str) for s in bundle):
+        raise OfferError(f"{where}: field 'bundle_skus' must be a list of SKUs")
+    if kind == "bundle" and not bundle:
+        raise OfferError(f"{where}: a bundle needs 'bundle_skus'")
+    active = obj.get("active", True)
+    if not isinstance(active, bool):
+        raise OfferError(f"{where}: field 'active' must be true or false")
+    return Offer(
+        offer_id=offer_id,
+        name=str(obj.get("name") or offer_id),
+        kind=kind,
+        value=number("value"),
+        cost=number("cost", 0.0, low=0),
+        valid_days=number("valid_days", 14.0, low=0.1),
+        max_per_customer=int(number("max_per_customer", 1, low=1)),
+        active=active,
+        eligibility=Eligibility(*(names(n) for n in ("segments", "tiers", "categories", "channels", "stores"))),
+        bundle_skus=tuple(bundle),
+        prior_propensity=number("prior_propensity", 0.05, low=0.0001, high=0.9999),
+        prior_strength=number("prior_strength", 20.0, low=0.1),
+        lever=number("lever", 1.0, low=0),
+    )
+
+
+# --- customer view ------------------------------------------------------------------------
+
+
+def customer_cell(state: CustomerState | None, catalog: Mapping[str, Product]) -> str:
+    """A coarse behaviour cell for propensity: who answers offers alike.
+
+    `discount_returner` (buys mostly on discount and returns a lot), else the family of
+    categories the customer's interest is mostly in (kids, men, women, electronics, …),
+    else `new`.
+    """
+    if state is None or not state.orders:
+        return "new"
+    if state.return_rate >= 0.35 and state.discount_share >= 0.5:
+        return "discount_returner"
+    families: dict[str, float] = {}
+    for category, share in state.category_shares(catalog).items():
+        family = category.split("/")[0]
+        families[family] = families.get(family, 0.0) + share
+    return max(sorted(families), key=families.__getitem__) if families else "new"
+
+
+def purchase_gap_days(state: CustomerState) -> float | None:
+    """The customer's mean days between purchases, once they have a rhythm."""
+    if state.orders < MIN_ORDERS_FOR_RHYTHM or state.first_purchase_ts is None or state.last_purchase_ts is None:
+        return None
+    return (state.last_purchase_ts - state.first_purchase_ts) / DAY_MS / (state.orders - 1)
+
+
+# --- gates --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ContactPolicy:
+    max_per_day: int = 2
+    max_per_week: int = 5
+    dismiss_cooldown_days: float = 14.0
+
+
+@dataclass(frozen=True, slots=True)
+class Situation:
+    """Everything about the request that gates and weights depend on."""
+
+    now_ms: int
+    channel: str | None = None
+    store_id: str | None = None
+    context: str = "default"  # e.g. default | checkout | cancellation_intent | churn_alert
+    tier: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GateResult:
+    passed: bool
+    gate: str
+    reason: str
+
+
+def check_gates(
+    offer: Offer, state: CustomerState | None, cell: str, situation: Situation,
+    catalog: Mapping[str, Product], policy: ContactPolicy,
+) -> GateResult:
+    """The first gate the offer fails, or a pass; every result says why in plain words."""
+    for gate in (_eligibility, _suitability, _contact_policy, _timing):
+        result = gate(offer, state, cell, situation, catalog, policy)
+        if not result.passed:
+            return result
+    return GateResult(True, "all", "eligible, suitable, within contact limits and in time")
+
+
+def _eligibility(offer, state, cell, situation, catalog, policy) -> GateResult:
+    e = offer.eligibility
+    if not offer.active:
+        return GateResult(False, "eligibility", "offer is not active")
+    if e.channels and situation.channel not in e.channels:
+        return GateResult(False, "eligibility", f"not offered on channel {situation.channel!r}")
+    if e.stores and situation.store_id not in e.stores:
+        return GateResult(False, "eligibility", f"not offered in store {situation.store_id!r}")
+    if e.segments and cell not in e.segments:
+        return GateResult(False, "eligibility", f"for {', '.join(e.segments)} customers, not {cell}")
+    if e.tiers and situation.tier not in e.tiers:
+        return GateResult(False, "eligibility", f"for tiers {', '.join(e.tiers)}, not {situation.tier}")
+    if e.categories:
+        shares = state.category_shares(catalog) if state is not None else {}
+        if not any(_under(c, prefix) for c in shares for prefix in e.categories):
+            return GateResult(False, "eligibility", f"customer never buys {', '.join(e.categories)}")
+    return GateResult(True, "eligibility", "eligible")
+
+
+def _suitability(offer, state, cell, situation, catalog, policy) -> GateResult:
+    if offer.kind != "discount" or state is None:
+        return GateResult(True, "suitability", "suitable")
+    if state.orders and state.net_value < 0:
+        return GateResult(False, "suitability", "no discount: net value after returns is negative")
+    if state.discount_share >= 0.7 and state.return_rate >= 0.4:
+        return GateResult(False, "suitability",
+                          f"no discount: buys {state.discount_share:.0%} on discount and returns "
+                          f"{state.return_rate:.0%}")
+    return GateResult(True, "suitability", "suitable")
+
+
+def _contact_policy(offer, state, cell, situation, catalog, policy) -> GateResult:
+    if state is None:
+        return GateResult(True, "contact", "no contact history")
+    contacts = state.contacts
+    now = situation.now_ms
+    if contacts.accepted.get(offer.offer_id, 0) >= offer.max_per_customer:
+        return GateResult(False, "contact", f"already accepted {offer.max_per_customer}× (the maximum)")
+    dismissed = contacts.dismissed.get(offer.offer_id)
+    if dismissed is not None and now - dismissed < policy.dismiss_cooldown_days * DAY_MS:
+        return GateResult(False, "contact", f"dismissed {(now - dismissed) / DAY_MS:.0f} days ago")
+    if contacts.shown_since(now - DAY_MS) >= policy.max_per_day:
+        return GateResult(False, "contact", f"already shown {policy.max_per_day} offers today")
+    if contacts.shown_since(now - 7 * DAY_MS) >= policy.max_per_week:
+        return GateResult(False, "contact", f"already shown {policy.max_per_week} offers this week")
+    return GateResult(True, "contact", "within contact limits")
+
+
+def _timing(offer, state, cell, situation, catalog, policy) -> GateResult:
+    """The offer must still be valid when the customer is expected to buy next."""
+    if state is None or offer.kind not in TIMED_KINDS:
+        return GateResult(True, "timing", "no timing constraint")
+    gap = purchase_gap_days(state)
+    if gap is None or state.last_purchase_ts is None:
+        return GateResult(True, "timing", "no purchase rhythm yet")
+    since = (situation.now_ms - state.last_purchase_ts) / DAY_MS
+    next_in = gap - since
+    if next_in > offer.valid_days:
+        return GateResult(False, "timing",
+                          f"next purchase expected in {next_in:.0f} days; the offer lasts {offer.valid_days:g}")
+    return GateResult(True, "timing", "valid until the expected next purchase")
+
+
+def _under(category: str, prefix: str) -> bool:
+    return category == prefix or category.startswith(prefix + "/")
+
+
+# --- propensity ---------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class OfferStats:
+    """Impressions and accepts of one offer, overall and per customer cell (the flow keys it by offer)."""
+
+    offer_id: str
+    cells: dict[str, list[float]] = field(default_factory=dict)  # cell → [impressions, accepts]
+
+    def record(self, kind: str, cell: str) -> None:
+        counts = self.cells.setdefault(cell, [0.0, 0.0])
+        if kind == "impression":
+            counts[0] += 1
+        elif kind == "accept":
+            counts[1] += 1
+            counts[0] = max(counts[0], counts[1])  # an accept without its impression still is one trial
+
+    def totals(self) -> tuple[float, float]:
+        return (sum(c[0] for c in self.cells.values()), sum(c[1] for c in self.cells.values()))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"offer_id": self.offer_id, "cells": self.cells}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> OfferStats:
+        return cls(data["offer_id"], {k: list(v) for k, v in data.get("cells", {}).items()})
+
+
+def posterior(offer: Offer, stats: OfferStats | None, cell: str) -> tuple[float, float]:
+    """Beta(α, β) of P(accept) for this cell: the offer's prior, updated by the offer's overall
+    results (weakly) and then by this cell's own results, so a new cell borrows from the offer."""
+    alpha = offer.prior_propensity * offer.prior_strength
+    beta = (1 - offer.prior_propensity) * offer.prior_strength
+    if stats is not None:
+        shown, accepted = stats.totals()
+        if shown:  # the offer-wide rate as the cell's prior, worth at most prior_strength trials
+            weight = min(1.0, offer.prior_strength / shown)
+            alpha, beta = alpha + weight * accepted, beta + weight * (shown - accepted)
+            scale = offer.prior_strength / (alpha + beta)
+            alpha, beta = alpha * scale, beta * scale
+        cell_shown, cell_accepted = stats.cells.get(cell, (0.0, 0.0))
+        alpha, beta = alpha + cell_accepted, beta + max(0.0, cell_shown - cell_accepted)
+    return alpha, beta
+
+
+def propensity(offer: Offer, stats: OfferStats | None, cell: str) -> float:
+    alpha, beta = posterior(offer, stats, cell)
+    return alpha / (alpha + beta)
+
+
+def sample_propensity(offer: Offer, stats: OfferStats | None, cell: str, seed: int) -> float:
+    """A Thompson draw from the posterior (river's Beta, seeded)."""
+    alpha, beta = posterior(offer, stats, cell)
+    return proba.Beta(alpha, beta, seed=seed).sample()
+
+
+# --- arbitration --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ArbitrationSettings:
+    control_share: float = 0.02
+    explore: bool = True
+    context_weights: Mapping[str, Mapping[str, float]] = field(default_factory=lambda: {
+        "churn_alert": {"win_back": 2.0, "loyalty_points": 1.3, "discount": 1.0},
+        "cancellation_intent": {"win_back": 2.5, "service": 1.5},
+        "checkout": {"bundle": 1.5, "discount": 0.8},
+    })
+    kind_levers: Mapping[str, float] = field(default_factory=dict)
+    policy: ContactPolicy = ContactPolicy()
+    runner_ups: int = 3
+
+
+@dataclass(slots=True)
+class Candidate:
+    offer: Offer
+    propensity: float  # posterior mean
+    sampled: float  # what arbitration used (a Thompson draw when exploring)
+    context_weight: float
+    lever: float
+
+    @property
+    def expected_value(self) -> float:
+        return self.propensity * self.offer.value
+
+    @property
+    def priority(self) -> float:
+        return self.sampled * self.context_weight * self.offer.value * self.lever
+
+    def summary(self) -> dict[str, Any]:
+        return {"offer_id": self.offer.offer_id, "name": self.offer.name, "kind": self.offer.kind,
+                "propensity": round(self.propensity, 4), "expected_value": round(self.expected_value, 4),
+                "priority": round(self.priority, 4)}
+
+
+@dataclass(slots=True)
+class Decision:
+    chosen: Candidate | None
+    runner_ups: list[Candidate]
+    cell: str
+    control: bool
+    explored: bool
+    reasons: list[str]
+    rejected: dict[str, str]  # offer_id → the gate that stopped it, in words
+
+
+def decide(
+    offers: Iterable[Offer], stats: Mapping[str, OfferStats], state: CustomerState | None,
+    situation: Situation, catalog: Mapping[str, Product], settings: ArbitrationSettings, seed: int,
+) -> Decision:
+    """Gates → propensity → priority → control group / Thompson exploration → the winner."""
+    rng = random.Random(seed)
+    cell = customer_cell(state, catalog)
+    weights = settings.context_weights.get(situation.context, {})
+    candidates, rejected = [], {}
+    for offer in sorted(offers, key=lambda o: o.offer_id):
+        gate = check_gates(offer, state, cell, situation, catalog, settings.policy)
+        if not gate.passed:
+            rejected[offer.offer_id] = f"{gate.gate}: {gate.reason}"
+            continue
+        mean = propensity(offer, stats.get(offer.offer_id), cell)
+        sampled = (sample_propensity(offer, stats.get(offer.offer_id), cell, rng.getrandbits(32))
+                   if settings.explore else mean)
+        lever = offer.lever * settings.kind_levers.get(offer.kind, 1.0)
+        candidates.append(Candidate(offer, mean, sampled, weights.get(offer.kind, 1.0), lever))
+    if not candidates:
+        return Decision(None, [], cell, False, False, ["no eligible offer"], rejected)
+    control = rng.random() < settings.control_share
+    if control:
+        chosen = rng.choice(candidates)
+        others = sorted((c for c in candidates if c is not chosen), key=lambda c: -c.priority)
+        reasons = ["control group: a random eligible offer, to measure uplift"]
+        return Decision(chosen, others[: settings.runner_ups], cell, True, False, reasons, rejected)
+    ranked = sorted(candidates, key=lambda c: (-c.priority, c.offer.offer_id))
+    chosen, others = ranked[0], ranked[1:]
+    best_by_mean = max(candidates, key=lambda c: (c.propensity * c.context_weight * c.offer.value * c.lever,
+                                                  c.offer.offer_id))
+    explored = settings.explore and best_by_mean is not chosen
+    return Decision(chosen, others[: settings.runner_ups], cell, False, explored,
+                    _reasons(chosen, others, cell, situation, explored), rejected)
+
+
+def _reasons(chosen: Candidate, others: list[Candidate], cell: str, situation: Situation,
+             explored: bool) -> list[str]:
+    o = chosen.offer
+    reasons = [
+        f"passed every gate (eligibility, suitability, contact limits, timing) for a {cell} customer",
+        (f"{chosen.propensity:.0%} of {cell} customers like this one accept it; "
+         f"worth {o.value:g} in margin → expected {chosen.expected_value:.2f}"),
+    ]
+    if chosen.context_weight != 1.0:
+        reasons.append(f"context '{situation.context}' weighs {o.kind} offers ×{chosen.context_weight:g}")
+    if chosen.lever != 1.0:
+        reasons.append(f"business lever ×{chosen.lever:g}")
+    if others:
+        runner = others[0]
+        reasons.append(f"beat {runner.offer.name} (priority {chosen.priority:.3f} vs {runner.priority:.3f})")
+    if explored:
+        reasons.append("exploring: chosen by a Thompson draw although another offer has a higher mean")
+    return reasons
