@@ -13,7 +13,14 @@ import orjson
 import pytest
 
 from omnirec import evaluate
-from omnirec.evaluate import Baselines, Evaluator, Replayer, held_out_baskets, read_records, score_list
+from omnirec.evaluate import (
+    Baselines,
+    Evaluator,
+    Replayer,
+    held_out_baskets,
+    read_records,
+    score_list,
+)
 from omnirec.settings import Settings
 from online_models import decay, ranking
 from online_models.customer import CustomerState

@@ -4,8 +4,16 @@ from online_models.customer import CustomerState
 from online_models.decay import Decay
 from online_models.events import DAY_MS, Event, Item
 from online_models.offers import (
-    ArbitrationSettings, ContactPolicy, OfferError, OfferStats, Situation, check_gates,
-    customer_cell, decide, offer_from_dict, propensity,
+    ArbitrationSettings,
+    ContactPolicy,
+    OfferError,
+    OfferStats,
+    Situation,
+    check_gates,
+    customer_cell,
+    decide,
+    offer_from_dict,
+    propensity,
 )
 
 from .helpers import CATALOG, T0, day, purchase
