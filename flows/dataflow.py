@@ -1,13 +1,14 @@
 """The omnirec dataflow: wiring only. Run it with `omnirec flow`, which calls
 `python -m bytewax.run "flows.dataflow:build_flow()"` with workers and recovery.
 
-    Kafka web.events, store.events, catalog.products
-      → parse                      Event | Product | DeadLetter
+    Kafka web.events, store.events, catalog.products, offers, recs.feedback
+      → parse                      Event | Product | Offer | Feedback | DeadLetter
       → dead letters               → events.deadletter (original bytes + reason headers)
       → aliases (by anon/loyalty)  stitching: own profile until `identify`, then forward
       → customers (by customer)    CustomerState; dedup by event_id
       → item counts (by sku)       popularity, basket counts → pair updates
       → item neighbours (by sku)   co-occurrence → complements
+      → offer stats (by offer)     impressions / accepts per customer cell → propensity
       → Redis (one pipeline per batch, absolute values)
 """
 
@@ -23,7 +24,8 @@ from flows.steps import FlowContext, dead_letter_message
 from omnirec.settings import Settings, get_settings
 from online_models import decay, keys
 from online_models.customer import BasketSignal
-from online_models.events import DAY_MS, Event, ParseLimits, Product
+from online_models.events import DAY_MS, Event, Feedback, ParseLimits, Product
+from online_models.offers import Offer
 
 OFFSET_BEGINNING = -2
 
@@ -32,6 +34,8 @@ def make_context(settings: Settings) -> FlowContext:
     return FlowContext(
         scheme=keys.KeyScheme(settings.key_prefix),
         catalog_topic=settings.topic_catalog,
+        offers_topic=settings.topic_offers,
+        feedback_topic=settings.topic_feedback,
         popularity=decay.Decay(settings.half_life_days),
         cooccurrence=decay.Decay(settings.cooccurrence_half_life_days),
         limits=ParseLimits(
@@ -44,9 +48,11 @@ def make_context(settings: Settings) -> FlowContext:
 
 def wire(flow: Dataflow, raw: Stream[RawMessage], ctx: FlowContext) -> tuple[Stream[Write], Stream[DeadLetter]]:
     """Everything between the raw records and the two outputs; tests call it with TestingSource."""
-    parsed = op.map("parse", raw, ctx.parse)  # Event | Product | DeadLetter
+    parsed = op.map("parse", raw, ctx.parse)  # Event | Product | Offer | Feedback | DeadLetter
     letters = op.filter("dead_letters", parsed, lambda x: isinstance(x, DeadLetter))
     products = op.filter("products", parsed, lambda x: isinstance(x, Product))
+    offers = op.filter("offers", parsed, lambda x: isinstance(x, Offer))
+    feedback = op.filter("feedback", parsed, lambda x: isinstance(x, Feedback))
     events = op.filter("events", parsed, lambda x: isinstance(x, Event))
 
     routed = op.branch("by_identity", events, lambda e: ctx.route(e)[0] == "customer")
@@ -56,7 +62,8 @@ def wire(flow: Dataflow, raw: Stream[RawMessage], ctx: FlowContext) -> tuple[Str
     forwarded = op.filter_map("forwarded", alias_out, _forwarded)  # (cid, (cid, Event | Merge))
 
     direct = op.map("customer_key", routed.trues, lambda e: (e.customer_id, (e.customer_id, e)))
-    to_customers = op.merge("customer_messages", direct, forwarded)
+    contacts = op.map("feedback_customer_key", feedback, lambda f: (f.customer_id, (f.customer_id, f)))
+    to_customers = op.merge("customer_messages", direct, forwarded, contacts)
     customer_out = op.stateful_flat_map("customers", to_customers, ctx.customer_step)
     customer_out = op.map("customer_unkey", customer_out, lambda kv: kv[1])  # Write | signal
 
@@ -70,8 +77,15 @@ def wire(flow: Dataflow, raw: Stream[RawMessage], ctx: FlowContext) -> tuple[Str
     neighbor_out = op.stateful_flat_map("item_neighbors", pairs, ctx.item_neighbors_step)
     neighbor_out = op.map("neighbors_unkey", neighbor_out, lambda kv: kv[1])
 
+    offer_feedback = op.filter_map("offer_feedback", feedback,
+                                   lambda f: (f.offer_id, (f.offer_id, f)) if f.offer_id else None)
+    stats_out = op.stateful_flat_map("offer_stats", offer_feedback, ctx.offer_stats_step)
+    stats_out = op.map("stats_unkey", stats_out, lambda kv: kv[1])
+    offer_writes = op.map("offer_writes", offers, ctx.offer_write)
+
     writes = op.filter(
-        "writes", op.merge("write_sources", product_writes, alias_out, customer_out, count_out, neighbor_out),
+        "writes", op.merge("write_sources", product_writes, offer_writes, alias_out, customer_out,
+                           count_out, neighbor_out, stats_out),
         lambda x: isinstance(x, Write),
     )
     return writes, letters
@@ -84,7 +98,8 @@ def build_flow(settings: Settings | None = None) -> Dataflow:
     kin = kop.input(
         "kafka_in", flow,
         brokers=[settings.kafka_bootstrap],
-        topics=[settings.topic_web, settings.topic_store, settings.topic_catalog],
+        topics=[settings.topic_web, settings.topic_store, settings.topic_catalog,
+                settings.topic_offers, settings.topic_feedback],
         starting_offset=OFFSET_BEGINNING,
         batch_size=settings.flow_batch_size,
     )

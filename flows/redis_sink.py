@@ -14,6 +14,8 @@ ENCODERS: dict[str, Callable] = {
     "customer": keys.encode_customer,
     "neighbors": keys.encode_neighbors,
     "product": keys.encode_product,
+    "offer": keys.encode_offer,
+    "offer_stats": keys.encode_offer_stats,
     "link": lambda pair: keys.encode_link(*pair),
 }
 
@@ -32,8 +34,8 @@ def apply_writes(pipe, writes) -> None:
             pipe.zadd(write.key, {write.member: write.value})
         elif write.kind == "sadd":
             pipe.sadd(write.key, write.member)
-        elif write.kind == "product":
-            pipe.hset(write.key, write.member, ENCODERS["product"](write.value))
+        elif write.kind in ("product", "offer"):
+            pipe.hset(write.key, write.member, ENCODERS[write.kind](write.value))
         else:
             pipe.set(write.key, ENCODERS[write.kind](write.value))
 

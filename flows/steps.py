@@ -7,12 +7,24 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import orjson
+
 from flows.messages import DeadLetter, RawMessage, Write
 from online_models import decay, keys
 from online_models.customer import BasketSignal, CustomerState
-from online_models.events import Event, ParseLimits, Product, Rejected, parse_event, parse_product
+from online_models.events import (
+    Event,
+    Feedback,
+    ParseLimits,
+    Product,
+    Rejected,
+    parse_event,
+    parse_feedback,
+    parse_product,
+)
 from online_models.identity import AliasState, Merge, apply_to_customer
 from online_models.items import ItemCounts, ItemNeighbors, OwnCount, PairUpdate
+from online_models.offers import Offer, OfferError, OfferStats, offer_from_dict
 
 
 @dataclass
@@ -32,6 +44,8 @@ class FlowContext:
 
     scheme: keys.KeyScheme
     catalog_topic: str
+    offers_topic: str
+    feedback_topic: str
     popularity: decay.Decay
     cooccurrence: decay.Decay
     limits: ParseLimits
@@ -39,9 +53,13 @@ class FlowContext:
 
     # --- parse ----------------------------------------------------------------------------
 
-    def parse(self, raw: RawMessage) -> Event | Product | DeadLetter:
+    def parse(self, raw: RawMessage) -> Event | Product | Offer | Feedback | DeadLetter:
         if raw.topic == self.catalog_topic:
             parsed = parse_product(raw.value, limits=self.limits)
+        elif raw.topic == self.offers_topic:
+            parsed = _parse_offer(raw.value)
+        elif raw.topic == self.feedback_topic:
+            parsed = parse_feedback(raw.value, limits=self.limits)
         else:
             parsed = parse_event(raw.value, stream_ts_ms=self.watermark.ts_ms, limits=self.limits)
             if isinstance(parsed, Event):
@@ -72,7 +90,7 @@ class FlowContext:
         emits.extend(outcome.signals)
         return state, emits
 
-    def customer_step(self, state: CustomerState | None, keyed: tuple[str, Event | Merge]):
+    def customer_step(self, state: CustomerState | None, keyed: tuple[str, Event | Merge | Feedback]):
         customer_id, message = keyed
         state = state or CustomerState(customer_id)
         signals = apply_to_customer(state, message, self.popularity)
@@ -82,6 +100,18 @@ class FlowContext:
 
     def product_write(self, product: Product) -> Write:
         return Write("product", self.scheme.catalog(), product, member=product.sku)
+
+    def offer_write(self, offer: Offer) -> Write:
+        return Write("offer", self.scheme.offers(), offer, member=offer.offer_id)
+
+    def offer_stats_step(self, state: OfferStats | None, keyed: tuple[str, Feedback]):
+        offer_id, feedback = keyed
+        state = state or OfferStats(offer_id)
+        if feedback.control:  # the control group measures uplift; it must not steer learning
+            return state, []
+        state.record(feedback.type, feedback.cell or "new")
+        return state, [Write("offer_stats", self.scheme.offer_stats(offer_id), state),
+                       Write("sadd", self.scheme.offer_stats_index(), None, member=offer_id)]
 
     def item_counts_step(self, state: ItemCounts | None, message: tuple[str, BasketSignal]):
         sku, payload = message
@@ -108,6 +138,15 @@ class FlowContext:
         state = state or ItemNeighbors(sku)
         state.apply(update)
         return state, [Write("neighbors", self.scheme.neighbors(sku), state)]
+
+
+def _parse_offer(raw: bytes | None) -> Offer | Rejected:
+    try:
+        return offer_from_dict(orjson.loads(raw or b""))
+    except orjson.JSONDecodeError as exc:
+        return Rejected(f"not valid JSON: {exc}")
+    except OfferError as exc:
+        return Rejected(str(exc))
 
 
 def dead_letter_message(letter: DeadLetter):

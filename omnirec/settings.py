@@ -16,7 +16,7 @@ SCOPES = frozenset({"recommend", "profile", "admin"})
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="OMNIREC_", env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="OMNIREC_", env_file=".env", extra="ignore", env_ignore_empty=True)
 
     kafka_bootstrap: str = "127.0.0.1:9092"
     redis_url: str = "redis://127.0.0.1:6379/0"
@@ -45,6 +45,14 @@ class Settings(BaseSettings):
     flow_batch_size: int = Field(1000, gt=0)
     workers: int = Field(1, ge=1)
 
+    nbo_control_share: float = Field(0.02, ge=0, le=1, description="random control group share")
+    nbo_max_offers_per_day: int = Field(2, ge=0)
+    nbo_max_offers_per_week: int = Field(5, ge=0)
+    nbo_dismiss_cooldown_days: float = Field(14.0, ge=0)
+    nbo_kind_levers: dict[str, float] = Field(default_factory=dict, description="offer kind → lever")
+    nbo_context_weights: dict[str, dict[str, float]] | None = Field(
+        None, description="context → offer kind → weight; None keeps the built-in weights")
+
     api_keys: dict[str, list[str]] = Field(default_factory=dict)
     api_catalog_refresh_s: float = Field(2.0, gt=0)
     redis_max_connections: int = Field(64, gt=0)
@@ -68,6 +76,16 @@ class Settings(BaseSettings):
             self.topic_web, self.topic_store, self.topic_catalog, self.topic_offers,
             self.topic_feedback, self.topic_churn_alerts, self.topic_deadletter,
         ]
+
+    def arbitration(self):
+        """The next-best-offer settings as the pure domain wants them."""
+        from online_models.offers import ArbitrationSettings, ContactPolicy
+
+        policy = ContactPolicy(self.nbo_max_offers_per_day, self.nbo_max_offers_per_week,
+                               self.nbo_dismiss_cooldown_days)
+        extra = {} if self.nbo_context_weights is None else {"context_weights": self.nbo_context_weights}
+        return ArbitrationSettings(control_share=self.nbo_control_share, kind_levers=self.nbo_kind_levers,
+                                   policy=policy, **extra)
 
     def hashed_api_keys(self) -> dict[str, frozenset[str]]:
         """sha256 hex digest → scopes; plain keys are hashed so only digests stay in memory."""

@@ -18,6 +18,7 @@ EVENT_TYPES = frozenset({
     "page_view", "product_view", "search", "add_to_cart", "remove_from_cart",
     "purchase", "return", "store_visit", "identify", "survey",
 })
+FEEDBACK_TYPES = frozenset({"impression", "click", "accept", "dismiss"})
 ITEM_EVENTS = frozenset({"add_to_cart", "remove_from_cart", "purchase", "return"})
 CHANNELS = frozenset({"web", "app", "store"})
 DAY_MS = 86_400_000
@@ -88,6 +89,23 @@ class Product:
 
 
 @dataclass(frozen=True, slots=True)
+class Feedback:
+    """What a customer did with a served offer or recommendation (topic `recs.feedback`)."""
+
+    event_id: str
+    type: str  # impression | click | accept | dismiss
+    ts_ms: int
+    customer_id: str
+    channel: str | None = None
+    decision_id: str | None = None
+    offer_id: str | None = None
+    cell: str | None = None
+    control: bool = False
+    recommendation_id: str | None = None
+    sku: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Rejected:
     reason: str
 
@@ -122,6 +140,29 @@ def parse_product(raw: bytes | None, *, limits: ParseLimits = ParseLimits()) -> 
     try:
         obj = _load_object(raw, limits)
         return product_from_dict(obj)
+    except _Invalid as exc:
+        return Rejected(str(exc))
+
+
+def parse_feedback(raw: bytes | None, *, limits: ParseLimits = ParseLimits()) -> Feedback | Rejected:
+    try:
+        obj = _load_object(raw, limits)
+        kind = _req_str(obj, "type")
+        if kind not in FEEDBACK_TYPES:
+            raise _Invalid(f"unknown feedback type {kind!r}; expected one of {sorted(FEEDBACK_TYPES)}")
+        if "ts" not in obj or obj["ts"] is None:
+            raise _Invalid("missing field 'ts'")
+        feedback = Feedback(
+            event_id=_req_str(obj, "event_id"), type=kind, ts_ms=parse_ts(obj["ts"]),
+            customer_id=_req_str(obj, "customer_id"), channel=_opt_str(obj, "channel"),
+            decision_id=_opt_str(obj, "decision_id"), offer_id=_opt_str(obj, "offer_id"),
+            cell=_opt_str(obj, "cell"), control=_bool(obj, "control", default=False),
+            recommendation_id=_opt_str(obj, "recommendation_id"), sku=_opt_str(obj, "sku"),
+        )
+        if not (feedback.offer_id or feedback.sku):
+            raise _Invalid("feedback needs 'offer_id' (an offer) or 'sku' (a recommendation)")
+        _check_time(feedback.ts_ms, None, limits)
+        return feedback
     except _Invalid as exc:
         return Rejected(str(exc))
 

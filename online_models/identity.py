@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from online_models import decay
-from online_models.customer import BasketSignal, CustomerState
-from online_models.events import Event
+from online_models.customer import MAX_SEEN_IDS, BasketSignal, CustomerState
+from online_models.events import Event, Feedback
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,8 +56,16 @@ class AliasState:
         return outcome
 
 
-def apply_to_customer(state: CustomerState, message: Event | Merge, decay_: decay.Decay) -> list[BasketSignal]:
-    """The customer step's one verb: an event, or the merge of a stitched alias."""
+def apply_to_customer(
+    state: CustomerState, message: Event | Merge | Feedback, decay_: decay.Decay
+) -> list[BasketSignal]:
+    """The customer step's one verb: an event, offer feedback, or the merge of a stitched alias."""
+    if isinstance(message, Feedback):
+        if not state.is_duplicate(message.event_id):
+            state.seen_ids.append(message.event_id)
+            del state.seen_ids[:-MAX_SEEN_IDS]
+            state.record_feedback(message.type, message.offer_id, message.ts_ms, message.channel)
+        return []
     if isinstance(message, Merge):
         if state.is_duplicate(message.event_id):
             return []

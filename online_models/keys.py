@@ -15,6 +15,7 @@ import orjson
 from online_models.customer import CustomerState
 from online_models.events import Product, product_from_dict
 from online_models.items import ItemNeighbors, Neighbor
+from online_models.offers import Offer, OfferStats, offer_from_dict
 
 SCHEMA_VERSION = 1
 NEIGHBORS_STORED = 30
@@ -50,6 +51,15 @@ class KeyScheme:
 
     def store_popularity(self, store_id: str) -> str:
         return f"{self.prefix}:{{pop:{store_id}}}:store"
+
+    def offers(self) -> str:
+        return f"{self.prefix}:{{offers}}:definitions"
+
+    def offer_stats(self, offer_id: str) -> str:
+        return f"{self.prefix}:{{o:{offer_id}}}:stats"
+
+    def offer_stats_index(self) -> str:
+        return f"{self.prefix}:{{offers}}:with-stats"
 
     def pattern(self) -> str:
         return f"{self.prefix}:*"
@@ -96,6 +106,24 @@ def decode_product(raw: bytes) -> Product:
     blob = _load(raw)
     blob.pop("v")
     return product_from_dict(blob)
+
+
+def encode_offer(offer: Offer) -> bytes:
+    return orjson.dumps({"v": SCHEMA_VERSION, **offer.to_dict()})
+
+
+def decode_offer(raw: bytes) -> Offer:
+    blob = _load(raw)
+    blob.pop("v")
+    return offer_from_dict(blob)
+
+
+def encode_offer_stats(stats: OfferStats) -> bytes:
+    return orjson.dumps({"v": SCHEMA_VERSION, **stats.to_dict()})
+
+
+def decode_offer_stats(raw: bytes) -> OfferStats:
+    return OfferStats.from_dict(_load(raw))
 
 
 def popularity_score(log_weight: float) -> float:
