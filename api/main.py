@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import logging
+import secrets
 import time
 from contextlib import asynccontextmanager
 from dataclasses import asdict
@@ -10,16 +13,22 @@ from typing import Annotated, Literal
 
 import orjson
 import redis.asyncio as aioredis
+from confluent_kafka import KafkaException
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.responses import Response
 from redis.exceptions import RedisError
 
 from api.auth import ProfileScope, RecommendScope
-from api.schemas import MAX_K, CrossSellRequest
+from api.feedback import FeedbackProducer
+from api.schemas import MAX_K, CrossSellRequest, FeedbackRequest
 from api.store import Store
 from omnirec.settings import Settings, get_settings
-from online_models import keys, ranking
+from online_models import keys, offers, ranking
 from online_models.profile import profile_view
+from online_models.refs import DecisionRef, RecommendationRef, decode_ref, encode_ref
+
+log = logging.getLogger("omnirec.api")
+NBO_CONTEXTS = "^(default|checkout|cancellation_intent|churn_alert)$"
 
 
 def json_response(payload, status: int = 200) -> Response:
@@ -43,8 +52,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             pass  # /readyz says so; the refresher retries
         refresher = asyncio.create_task(store.refresh_forever(settings.api_catalog_refresh_s))
         app.state.store = store
+        app.state.feedback = FeedbackProducer(settings.kafka_bootstrap, settings.topic_feedback)
         yield
         refresher.cancel()
+        app.state.feedback.close()
         await client.aclose()
         await pool.aclose()
 
@@ -52,6 +63,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   description="Real-time recommendations, cross-sell and customer profiles.")
     app.state.api_keys = settings.hashed_api_keys()
     app.state.rules = ranking.Rules(replenishable=tuple(settings.replenishable_categories))
+    app.state.arbitration = settings.arbitration()
 
     @app.exception_handler(RedisError)
     async def redis_down(request: Request, exc: RedisError) -> Response:
@@ -106,7 +118,71 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                               store_id=body.store_id, k=body.k)
         return await _recommend(request.app, body.customer_id, None, req)
 
+    @app.get("/v1/customers/{customer_id}/next-best-offer", tags=["offers"])
+    async def next_best_offer(
+        customer_id: str,
+        request: Request,
+        _: RecommendScope,
+        channel: Literal["web", "app", "store"] | None = None,
+        store_id: Annotated[str | None, Query(max_length=64)] = None,
+        context: Annotated[str, Query(pattern=NBO_CONTEXTS)] = "default",
+    ) -> Response:
+        store: Store = request.app.state.store
+        state, _neighbors = await store.fetch(customer_id, None, ())
+        now = _now_ms()
+        situation = offers.Situation(now, channel, store_id, context)
+        decision = offers.decide(store.offers.values(), store.offer_stats, state, situation, store.catalog,
+                                 request.app.state.arbitration, seed=secrets.randbits(63))
+        return json_response(_decision_body(customer_id, decision, situation))
+
+    @app.post("/v1/feedback", status_code=202, tags=["offers"])
+    async def feedback(body: FeedbackRequest, request: Request, _: RecommendScope) -> Response:
+        envelope = _feedback_envelope(body)
+        try:
+            await request.app.state.feedback.send(envelope["customer_id"] or "", orjson.dumps(envelope))
+        except (asyncio.TimeoutError, KafkaException) as exc:
+            raise HTTPException(503, f"Feedback not accepted, the broker did not acknowledge it: {exc}") from None
+        return json_response({"accepted": True, "event_id": envelope["event_id"]}, 202)
+
     return app
+
+
+def _decision_body(customer_id: str, decision: offers.Decision, situation: offers.Situation) -> dict:
+    body = {"customer_id": customer_id, "cell": decision.cell, "offer": None, "decision_id": None,
+            "control": decision.control, "exploration": decision.explored, "reasons": decision.reasons,
+            "runner_ups": [c.summary() for c in decision.runner_ups], "not_eligible": decision.rejected}
+    if decision.chosen is not None:
+        chosen = decision.chosen
+        ref = DecisionRef(customer_id, chosen.offer.offer_id, decision.cell, situation.channel,
+                          decision.control, situation.now_ms, secrets.randbits(32))
+        body["decision_id"] = encode_ref(ref)
+        body["offer"] = {**chosen.summary(), "value": chosen.offer.value, "valid_days": chosen.offer.valid_days,
+                         "bundle_skus": list(chosen.offer.bundle_skus)}
+        log.info("nbo decision %s customer=%s offer=%s control=%s exploration=%s", body["decision_id"],
+                 customer_id, chosen.offer.offer_id, decision.control, decision.explored)
+    return body
+
+
+def _feedback_envelope(body: FeedbackRequest) -> dict:
+    """The `recs.feedback` envelope; its event_id is derived from the subject, so a client's
+    retry of the same feedback is counted once downstream."""
+    try:
+        ref = decode_ref(body.decision_id, DecisionRef) if body.decision_id else \
+            decode_ref(body.recommendation_id, RecommendationRef)
+    except ValueError as exc:
+        raise HTTPException(422, str(exc)) from None
+    if isinstance(ref, RecommendationRef) and ref.customer_id is None:
+        raise HTTPException(422, "this recommendation was served to an unknown customer; nothing to learn")
+    subject = f"{body.decision_id or body.recommendation_id}|{body.event}|{body.sku or ''}"
+    envelope = {
+        "event_id": hashlib.sha256(subject.encode()).hexdigest()[:32],
+        "type": body.event, "ts": body.ts or _now_ms(), "customer_id": ref.customer_id,
+        "channel": ref.channel, "sku": body.sku,
+        "recommendation_id": body.recommendation_id, "decision_id": body.decision_id,
+    }
+    if isinstance(ref, DecisionRef):
+        envelope.update(offer_id=ref.offer_id, cell=ref.cell, control=ref.control)
+    return envelope
 
 
 async def _recommend(app: FastAPI, customer_id, anonymous_id, req: ranking.Request) -> Response:
@@ -116,10 +192,13 @@ async def _recommend(app: FastAPI, customer_id, anonymous_id, req: ranking.Reque
     if missing:  # home page anchors come from the profile, so they need a second trip
         neighbors.update(await store.neighbors(missing))
     suggestions = ranking.recommend(state, req, neighbors, store.popularity, store.catalog, app.state.rules)
+    known_id = state.customer_id if state else customer_id
+    ref = RecommendationRef(known_id, req.context, req.channel, _now_ms(), secrets.randbits(32))
     return json_response({
-        "customer_id": state.customer_id if state else customer_id,
+        "customer_id": known_id,
         "known_customer": state is not None,
         "context": req.context,
+        "recommendation_id": encode_ref(ref),
         "items": [asdict(s) for s in suggestions],
     })
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field, field_validator
+from typing import Literal
+
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 MAX_K = 50
 
@@ -20,3 +22,22 @@ class CrossSellRequest(BaseModel):
         if any(not sku.strip() for sku in skus):
             raise ValueError("basket SKUs must be non-empty strings")
         return list(dict.fromkeys(skus))
+
+
+class FeedbackRequest(BaseModel):
+    """What the customer did with a next-best-offer (`decision_id`) or a recommendation
+    (`recommendation_id` + `sku`)."""
+
+    decision_id: str | None = Field(None, max_length=600)
+    recommendation_id: str | None = Field(None, max_length=600)
+    event: Literal["impression", "click", "accept", "dismiss"]
+    sku: str | None = Field(None, max_length=128)
+    ts: int | None = Field(None, description="event time, epoch ms; default: now")
+
+    @model_validator(mode="after")
+    def _one_subject(self) -> FeedbackRequest:
+        if bool(self.decision_id) == bool(self.recommendation_id):
+            raise ValueError("send exactly one of 'decision_id' or 'recommendation_id'")
+        if self.recommendation_id and not self.sku:
+            raise ValueError("feedback on a recommendation needs the 'sku' it is about")
+        return self

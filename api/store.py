@@ -13,6 +13,7 @@ from online_models import keys
 from online_models.customer import CustomerState
 from online_models.events import Product
 from online_models.items import Neighbor, PopularityIndex
+from online_models.offers import Offer, OfferStats
 
 log = logging.getLogger("omnirec.api")
 STORE_LIST = 50
@@ -25,6 +26,8 @@ class Store:
         self.scheme = scheme
         self.catalog: dict[str, Product] = {}
         self.popularity = PopularityIndex()
+        self.offers: dict[str, Offer] = {}
+        self.offer_stats: dict[str, OfferStats] = {}
 
     async def fetch(
         self, customer_id: str | None, alias_id: str | None, skus: tuple[str, ...]
@@ -61,18 +64,21 @@ class Store:
         pipe.hgetall(self.scheme.catalog())
         pipe.zrange(self.scheme.popularity(), 0, GLOBAL_LIST - 1, desc=True, withscores=True)
         pipe.smembers(self.scheme.store_popularity_index())
-        raw_catalog, global_scores, stores = await pipe.execute()
+        pipe.hgetall(self.scheme.offers())
+        pipe.smembers(self.scheme.offer_stats_index())
+        raw_catalog, global_scores, stores, raw_offers, stats_ids = await pipe.execute()
         store_ids = sorted(s.decode() for s in stores)
+        offer_ids = sorted(o.decode() for o in stats_ids)
         pipe = self.client.pipeline(transaction=False)
         for store_id in store_ids:
             pipe.zrange(self.scheme.store_popularity(store_id), 0, STORE_LIST - 1, desc=True, withscores=True)
-        store_lists = await pipe.execute() if store_ids else []
-        catalog = {}
-        for sku, raw in raw_catalog.items():
-            try:
-                catalog[sku.decode()] = keys.decode_product(raw)
-            except (ValueError, KeyError) as exc:
-                log.warning("skipping unreadable product %r: %s", sku, exc)
+        for offer_id in offer_ids:
+            pipe.get(self.scheme.offer_stats(offer_id))
+        replies = await pipe.execute() if store_ids or offer_ids else []
+        store_lists, raw_stats = replies[: len(store_ids)], replies[len(store_ids):]
+        self.offers = _decode_all(raw_offers, keys.decode_offer)
+        self.offer_stats = {oid: keys.decode_offer_stats(raw) for oid, raw in zip(offer_ids, raw_stats) if raw}
+        catalog = _decode_all(raw_catalog, keys.decode_product)
         self.catalog = catalog
         self.popularity = PopularityIndex.build(
             [(sku.decode(), score) for sku, score in global_scores],
@@ -87,3 +93,13 @@ class Store:
                 await self.refresh()
             except (RedisError, ValueError) as exc:  # keep serving from the last good copy
                 log.warning("catalog refresh failed: %s", exc)
+
+
+def _decode_all(raw: dict[bytes, bytes], decode) -> dict:
+    decoded = {}
+    for name, blob in raw.items():
+        try:
+            decoded[name.decode()] = decode(blob)
+        except (ValueError, KeyError) as exc:
+            log.warning("skipping unreadable %r: %s", name, exc)
+    return decoded

@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from omnirec.settings import Settings
+from omnirec.settings import Settings, get_settings
 
 app = typer.Typer(help="omnirec: real-time omnichannel recommender", no_args_is_help=True,
                   add_completion=False)
@@ -110,6 +110,29 @@ def replay(
         raise typer.BadParameter("--rate and --max are exclusive")
     counts = do_replay(file, Settings(), rate=rate, max_speed=max_speed, catalog=catalog)
     err(json.dumps(counts))
+
+
+offers_app = typer.Typer(help="Offer definitions: validate and publish to the offers topic.")
+app.add_typer(offers_app, name="offers")
+
+
+@offers_app.command("load")
+def offers_load(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False)],
+    check: bool = typer.Option(False, "--check", help="validate only, publish nothing"),
+) -> None:
+    """Validate FILE.json (errors name the offer and the field) and publish it."""
+    from omnirec.offers_file import publish, read_offers
+
+    offers, errors = read_offers(file)
+    for problem in errors:
+        err(problem)
+    if errors:
+        raise typer.Exit(1)
+    if check:
+        err(f"{len(offers)} offers are valid")
+        return
+    err(f"published {publish(offers, get_settings())} offers → {get_settings().topic_offers}")
 
 
 @app.command()
@@ -298,6 +321,12 @@ def demo(
             err(f"catalog: {n} products → {settings.topic_catalog}")
         else:
             err(f"warning: {catalog} missing; no catalog loaded")
+        from omnirec.offers_file import publish, read_offers
+
+        demo_offers, problems = read_offers(Path(__file__).parent / "data" / "demo_offers.json")
+        if problems:
+            raise RuntimeError("; ".join(problems))
+        err(f"offers: {publish(demo_offers, settings)} → {settings.topic_offers}")
         env = settings_env(settings)
         env.setdefault("PYTHONUNBUFFERED", "1")
         children.append(start_flow(settings, log_name="demo-flow.log"))
@@ -335,6 +364,9 @@ def demo(
         body = json.dumps({"customer_id": customer, "basket": [sku]})
         print(f"curl -s {auth} -H 'Content-Type: application/json' -X POST "
               f"{base_url}/v1/cross-sell -d '{body}'")
+        print(f"curl -s {auth} '{base_url}/v1/customers/{customer}/next-best-offer?channel=store'")
+        print(f"# then: curl -s {auth} -H 'Content-Type: application/json' -X POST {base_url}/v1/feedback "
+              "-d '{\"decision_id\": \"<decision_id>\", \"event\": \"dismiss\"}'")
         print("\nCtrl-C stops the demo.", flush=True)
         while True:
             check_children()

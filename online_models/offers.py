@@ -15,13 +15,11 @@ so no timer is needed to close an ignored impression.
 
 from __future__ import annotations
 
-import base64
 import random
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
 from river import proba
 
 from online_models.customer import CustomerState
@@ -426,42 +424,3 @@ def _reasons(chosen: Candidate, others: list[Candidate], cell: str, situation: S
     if explored:
         reasons.append("exploring: chosen by a Thompson draw although another offer has a higher mean")
     return reasons
-
-
-# --- decision ids -------------------------------------------------------------------------
-
-DECISION_VERSION = 1
-
-
-@dataclass(frozen=True, slots=True)
-class DecisionRef:
-    """What a `decision_id` carries, so feedback needs nothing but the id to be attributed."""
-
-    customer_id: str
-    offer_id: str
-    cell: str
-    channel: str | None
-    control: bool
-    ts_ms: int
-    nonce: int
-
-
-def encode_decision_id(ref: DecisionRef) -> str:
-    payload = orjson.dumps([DECISION_VERSION, ref.customer_id, ref.offer_id, ref.cell, ref.channel,
-                            ref.control, ref.ts_ms, ref.nonce])
-    return "d1." + base64.urlsafe_b64encode(payload).rstrip(b"=").decode()
-
-
-def decode_decision_id(decision_id: str) -> DecisionRef:
-    """Raises ValueError with a reason for anything that is not a decision id we issued."""
-    if not decision_id.startswith("d1."):
-        raise ValueError("not a decision id (expected 'd1.…')")
-    body = decision_id[3:]
-    try:
-        payload = orjson.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
-        version, customer_id, offer_id, cell, channel, control, ts_ms, nonce = payload
-    except (ValueError, TypeError, orjson.JSONDecodeError):
-        raise ValueError("malformed decision id") from None
-    if version != DECISION_VERSION or not isinstance(customer_id, str) or not isinstance(offer_id, str):
-        raise ValueError("malformed decision id")
-    return DecisionRef(customer_id, offer_id, str(cell), channel, bool(control), int(ts_ms), int(nonce))

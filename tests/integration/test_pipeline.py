@@ -208,3 +208,56 @@ def _delete_prefix(redis_url: str, prefix: str) -> None:
     keys_found = list(client.scan_iter(match=f"{prefix}:*", count=1000))
     if keys_found:
         client.delete(*keys_found)
+
+
+OFFERS = [
+    {"offer_id": "belt-bundle", "name": "Belt bundle", "kind": "bundle", "value": 12.0, "bundle_skus": ["BL-1"],
+     "eligibility": {"categories": ["men"]}, "prior_propensity": 0.3},
+    {"offer_id": "coffee-points", "name": "Coffee points", "kind": "loyalty_points", "value": 4.0,
+     "eligibility": {"categories": ["grocery"]}, "prior_propensity": 0.3},
+    {"offer_id": "kids-10", "name": "Kids 10%", "kind": "discount", "value": 8.0,
+     "eligibility": {"categories": ["kids"]}},
+]
+
+
+def test_feedback_round_trips_through_the_broker_and_changes_the_next_decision(settings, run_flow):
+    run_flow(settings)
+    load(settings, history(3))
+    produce(settings, settings.topic_offers, [(o["offer_id"].encode(), o) for o in OFFERS])
+    produce(settings, settings.topic_offers, [(b"broken", b'{"offer_id": "broken", "kind": "gift"}')])
+    wait_for_orders(settings, "c-1", 2)
+    quiet = settings.model_copy(update={"api_keys": KEYS, "api_catalog_refresh_s": 0.2, "nbo_control_share": 0.0,
+                                        "nbo_max_offers_per_day": 1})
+    with TestClient(create_app(quiet)) as api:
+        till = {"Authorization": "Bearer till-key"}
+        nbo = lambda: api.get("/v1/customers/c-1/next-best-offer?channel=store", headers=till).json()
+        first = wait_for(lambda: (d := nbo())["offer"] and d, 20, "offers to reach the API")
+        assert first["offer"]["offer_id"] in {"belt-bundle", "coffee-points"}
+        assert first["not_eligible"]["kids-10"] == "eligibility: customer never buys kids"
+        assert first["decision_id"].startswith("d1.") and first["control"] is False
+        assert any("passed every gate" in r for r in first["reasons"])
+
+        shown = api.post("/v1/feedback", json={"decision_id": first["decision_id"], "event": "impression"}, headers=till)
+        assert shown.status_code == 202 and shown.json()["accepted"] is True
+        # One offer a day: after the impression reaches the flow, nothing else is eligible today.
+        capped = wait_for(lambda: (d := nbo())["offer"] is None and d, 20, "the contact cap to apply")
+        assert all(r == "contact: already shown 1 offers today" for r in capped["not_eligible"].values()
+                   if r.startswith("contact"))
+        bad = api.post("/v1/feedback", json={"decision_id": "d1.garbage", "event": "accept"}, headers=till)
+        assert bad.status_code == 422 and "malformed" in bad.json()["detail"]
+        neither = api.post("/v1/feedback", json={"event": "accept"}, headers=till)
+        assert neither.status_code == 422
+
+    letters = consume(settings, settings.topic_deadletter, expected=1)
+    assert "field 'kind' must be one of" in dict(letters[0].headers())["reason"].decode()
+    stats = redis.Redis.from_url(settings.redis_url).get(keys.KeyScheme(settings.key_prefix).offer_stats(
+        first["offer"]["offer_id"]))
+    assert keys.decode_offer_stats(stats).totals() == (1.0, 0.0)
+
+
+def test_next_best_offer_for_an_unknown_customer_is_safe(api):
+    answer = api.get("/v1/customers/nobody/next-best-offer", headers={"Authorization": "Bearer till-key"})
+    assert answer.status_code == 200
+    assert answer.json()["offer"] is None and answer.json()["reasons"] == ["no eligible offer"]
+    wrong = api.get("/v1/customers/nobody/next-best-offer?context=panic", headers={"Authorization": "Bearer till-key"})
+    assert wrong.status_code == 422
