@@ -635,8 +635,11 @@ class Shopper:
         several = _kind(product["category"]) == "socks" or product["category"].startswith(
             ("grocery", "home"))
         qty = self.rng.choice((1, 1, 2, 3)) if several else 1
-        return {"sku": product["sku"], "qty": qty, "price": product["price"],
+        item = {"sku": product["sku"], "qty": qty, "price": product["price"],
                 "category": product["category"], "brand": product["brand"]}
+        if product["attributes"].get("on_sale"):  # the till knows the undiscounted price
+            item["list_price"] = product["attributes"]["list_price"]
+        return item
 
     def preferred_category(self) -> str:
         weights = self.customer.category_weights

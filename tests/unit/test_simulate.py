@@ -122,7 +122,8 @@ def test_every_event_has_the_fields_of_its_type(events):
         else:
             assert event["channel"] in {"web", "app"} and event["session_id"]
         for item in event.get("items", ()):
-            assert set(item) == {"sku", "qty", "price", "category", "brand"}
+            assert set(item) - {"list_price"} == {"sku", "qty", "price", "category", "brand"}
+            assert item.get("list_price", item["price"]) >= item["price"]
             assert item["qty"] > 0
     assert len({e["event_id"] for e in events}) == len(events)
 
