@@ -1,0 +1,418 @@
+"""Next-best-offer learning benchmark: the served policy against an oracle and a random offer.
+
+Simulated shoppers (``omnirec.simulate``) get a history by replaying their events through
+the same domain code the flow runs (identity stitching, ``CustomerState.apply``). Then,
+in event time after the history, the benchmark asks ``online_models.offers.decide`` for
+one customer at a time — live ``OfferStats``, ``ArbitrationSettings()`` (Thompson draws and
+a 2 % control group, the contact policy), the demo offers — and the customer answers with
+the planted truth of ``omnirec.offer_truth``. Feedback flows back as it does in the flow:
+impression / accept / dismiss into the customer's contact history, and into the offer's
+stats under the decision's cell unless the decision was a control one. The customers'
+own events keep arriving between decisions.
+
+On the same customers, at the same moments and with the same eligible offers (the same
+gates), two reference policies are scored:
+
+- **oracle**: the eligible offer with the highest true P(accept) × value;
+- **random**: an eligible offer chosen uniformly.
+
+Each is scored by its *expected* value (true P(accept) × value, no reaction noise) and by
+a realised value (a drawn reaction: value if accepted, else 0). The table shows, per
+1k-decision window, the expected values and served ÷ oracle.
+
+    python -m bench.nbo [--decisions 20000] [--customers 2000] [--seed 7] [--json]
+
+Writes bench/results/nbo.json and bench/results/nbo_learning.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from omnirec import offer_truth, simulate
+from online_models import offers as nbo
+from online_models.customer import CustomerState
+from online_models.decay import Decay
+from online_models.events import Event, Feedback, parse_event, product_from_dict
+from online_models.identity import AliasState, apply_to_customer
+from online_models.offers import ArbitrationSettings, Offer, OfferStats, Situation, check_gates
+
+RESULTS = Path(__file__).resolve().parent / "results"
+OFFERS_PATH = Path(simulate.__file__).parent / "data" / "demo_offers.json"
+START_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z: a fixed clock, so runs are reproducible
+HALF_LIFE_DAYS = 14.0  # Settings.half_life_days' default
+DAY_MS = simulate.DAY_MS
+CHANNELS = ("web", "app", "store")
+REACTION_DELAY_MS = 60_000
+
+
+def load_offers(path: Path = OFFERS_PATH) -> list[Offer]:
+    return [nbo.offer_from_dict(o) for o in json.loads(Path(path).read_text())]
+
+
+# --- the world: customers, their replayed histories, the catalogue -------------------------
+
+
+@dataclass
+class World:
+    """Latent customers and the flow's view of them, advanced in event time."""
+
+    customers: list[simulate.Customer]
+    catalog: dict[str, Any]  # sku → Product
+    offers: list[Offer]
+    events: Iterator[dict]
+    decay: Decay = field(default_factory=lambda: Decay(HALF_LIFE_DAYS))
+    states: dict[str, CustomerState] = field(default_factory=dict)
+    aliases: dict[str, AliasState] = field(default_factory=dict)
+    clock_ms: int = 0
+    applied: int = 0
+    _next: dict | None = None
+    _next_ts: int | None = None
+
+    def advance(self, until_ms: int) -> None:
+        """Apply every event up to `until_ms`, routed as the flow routes them."""
+        while True:
+            if self._next is None:
+                self._next = next(self.events, None)
+                if self._next is None:
+                    break
+                self._next_ts = simulate.parse_ts_ms(self._next["ts"])
+            if self._next_ts > until_ms:
+                break
+            event = parse_event(orjson.dumps(self._next))
+            self._next = None
+            if isinstance(event, Event):
+                self._apply(event)
+        self.clock_ms = max(self.clock_ms, until_ms)
+
+    def _apply(self, event: Event) -> None:
+        self.applied += 1
+        if event.alias_id:  # flows.steps.FlowContext.route / alias_step
+            alias = self.aliases.setdefault(event.alias_id, AliasState(event.alias_id))
+            for customer_id, message in alias.apply(event, self.decay).forward:
+                apply_to_customer(self.state(customer_id), message, self.decay)
+        elif event.customer_id:
+            apply_to_customer(self.state(event.customer_id), event, self.decay)
+
+    def state(self, customer_id: str) -> CustomerState:
+        state = self.states.get(customer_id)
+        if state is None:
+            state = self.states[customer_id] = CustomerState(customer_id)
+        return state
+
+
+def build_world(customers: int = 2000, seed: int = 7, history_days: float = 60,
+                decision_days: float = 60) -> World:
+    """`customers` shoppers with `history_days` of replayed history; their events continue for
+    `decision_days` more (and a margin), applied as the decisions advance the clock."""
+    raw_catalog = simulate.load_demo_catalog()
+    catalog = {p["sku"]: product_from_dict(p) for p in raw_catalog}
+    total_days = (history_days + decision_days) * 1.5
+    latent = simulate.make_customers(customers, seed, raw_catalog, days=total_days)
+    events = simulate.iter_events(customers, START_MS, seed, raw_catalog, days=total_days)
+    world = World(latent, catalog, load_offers(), events)
+    world.advance(START_MS + int(history_days * DAY_MS))
+    return world
+
+
+# --- the run ----------------------------------------------------------------------------
+
+
+@dataclass
+class Window:
+    decisions: int = 0
+    served_ev: float = 0.0
+    oracle_ev: float = 0.0
+    random_ev: float = 0.0
+    served_value: float = 0.0
+    oracle_value: float = 0.0
+    random_value: float = 0.0
+    accepts: int = 0
+    control: int = 0
+    explored: int = 0
+    optimal: int = 0
+    eligible: int = 0
+
+    def row(self, index: int, size: int) -> dict[str, Any]:
+        n = max(1, self.decisions)
+        return {
+            "window": index, "first": index * size + 1, "last": index * size + self.decisions,
+            "served": self.served_ev / n, "oracle": self.oracle_ev / n, "random": self.random_ev / n,
+            "served_realised": self.served_value / n, "oracle_realised": self.oracle_value / n,
+            "random_realised": self.random_value / n,
+            "served_vs_oracle": self.served_ev / self.oracle_ev if self.oracle_ev else 0.0,
+            "random_vs_oracle": self.random_ev / self.oracle_ev if self.oracle_ev else 0.0,
+            "accept_rate": self.accepts / n, "control": self.control, "explored": self.explored,
+            "optimal_share": self.optimal / n, "mean_eligible": self.eligible / n,
+        }
+
+
+@dataclass
+class Result:
+    decisions: int
+    attempts: int
+    no_offer: int
+    windows: list[dict[str, Any]]
+    seconds: float
+    stats: dict[str, OfferStats]
+
+    @property
+    def last(self) -> dict[str, Any]:
+        return self.windows[-1]
+
+
+def run(world: World, decisions: int = 20_000, seed: int = 7, *,
+        settings: ArbitrationSettings | None = None, decision_days: float = 60,
+        window: int = 1000, on_window: Callable[[dict[str, Any]], None] | None = None) -> Result:
+    """`decisions` served offers (impressions) in event time, learning as the flow does."""
+    settings = settings or ArbitrationSettings()
+    rng = random.Random(f"nbo-bench:{seed}")  # who, where, and the decisions' seeds
+    served_rng = random.Random(f"nbo-served:{seed}")
+    oracle_rng = random.Random(f"nbo-oracle:{seed}")
+    random_rng = random.Random(f"nbo-random:{seed}")
+    stats: dict[str, OfferStats] = {}
+    step_ms = decision_days * DAY_MS / decisions
+    clock = float(world.clock_ms)
+    started = time.perf_counter()
+    windows: list[dict[str, Any]] = []
+    current = Window()
+    attempts = no_offer = served = 0
+    while served < decisions:
+        attempts += 1
+        clock += step_ms
+        now = int(clock)
+        world.advance(now)
+        customer = rng.choice(world.customers)
+        state = world.states.get(customer.customer_id)
+        channel = rng.choices(CHANNELS, customer.channel_mix)[0]
+        store_id = customer.home_store if channel == "store" else None
+        situation = Situation(now, channel, store_id)
+        decision = nbo.decide(world.offers, stats, state, situation, world.catalog, settings,
+                              seed=rng.getrandbits(63))
+        if decision.chosen is None:
+            no_offer += 1
+            continue
+        served += 1
+        cell = decision.cell
+        eligible = [o for o in world.offers
+                    if check_gates(o, state, cell, situation, world.catalog, settings.policy).passed]
+        truth = {o.offer_id: offer_truth.acceptance_probability(customer, o) for o in eligible}
+        chosen = decision.chosen.offer
+        best = max(eligible, key=lambda o: (truth[o.offer_id] * o.value, o.offer_id))
+        other = random_rng.choice(eligible)
+
+        reaction = offer_truth.react(customer, chosen, served_rng)
+        current.decisions += 1
+        current.served_ev += truth[chosen.offer_id] * chosen.value
+        current.oracle_ev += truth[best.offer_id] * best.value
+        current.random_ev += sum(truth[o.offer_id] * o.value for o in eligible) / len(eligible)
+        current.served_value += chosen.value if reaction == "accept" else 0.0
+        current.oracle_value += best.value if offer_truth.react(customer, best, oracle_rng) == "accept" else 0.0
+        current.random_value += other.value if offer_truth.react(customer, other, random_rng) == "accept" else 0.0
+        current.accepts += reaction == "accept"
+        current.control += decision.control
+        current.explored += decision.explored
+        current.optimal += chosen.offer_id == best.offer_id
+        current.eligible += len(eligible)
+
+        feedback = [("impression", now)]
+        if reaction != "ignore":
+            feedback.append((reaction, now + REACTION_DELAY_MS))
+        for kind, ts in feedback:
+            _feed(world, stats, Feedback(
+                event_id=f"fb-{served}-{kind}", type=kind, ts_ms=ts, customer_id=customer.customer_id,
+                channel=channel, offer_id=chosen.offer_id, cell=cell, control=decision.control))
+
+        if current.decisions == window or served == decisions:
+            row = current.row(len(windows), window)
+            windows.append(row)
+            if on_window:
+                on_window(row)
+            current = Window()
+    return Result(served, attempts, no_offer, windows, time.perf_counter() - started, stats)
+
+
+def _feed(world: World, stats: dict[str, OfferStats], feedback: Feedback) -> None:
+    """What the flow does with one `recs.feedback` record: the customer's contact history
+    (customer_step → apply_to_customer) and the offer's stats (offer_stats_step)."""
+    apply_to_customer(world.state(feedback.customer_id), feedback, world.decay)
+    if feedback.control:  # the control group measures uplift; it must not steer learning
+        return
+    offer_stats = stats.setdefault(feedback.offer_id, OfferStats(feedback.offer_id))
+    offer_stats.record(feedback.type, feedback.cell or "new")
+
+
+# --- variants: candidate domain changes, measured by monkeypatching ------------------------
+
+
+def cell_with_behaviour(state, catalog) -> str:
+    """A candidate `customer_cell`: the family, refined by the behaviour that changes how a
+    customer answers offers — a discount habit, a lapse, a VIP's frequency."""
+    base = _ORIGINAL_CELL(state, catalog)
+    if state is None or base in ("new", "discount_returner"):
+        return base
+    return f"{base}|{_behaviour(state)}"
+
+
+def _behaviour(state) -> str:
+    if state.discount_share >= 0.4:
+        return "deal"
+    if state.last_ts is not None and state.last_purchase_ts is not None:
+        gap = nbo.purchase_gap_days(state)
+        quiet = (state.last_ts - state.last_purchase_ts) / DAY_MS
+        if quiet > max(21.0, 2.5 * (gap or 10.0)):
+            return "lapsing"
+    if state.orders >= 8:
+        return "frequent"
+    return "regular"
+
+
+_ORIGINAL_CELL = nbo.customer_cell
+VARIANTS: dict[str, dict[str, Any]] = {
+    "baseline": {},
+    "behaviour-cell": {"customer_cell": cell_with_behaviour},
+}
+
+
+@contextmanager
+def variant(name: str):
+    """Monkeypatch `online_models.offers` for the duration of one run."""
+    patches = VARIANTS[name]
+    saved = {attr: getattr(nbo, attr) for attr in patches}
+    try:
+        for attr, value in patches.items():
+            setattr(nbo, attr, value)
+        yield
+    finally:
+        for attr, value in saved.items():
+            setattr(nbo, attr, value)
+
+
+# --- report -------------------------------------------------------------------------------
+
+
+HEADER = (f"{'window':>13} {'served':>7} {'oracle':>7} {'random':>7} {'srv/orc':>8} {'rnd/orc':>8}"
+          f" {'srv real':>8} {'orc real':>8} {'acc%':>5} {'best%':>6} {'expl':>5} {'ctrl':>4}")
+
+
+def format_row(row: dict[str, Any]) -> str:
+    return (f"{row['first']:>6}-{row['last']:<6} {row['served']:>7.3f} {row['oracle']:>7.3f}"
+            f" {row['random']:>7.3f} {row['served_vs_oracle']:>8.3f} {row['random_vs_oracle']:>8.3f}"
+            f" {row['served_realised']:>8.3f} {row['oracle_realised']:>8.3f}"
+            f" {100 * row['accept_rate']:>5.1f} {100 * row['optimal_share']:>6.1f}"
+            f" {row['explored']:>5} {row['control']:>4}")
+
+
+def summary(result: Result, args: argparse.Namespace) -> dict[str, Any]:
+    last = result.last
+    totals = {k: sum(w[k] * (w["last"] - w["first"] + 1) for w in result.windows) / result.decisions
+              for k in ("served", "oracle", "random", "served_realised", "oracle_realised",
+                        "random_realised")}
+    return {
+        "bench": "nbo", "variant": args.variant, "decisions": result.decisions,
+        "attempts": result.attempts, "no_eligible_offer": result.no_offer,
+        "customers": args.customers, "seed": args.seed, "history_days": args.history_days,
+        "decision_days": args.decision_days, "window": args.window,
+        "value_vs_oracle": round(last["served_vs_oracle"], 4),
+        "random_vs_oracle": round(last["random_vs_oracle"], 4),
+        "realised_value_vs_oracle": round(last["served_realised"] / last["oracle_realised"], 4)
+        if last["oracle_realised"] else None,
+        "first_window_vs_oracle": round(result.windows[0]["served_vs_oracle"], 4),
+        "overall_vs_oracle": round(totals["served"] / totals["oracle"], 4) if totals["oracle"] else None,
+        "per_decision": {k: round(v, 4) for k, v in totals.items()},
+        "seconds": round(result.seconds, 1),
+        "windows": [{k: round(v, 4) if isinstance(v, float) else v for k, v in w.items()}
+                    for w in result.windows],
+    }
+
+
+def plot(data: dict[str, Any], path: Path) -> Path | None:
+    try:
+        import matplotlib
+    except ImportError:
+        print("matplotlib missing (pip install -e '.[bench]'): no plot", file=sys.stderr)
+        return None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = data["windows"]
+    x = [w["last"] for w in rows]
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 7), sharex=True,
+                                      gridspec_kw={"height_ratios": [3, 2]})
+    top.plot(x, [w["oracle"] for w in rows], "k--", label="oracle (knows the planted propensities)")
+    top.plot(x, [w["served"] for w in rows], "o-", color="tab:blue", label="served (Thompson + 2% control)")
+    top.plot(x, [w["random"] for w in rows], ":", color="tab:gray", label="random eligible offer")
+    top.plot(x, [w["served_realised"] for w in rows], ".", color="tab:blue", alpha=0.4,
+             label="served, realised")
+    top.set_ylabel("expected value per decision")
+    top.legend(loc="lower right", fontsize=8)
+    top.set_title(f"Next-best-offer learning ({data['customers']} customers, seed {data['seed']}, "
+                  f"variant {data['variant']})")
+    bottom.plot(x, [w["served_vs_oracle"] for w in rows], "o-", color="tab:blue", label="served ÷ oracle")
+    bottom.plot(x, [w["random_vs_oracle"] for w in rows], ":", color="tab:gray", label="random ÷ oracle")
+    bottom.axhline(0.9, color="tab:green", lw=0.8, label="goal 0.90")
+    bottom.set_ylim(0, 1.05)
+    bottom.set_xlabel("decisions (impressions)")
+    bottom.set_ylabel("share of oracle")
+    bottom.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(prog="python -m bench.nbo", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--decisions", type=int, default=20_000)
+    parser.add_argument("--customers", type=int, default=2000)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--window", type=int, default=1000)
+    parser.add_argument("--history-days", type=float, default=60)
+    parser.add_argument("--decision-days", type=float, default=60)
+    parser.add_argument("--variant", choices=sorted(VARIANTS), default="baseline",
+                        help="a candidate domain change, monkeypatched for this run")
+    parser.add_argument("--out", type=Path, default=RESULTS,
+                        help="directory for nbo.json and nbo_learning.png")
+    parser.add_argument("--json", action="store_true", help="last stdout line: one JSON object")
+    args = parser.parse_args(argv)
+
+    t0 = time.perf_counter()
+    world = build_world(args.customers, args.seed, args.history_days, args.decision_days)
+    print(f"nbo: {len(world.customers)} customers, {world.applied} events replayed "
+          f"({args.history_days:g} days) in {time.perf_counter() - t0:.1f}s; {len(world.offers)} offers",
+          file=sys.stderr)
+    print(f"variant: {args.variant}  (expected value per decision = true P(accept) × value)")
+    print(HEADER)
+    with variant(args.variant):
+        result = run(world, args.decisions, args.seed, decision_days=args.decision_days,
+                     window=args.window, on_window=lambda row: print(format_row(row), flush=True))
+    data = summary(result, args)
+    print(f"final: {data['decisions']} decisions ({data['no_eligible_offer']} requests had no eligible "
+          f"offer); last window served/oracle {data['value_vs_oracle']:.3f}, random/oracle "
+          f"{data['random_vs_oracle']:.3f}, realised served/oracle {data['realised_value_vs_oracle']}; "
+          f"overall {data['overall_vs_oracle']:.3f}; {data['seconds']:.0f}s")
+    suffix = "" if args.variant == "baseline" else f"_{args.variant}"
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / f"nbo{suffix}.json").write_text(json.dumps(data, indent=2) + "\n")
+    png = plot(data, args.out / f"nbo_learning{suffix}.png")
+    print(f"wrote {args.out / f'nbo{suffix}.json'}" + (f" and {png}" if png else ""), file=sys.stderr)
+    if args.json:
+        print(json.dumps({k: v for k, v in data.items() if k != "windows"}))
+    return data
+
+
+if __name__ == "__main__":
+    main()
