@@ -24,6 +24,7 @@ from api.schemas import MAX_K, CrossSellRequest, FeedbackRequest
 from api.store import Store
 from omnirec.settings import Settings, get_settings
 from online_models import keys, offers, ranking
+from online_models.learning import feature_vector
 from online_models.profile import profile_view
 from online_models.refs import DecisionRef, RecommendationRef, decode_ref, encode_ref
 
@@ -171,17 +172,16 @@ def _feedback_envelope(body: FeedbackRequest) -> dict:
             decode_ref(body.recommendation_id, RecommendationRef)
     except ValueError as exc:
         raise HTTPException(422, str(exc)) from None
-    if isinstance(ref, RecommendationRef) and ref.customer_id is None:
-        raise HTTPException(422, "this recommendation was served to an unknown customer; nothing to learn")
-    subject = f"{body.decision_id or body.recommendation_id}|{body.event}|{body.sku or ''}"
+    subject = f"{body.decision_id or body.recommendation_id}|{body.event}"
     envelope = {
         "event_id": hashlib.sha256(subject.encode()).hexdigest()[:32],
-        "type": body.event, "ts": body.ts or _now_ms(), "customer_id": ref.customer_id,
-        "channel": ref.channel, "sku": body.sku,
-        "recommendation_id": body.recommendation_id, "decision_id": body.decision_id,
+        "type": body.event, "ts": body.ts or _now_ms(), "customer_id": ref.customer_id or "anonymous",
+        "channel": ref.channel, "recommendation_id": body.recommendation_id, "decision_id": body.decision_id,
     }
     if isinstance(ref, DecisionRef):
         envelope.update(offer_id=ref.offer_id, cell=ref.cell, control=ref.control)
+    else:
+        envelope.update(sku=ref.sku, features=list(ref.features))
     return envelope
 
 
@@ -191,16 +191,19 @@ async def _recommend(app: FastAPI, customer_id, anonymous_id, req: ranking.Reque
     missing = [sku for sku in ranking.anchors(state, req) if sku not in neighbors and sku not in req.skus]
     if missing:  # home page anchors come from the profile, so they need a second trip
         neighbors.update(await store.neighbors(missing))
-    suggestions = ranking.recommend(state, req, neighbors, store.popularity, store.catalog, app.state.rules)
+    suggestions = ranking.recommend(state, req, neighbors, store.popularity, store.catalog, app.state.rules,
+                                    ranker=store.ranker)
     known_id = state.customer_id if state else customer_id
-    ref = RecommendationRef(known_id, req.context, req.channel, _now_ms(), secrets.randbits(32))
-    return json_response({
-        "customer_id": known_id,
-        "known_customer": state is not None,
-        "context": req.context,
-        "recommendation_id": encode_ref(ref),
-        "items": [asdict(s) for s in suggestions],
-    })
+    now = _now_ms()
+    items = []
+    for suggestion in suggestions:
+        ref = RecommendationRef(known_id, req.context, req.channel, now, secrets.randbits(32), suggestion.sku,
+                                tuple(feature_vector(suggestion.features)))
+        body = asdict(suggestion)
+        del body["features"]
+        items.append({**body, "recommendation_id": encode_ref(ref)})
+    return json_response({"customer_id": known_id, "known_customer": state is not None,
+                          "context": req.context, "items": items})
 
 
 def _now_ms() -> int:

@@ -25,19 +25,16 @@ class CrossSellRequest(BaseModel):
 
 
 class FeedbackRequest(BaseModel):
-    """What the customer did with a next-best-offer (`decision_id`) or a recommendation
-    (`recommendation_id` + `sku`)."""
+    """What the customer did with a next-best-offer (`decision_id`) or with one recommended
+    item (its `recommendation_id`)."""
 
     decision_id: str | None = Field(None, max_length=600)
     recommendation_id: str | None = Field(None, max_length=600)
     event: Literal["impression", "click", "accept", "dismiss"]
-    sku: str | None = Field(None, max_length=128)
-    ts: int | None = Field(None, description="event time, epoch ms; default: now")
+    ts: int | None = Field(None, gt=946_684_800_000, description="event time, epoch ms; default: now")
 
     @model_validator(mode="after")
     def _one_subject(self) -> FeedbackRequest:
         if bool(self.decision_id) == bool(self.recommendation_id):
             raise ValueError("send exactly one of 'decision_id' or 'recommendation_id'")
-        if self.recommendation_id and not self.sku:
-            raise ValueError("feedback on a recommendation needs the 'sku' it is about")
         return self

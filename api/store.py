@@ -13,6 +13,7 @@ from online_models import keys
 from online_models.customer import CustomerState
 from online_models.events import Product
 from online_models.items import Neighbor, PopularityIndex
+from online_models.learning import RankerWeights
 from online_models.offers import Offer, OfferStats
 
 log = logging.getLogger("omnirec.api")
@@ -28,6 +29,7 @@ class Store:
         self.popularity = PopularityIndex()
         self.offers: dict[str, Offer] = {}
         self.offer_stats: dict[str, OfferStats] = {}
+        self.ranker: RankerWeights | None = None
 
     async def fetch(
         self, customer_id: str | None, alias_id: str | None, skus: tuple[str, ...]
@@ -66,7 +68,8 @@ class Store:
         pipe.smembers(self.scheme.store_popularity_index())
         pipe.hgetall(self.scheme.offers())
         pipe.smembers(self.scheme.offer_stats_index())
-        raw_catalog, global_scores, stores, raw_offers, stats_ids = await pipe.execute()
+        pipe.get(self.scheme.ranker())
+        raw_catalog, global_scores, stores, raw_offers, stats_ids, raw_ranker = await pipe.execute()
         store_ids = sorted(s.decode() for s in stores)
         offer_ids = sorted(o.decode() for o in stats_ids)
         pipe = self.client.pipeline(transaction=False)
@@ -77,6 +80,7 @@ class Store:
         replies = await pipe.execute() if store_ids or offer_ids else []
         store_lists, raw_stats = replies[: len(store_ids)], replies[len(store_ids):]
         self.offers = _decode_all(raw_offers, keys.decode_offer)
+        self.ranker = keys.decode_ranker(raw_ranker) if raw_ranker else None
         self.offer_stats = {oid: keys.decode_offer_stats(raw) for oid, raw in zip(offer_ids, raw_stats) if raw}
         catalog = _decode_all(raw_catalog, keys.decode_product)
         self.catalog = catalog

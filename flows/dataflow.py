@@ -9,6 +9,7 @@
       → item counts (by sku)       popularity, basket counts → pair updates
       → item neighbours (by sku)   co-occurrence → complements
       → offer stats (by offer)     impressions / accepts per customer cell → propensity
+      → ranker (one key)           river model of clicks on served recommendations
       → Redis (one pipeline per batch, absolute values)
 """
 
@@ -62,7 +63,8 @@ def wire(flow: Dataflow, raw: Stream[RawMessage], ctx: FlowContext) -> tuple[Str
     forwarded = op.filter_map("forwarded", alias_out, _forwarded)  # (cid, (cid, Event | Merge))
 
     direct = op.map("customer_key", routed.trues, lambda e: (e.customer_id, (e.customer_id, e)))
-    contacts = op.map("feedback_customer_key", feedback, lambda f: (f.customer_id, (f.customer_id, f)))
+    contacts = op.filter_map("offer_contacts", feedback,  # contact history is about offers
+                             lambda f: (f.customer_id, (f.customer_id, f)) if f.offer_id else None)
     to_customers = op.merge("customer_messages", direct, forwarded, contacts)
     customer_out = op.stateful_flat_map("customers", to_customers, ctx.customer_step)
     customer_out = op.map("customer_unkey", customer_out, lambda kv: kv[1])  # Write | signal
@@ -82,10 +84,14 @@ def wire(flow: Dataflow, raw: Stream[RawMessage], ctx: FlowContext) -> tuple[Str
     stats_out = op.stateful_flat_map("offer_stats", offer_feedback, ctx.offer_stats_step)
     stats_out = op.map("stats_unkey", stats_out, lambda kv: kv[1])
     offer_writes = op.map("offer_writes", offers, ctx.offer_write)
+    served_items = op.filter_map("recommendation_feedback", feedback,
+                                 lambda f: ("ranker", ("ranker", f)) if f.features else None)
+    ranker_out = op.stateful_flat_map("ranker", served_items, ctx.ranker_step)
+    ranker_out = op.map("ranker_unkey", ranker_out, lambda kv: kv[1])
 
     writes = op.filter(
         "writes", op.merge("write_sources", product_writes, offer_writes, alias_out, customer_out,
-                           count_out, neighbor_out, stats_out),
+                           count_out, neighbor_out, stats_out, ranker_out),
         lambda x: isinstance(x, Write),
     )
     return writes, letters

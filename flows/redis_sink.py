@@ -16,6 +16,7 @@ ENCODERS: dict[str, Callable] = {
     "product": keys.encode_product,
     "offer": keys.encode_offer,
     "offer_stats": keys.encode_offer_stats,
+    "ranker": keys.encode_ranker,
     "link": lambda pair: keys.encode_link(*pair),
 }
 

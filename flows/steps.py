@@ -24,6 +24,7 @@ from online_models.events import (
 )
 from online_models.identity import AliasState, Merge, apply_to_customer
 from online_models.items import ItemCounts, ItemNeighbors, OwnCount, PairUpdate
+from online_models.learning import RecRanker, as_features
 from online_models.offers import Offer, OfferError, OfferStats, offer_from_dict
 
 
@@ -89,6 +90,14 @@ class FlowContext:
             emits.append(Write("customer", self.scheme.alias(alias_id), state.profile))
         emits.extend(outcome.signals)
         return state, emits
+
+    def ranker_step(self, ranker: RecRanker | None, keyed: tuple[str, Feedback]):
+        """One small model for the whole catalogue: feedback volume is low, so one key is enough."""
+        _, feedback = keyed
+        ranker = ranker or RecRanker()
+        if not ranker.learn(as_features(list(feedback.features)), feedback.type):
+            return ranker, []
+        return ranker, [Write("ranker", self.scheme.ranker(), ranker)]
 
     def customer_step(self, state: CustomerState | None, keyed: tuple[str, Event | Merge | Feedback]):
         customer_id, message = keyed

@@ -103,6 +103,7 @@ class Feedback:
     control: bool = False
     recommendation_id: str | None = None
     sku: str | None = None
+    features: tuple[float, ...] = ()  # the served item's ranking features (recommendations)
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +159,7 @@ def parse_feedback(raw: bytes | None, *, limits: ParseLimits = ParseLimits()) ->
             decision_id=_opt_str(obj, "decision_id"), offer_id=_opt_str(obj, "offer_id"),
             cell=_opt_str(obj, "cell"), control=_bool(obj, "control", default=False),
             recommendation_id=_opt_str(obj, "recommendation_id"), sku=_opt_str(obj, "sku"),
+            features=_floats(obj, "features"),
         )
         if not (feedback.offer_id or feedback.sku):
             raise _Invalid("feedback needs 'offer_id' (an offer) or 'sku' (a recommendation)")
@@ -347,6 +349,15 @@ def _non_negative(obj: dict[str, Any], name: str, *, default: float, where: str 
     if value < 0:
         raise _Invalid(f"field '{_field(where, name)}' must be >= 0; got {value:g}")
     return float(value)
+
+
+def _floats(obj: dict[str, Any], name: str) -> tuple[float, ...]:
+    value = obj.get(name) or []
+    if not isinstance(value, list) or len(value) > 64 or not all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value
+    ):
+        raise _Invalid(f"field '{name}' must be a list of at most 64 finite numbers")
+    return tuple(float(v) for v in value)
 
 
 def _bool(obj: dict[str, Any], name: str, *, default: bool) -> bool:

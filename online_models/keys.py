@@ -15,6 +15,7 @@ import orjson
 from online_models.customer import CustomerState
 from online_models.events import Product, product_from_dict
 from online_models.items import ItemNeighbors, Neighbor
+from online_models.learning import RankerWeights, RecRanker
 from online_models.offers import Offer, OfferStats, offer_from_dict
 
 SCHEMA_VERSION = 1
@@ -60,6 +61,9 @@ class KeyScheme:
 
     def offer_stats_index(self) -> str:
         return f"{self.prefix}:{{offers}}:with-stats"
+
+    def ranker(self) -> str:
+        return f"{self.prefix}:{{ranker}}:weights"
 
     def pattern(self) -> str:
         return f"{self.prefix}:*"
@@ -124,6 +128,18 @@ def encode_offer_stats(stats: OfferStats) -> bytes:
 
 def decode_offer_stats(raw: bytes) -> OfferStats:
     return OfferStats.from_dict(_load(raw))
+
+
+def encode_ranker(ranker: RecRanker) -> bytes:
+    weights = ranker.weights()
+    return orjson.dumps({"v": SCHEMA_VERSION, "intercept": round(weights.intercept, 6),
+                         "weights": {k: round(w, 6) for k, w in sorted(weights.weights.items())},
+                         "trained_on": weights.trained_on})
+
+
+def decode_ranker(raw: bytes) -> RankerWeights:
+    blob = _load(raw)
+    return RankerWeights(blob["intercept"], blob["weights"], blob["trained_on"])
 
 
 def popularity_score(log_weight: float) -> float:

@@ -6,6 +6,7 @@ lists of the anchor items (`anchors`) and the popularity index, then calls `reco
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -13,12 +14,14 @@ from online_models import decay
 from online_models.customer import CustomerState
 from online_models.events import Product
 from online_models.items import Neighbor, PopularityIndex
+from online_models.learning import RankerWeights
 
 CONTEXTS = ("home", "product", "cart")
 HOME_RECENT_VIEWS = 3
 HOME_RECENT_BUYS = 5
 PERSONAL_CANDIDATES = 30
 SUBSTITUTE_PENALTY = 0.3
+RANKER_PRIOR_EVENTS = 500  # feedback events after which learnt and hand-set scores weigh the same
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +64,7 @@ class Suggestion:
     name: str = ""
     category: str = ""
     price: float = 0.0
+    features: dict[str, float] = field(default_factory=dict)  # what the learnt ranker saw
 
 
 @dataclass(slots=True)
@@ -97,7 +101,10 @@ def recommend(
     catalog: Mapping[str, Product],
     rules: Rules = Rules(),
     weights: Weights = Weights(),
+    ranker: RankerWeights | None = None,
 ) -> list[Suggestion]:
+    """Top-k suggestions. With a trained `ranker`, the score moves from the hand-set blend
+    (normalised) towards the learnt P(click), the more so the more feedback it has seen."""
     candidates: dict[str, _Candidate] = {}
     _score_complements(anchors(state, request), neighbors, catalog, candidates)
     if state is not None:
@@ -113,10 +120,12 @@ def recommend(
         product = catalog.get(cand.sku)
         if product is None or cand.sku in excluded or not _allowed(product, state, shares, rules):
             continue
-        suggestion = _finish(cand, product, weights)
+        suggestion = _finish(cand, product, weights, state)
         if product.category in basket_categories:
             suggestion.score = round(suggestion.score * SUBSTITUTE_PENALTY, 6)
         suggestions.append(suggestion)
+    if ranker is not None and ranker.trained_on and suggestions:
+        _blend_learnt(suggestions, ranker)
     suggestions.sort(key=lambda s: (-s.score, s.sku))
     return suggestions[: request.k]
 
@@ -212,13 +221,29 @@ def _outside_customer_line(category: str, shares: Mapping[str, float], rules: Ru
     return False
 
 
-def _finish(cand: _Candidate, product: Product, weights: Weights) -> Suggestion:
+def _finish(cand: _Candidate, product: Product, weights: Weights, state: CustomerState | None) -> Suggestion:
     score = sum(getattr(weights, part) * value for part, value in cand.parts.items())
     reasons = [text for _, text in sorted(cand.reasons.values(), key=lambda vr: -vr[0])]
+    features = {**cand.parts, "price": math.log1p(product.price) / 10, "margin": _margin_share(product),
+                "viewed": 1.0 if state is not None and product.sku in state.recent_views else 0.0}
     return Suggestion(
         sku=product.sku, score=round(score, 6), reasons=reasons, name=product.name,
-        category=product.category, price=product.price,
+        category=product.category, price=product.price, features=features,
     )
+
+
+def _blend_learnt(suggestions: list[Suggestion], ranker: RankerWeights) -> None:
+    trust = ranker.trained_on / (ranker.trained_on + RANKER_PRIOR_EVENTS)
+    top = max(s.score for s in suggestions) or 1.0
+    for s in suggestions:
+        s.score = round((1 - trust) * s.score / top + trust * ranker.predict(s.features), 6)
+
+
+def _margin_share(product: Product) -> float:
+    """Catalogs send margin as a share of price or as money; the ranker wants a share."""
+    if product.margin <= 1.0:
+        return max(0.0, product.margin)
+    return min(1.0, product.margin / product.price) if product.price > 0 else 0.0
 
 
 def _categories(skus, catalog: Mapping[str, Product]) -> set[str]:

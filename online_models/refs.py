@@ -27,11 +27,15 @@ class DecisionRef:
 
 @dataclass(frozen=True, slots=True)
 class RecommendationRef:
+    """One served item: the ranker learns from feedback on it with the features it was ranked on."""
+
     customer_id: str | None
     context: str
     channel: str | None
     ts_ms: int
     nonce: int
+    sku: str
+    features: tuple[float, ...]
 
 
 _KINDS = {"d1": DecisionRef, "r1": RecommendationRef}
@@ -39,7 +43,7 @@ _KINDS = {"d1": DecisionRef, "r1": RecommendationRef}
 
 def encode_ref(ref: DecisionRef | RecommendationRef) -> str:
     tag = "d1" if isinstance(ref, DecisionRef) else "r1"
-    return f"{tag}." + base64.urlsafe_b64encode(orjson.dumps(astuple(ref))).rstrip(b"=").decode()
+    return f"{tag}." + base64.urlsafe_b64encode(orjson.dumps(list(astuple(ref)))).rstrip(b"=").decode()
 
 
 def decode_ref(text: str, expected: type) -> DecisionRef | RecommendationRef:
@@ -53,7 +57,7 @@ def decode_ref(text: str, expected: type) -> DecisionRef | RecommendationRef:
         ref = expected(*fields)
     except (ValueError, TypeError, orjson.JSONDecodeError):
         raise ValueError(f"malformed {expected.__name__} id") from None
-    texts = (ref.customer_id, ref.offer_id, ref.cell) if isinstance(ref, DecisionRef) else (ref.context,)
+    texts = (ref.customer_id, ref.offer_id, ref.cell) if isinstance(ref, DecisionRef) else (ref.context, ref.sku)
     if not all(isinstance(t, str) and t for t in texts) or not isinstance(ref.ts_ms, int):
         raise ValueError(f"malformed {expected.__name__} id")
     return ref

@@ -261,3 +261,24 @@ def test_next_best_offer_for_an_unknown_customer_is_safe(api):
     assert answer.json()["offer"] is None and answer.json()["reasons"] == ["no eligible offer"]
     wrong = api.get("/v1/customers/nobody/next-best-offer?context=panic", headers={"Authorization": "Bearer till-key"})
     assert wrong.status_code == 422
+
+
+def test_clicks_on_recommendations_train_the_ranker(settings, run_flow, api):
+    run_flow(settings)
+    load(settings, history(6))
+    wait_for_orders(settings, "c-5", 2)
+    shop = {"Authorization": "Bearer shop-key"}
+    served = wait_for(lambda: (r := api.get("/v1/recommendations?customer_id=c-1&context=product&sku=TR-1&k=3",
+                                            headers=shop).json())["items"] and r, 20, "recommendations")
+    first, *rest = served["items"]
+    assert all(item["recommendation_id"].startswith("r1.") for item in served["items"])
+    for item in served["items"]:
+        assert api.post("/v1/feedback", json={"recommendation_id": item["recommendation_id"], "event": "impression"},
+                        headers=shop).status_code == 202
+    assert api.post("/v1/feedback", json={"recommendation_id": first["recommendation_id"], "event": "click"},
+                    headers=shop).status_code == 202
+    scheme = keys.KeyScheme(settings.key_prefix)
+    trained = wait_for(lambda: (raw := redis.Redis.from_url(settings.redis_url).get(scheme.ranker()))
+                       and keys.decode_ranker(raw).trained_on == len(served["items"]) + 1 and keys.decode_ranker(raw),
+                       20, "the ranker to learn from the feedback")
+    assert trained.weights  # one weight per feature, learnt by river in the flow

@@ -70,3 +70,18 @@ def test_unknown_everything_still_answers():
     assert recommend(None, Request("product", ("NOPE",), k=5), {}, PopularityIndex(), CATALOG, RULES) == []
     out = recommend(None, Request("product", ("NOPE",), k=5), {}, POPULAR, CATALOG, RULES)
     assert len(out) == 5 and all(s.reasons for s in out)
+
+
+def test_a_trained_ranker_reorders_by_what_shoppers_click():
+    from online_models.learning import RecRanker
+
+    untrained = recommend(None, Request("cart", ("TR-1",), k=20), TROUSER_NEIGHBORS, POPULAR, CATALOG, RULES)
+    ranker = RecRanker()
+    for _ in range(400):  # shoppers click popular items and ignore complements
+        ranker.learn({"popularity": 1.0}, "click")
+        ranker.learn({"complement": 1.0}, "impression")
+    trained = recommend(None, Request("cart", ("TR-1",), k=20), TROUSER_NEIGHBORS, POPULAR, CATALOG, RULES,
+                        ranker=ranker.weights())
+    assert untrained[0].sku == "BL-1"
+    assert skus(trained)[0] != "BL-1" and trained[0].features["popularity"] > 0
+    assert set(skus(trained)) == set(skus(untrained))  # the same candidates and rules, another order
