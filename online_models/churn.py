@@ -302,14 +302,19 @@ def bgnbd_loglik(p: BGNBDParams, data: Iterable[tuple[int, float, float, float]]
 
 
 def fit_bgnbd(data: Sequence[tuple[int, float, float, float]], start: BGNBDParams = PRIOR_PARAMS,
-              max_iter: int = 400, tol: float = 1e-7, step: float = 0.5) -> BGNBDParams:
-    """Maximum likelihood by Nelder–Mead on log-parameters (pure Python), warm-started."""
+              max_iter: int = 400, tol: float = 1e-7, step: float = 0.5,
+              prior_sd: float | None = 3.0) -> BGNBDParams:
+    """Maximum likelihood (MAP with a weak prior; ``prior_sd=None`` for plain ML) by
+    Nelder–Mead on log-parameters (pure Python), warm-started from ``start``."""
     rows = list(data)
 
     def f(v: Sequence[float]) -> float:
-        if max(v) > 12 or min(v) < -12:
+        if max(v) > 8 or min(v) < -8:
             return math.inf
-        return -bgnbd_loglik(BGNBDParams(*(math.exp(u) for u in v)), rows)
+        # A weak normal prior on the log-parameters (sd ``prior_sd``) keeps a small or early
+        # sample off the flat ridge where a and b grow together; negligible with real data.
+        penalty = sum(u * u for u in v) / (2 * prior_sd * prior_sd) if prior_sd else 0.0
+        return penalty - bgnbd_loglik(BGNBDParams(*(math.exp(u) for u in v)), rows)
 
     x0 = [math.log(start.r), math.log(start.alpha), math.log(start.a), math.log(start.b)]
     best = nelder_mead(f, x0, step=step, max_iter=max_iter, tol=tol)
@@ -432,12 +437,12 @@ class ChurnWeights:
     (inside the calibration period; never on the holdout), and by judgement for the signals
     CDNOW does not have (returns, survey, carts, web visits)."""
 
-    bias: float = -1.6
-    expected: float = 0.95  # × −log(expected purchases in the horizon + 0.05)
-    frequency: float = 0.45  # × −log1p(repeat purchases)
-    order_value: float = 0.25  # × −(log1p(avg order value) − population mean)
-    overdue: float = 0.25  # × max(0, log(days since last purchase / usual gap))
-    visit_drop: float = 0.8  # × (1 − recent/long-run visit rate), customers with ≥ 3 visit days
+    bias: float = 0.5
+    expected: float = 0.6  # × −log(expected purchases in the horizon + 0.05)
+    frequency: float = 0.7  # × −log1p(repeat purchases)
+    order_value: float = 0.22  # × −(log1p(avg order value) − population mean)
+    overdue: float = 0.2  # × max(0, log(days since last purchase / usual gap))
+    visit_drop: float = 0.3  # × (1 − recent/long-run visit rate), customers with ≥ 3 visit days
     returns: float = 0.5  # × min(returns in a row, 3)
     survey: float = 1.5  # × max(0, 7 − score) / 7
     carts: float = 0.3  # × min(abandoned carts since the last purchase, 3)
@@ -457,7 +462,7 @@ class ChurnModel:
 
     # --- population refresh -----------------------------------------------------------
 
-    def refit(self, sample: PopulationSample, now_ms: int, max_iter: int = 120) -> ChurnModel:
+    def refit(self, sample: PopulationSample, now_ms: int, max_iter: int = 80) -> ChurnModel:
         """A model with parameters re-fitted on ``sample`` as of ``now_ms`` (warm start)."""
         data = sample.bgnbd_data(now_ms)
         if not data:
@@ -501,12 +506,9 @@ class ChurnModel:
 
     def score(self, rhythm: Rhythm, now_ms: int) -> float | None:
         """P-like churn score in [0, 1]; ``None`` for a customer with no purchase."""
-        terms = self.terms(rhythm, now_ms)
-        if not terms:
+        if rhythm.purchases == 0 or rhythm.first_purchase_ts is None:
             return None
-        w = self.weights
-        z = w.bias + sum(getattr(w, name) * value for name, value in terms.items())
-        return 1.0 / (1.0 + math.exp(-max(-700.0, min(700.0, z))))
+        return _sigmoid(self._logit(self._prepare(rhythm), rhythm, now_ms))
 
     def expected(self, rhythm: Rhythm, now_ms: int) -> float:
         """Expected purchases in the horizon (the population-model term alone)."""
@@ -516,21 +518,67 @@ class ChurnModel:
         t_x = (rhythm.last_purchase_ts - rhythm.first_purchase_ts) / WEEK_MS
         return expected_purchases(self.params, rhythm.repeat, t_x, T, self.horizon_weeks)
 
+    def _prepare(self, rhythm: Rhythm) -> tuple[float, ...]:
+        """The parts of the logit that do not move with time (the fast path of ``score``)."""
+        w, p = self.weights, self.params
+        x = rhythm.repeat
+        first, last = rhythm.first_purchase_ts, rhythm.last_purchase_ts
+        const = (w.bias - w.frequency * math.log1p(x)
+                 - w.order_value * (math.log1p(rhythm.avg_order_value()) - self.mean_log_order_value)
+                 + w.returns * min(rhythm.returns_streak, 3))
+        if rhythm.survey_score is not None:
+            const += w.survey * max(0.0, 7.0 - rhythm.survey_score) / 7.0
+        t_x = (last - first) / WEEK_MS
+        log_odds0 = math.log(p.a) - math.log(p.b + x - 1) if x > 0 else None
+        usual = rhythm.usual_gap_days(self.gap_prior_log_days)
+        return (const, x, t_x, log_odds0, math.log(usual))
+
+    def _logit(self, prep: tuple[float, ...], rhythm: Rhythm, now_ms: int) -> float:
+        const, x, t_x, log_odds0, log_usual = prep
+        w, p, horizon = self.weights, self.params, self.horizon_weeks
+        last = rhythm.last_purchase_ts
+        if now_ms < last:
+            now_ms = last
+        T = (now_ms - rhythm.first_purchase_ts) / WEEK_MS
+        if log_odds0 is None:
+            alive = 1.0
+        else:
+            lo = log_odds0 + (p.r + x) * (math.log(p.alpha + T) - math.log(p.alpha + t_x))
+            alive = 1.0 / (1.0 + math.exp(lo if lo < 700.0 else 700.0))
+        expected = alive * (p.r + x) / (p.alpha + T + horizon / 2.0) * horizon
+        z = const - w.expected * math.log(expected + 0.05)
+        days_since = (now_ms - last) / DAY_MS
+        if days_since > 0:
+            overdue = math.log(days_since) - log_usual
+            if overdue > 0:
+                z += w.overdue * overdue
+        if rhythm.visit_days >= 3 and rhythm.visits_short_lw is not None:
+            ratio = rhythm.visit_ratio(now_ms)
+            if ratio is not None and ratio < 1.0:
+                z += w.visit_drop * (1.0 - ratio)
+        if rhythm.cart_open_ts is not None or rhythm.carts_abandoned:
+            z += w.carts * min(rhythm.carts_abandoned_at(now_ms), 3)
+        return z
+
     def threshold_time(self, rhythm: Rhythm, threshold: float, from_ms: int | None = None,
                        max_days: float = 3 * 365, resolution_ms: int = HOUR_MS) -> int | None:
         """First event time ≥ ``from_ms`` (default: the last event) at which the score reaches
-        ``threshold`` if the customer stays silent; ``None`` if not within ``max_days``."""
-        if rhythm.purchases == 0:
+        ``threshold`` if the customer stays silent; ``None`` if not within ``max_days``.
+        Bisection: the score is non-decreasing in silence."""
+        if rhythm.purchases == 0 or rhythm.first_purchase_ts is None:
             return None
+        target = math.log(threshold / (1.0 - threshold)) if 0 < threshold < 1 else (
+            -math.inf if threshold <= 0 else math.inf)
+        prep = self._prepare(rhythm)
         lo = from_ms if from_ms is not None else (rhythm.last_ts or rhythm.last_purchase_ts)
-        if self.score(rhythm, lo) >= threshold:
+        if self._logit(prep, rhythm, lo) >= target:
             return lo
         hi = lo + int(max_days * DAY_MS)
-        if self.score(rhythm, hi) < threshold:
+        if self._logit(prep, rhythm, hi) < target:
             return None
         while hi - lo > resolution_ms:
             mid = (lo + hi) // 2
-            if self.score(rhythm, mid) >= threshold:
+            if self._logit(prep, rhythm, mid) >= target:
                 hi = mid
             else:
                 lo = mid
@@ -584,6 +632,10 @@ class ChurnModel:
         return {"params": self.params.to_dict(), "gap_prior_log_days": self.gap_prior_log_days,
                 "mean_log_order_value": self.mean_log_order_value, "horizon_weeks": self.horizon_weeks,
                 "fitted_at": self.fitted_at, "fitted_on": self.fitted_on}
+
+
+def _sigmoid(z: float) -> float:
+    return 1.0 / (1.0 + math.exp(-max(-700.0, min(700.0, z))))
 
 
 # --------------------------------------------------------------------------- alerts
