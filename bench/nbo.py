@@ -166,6 +166,7 @@ class Result:
     windows: list[dict[str, Any]]
     seconds: float
     stats: dict[str, OfferStats]
+    records: list[tuple] = field(default_factory=list)  # ({key name: key}, [(offer_id, value, p)])
 
     @property
     def last(self) -> dict[str, Any]:
@@ -174,8 +175,10 @@ class Result:
 
 def run(world: World, decisions: int = 20_000, seed: int = 7, *,
         settings: ArbitrationSettings | None = None, decision_days: float = 60,
-        window: int = 1000, on_window: Callable[[dict[str, Any]], None] | None = None) -> Result:
-    """`decisions` served offers (impressions) in event time, learning as the flow does."""
+        window: int = 1000, on_window: Callable[[dict[str, Any]], None] | None = None,
+        learn: bool = True) -> Result:
+    """`decisions` served offers (impressions) in event time, learning as the flow does
+    (`learn=False`: the offer stats stay empty, so decisions rest on the offers' priors)."""
     settings = settings or ArbitrationSettings()
     rng = random.Random(f"nbo-bench:{seed}")  # who, where, and the decisions' seeds
     served_rng = random.Random(f"nbo-served:{seed}")
@@ -188,11 +191,13 @@ def run(world: World, decisions: int = 20_000, seed: int = 7, *,
     windows: list[dict[str, Any]] = []
     current = Window()
     attempts = no_offer = served = 0
+    records: list[tuple] = []
     while served < decisions:
         attempts += 1
         clock += step_ms
         now = int(clock)
         world.advance(now)
+        _NOW[0] = now  # for candidate cells that read the clock (see `cell_lines_behaviour`)
         customer = rng.choice(world.customers)
         state = world.states.get(customer.customer_id)
         channel = rng.choices(CHANNELS, customer.channel_mix)[0]
@@ -207,19 +212,22 @@ def run(world: World, decisions: int = 20_000, seed: int = 7, *,
         cell = decision.cell
         eligible = [o for o in world.offers
                     if check_gates(o, state, cell, situation, world.catalog, settings.policy).passed]
-        truth = {o.offer_id: offer_truth.acceptance_probability(customer, o) for o in eligible}
+        days = (now - START_MS) / DAY_MS
+        truth = {o.offer_id: offer_truth.acceptance_probability(customer, o, days) for o in eligible}
         chosen = decision.chosen.offer
         best = max(eligible, key=lambda o: (truth[o.offer_id] * o.value, o.offer_id))
         other = random_rng.choice(eligible)
 
-        reaction = offer_truth.react(customer, chosen, served_rng)
+        reaction = offer_truth.react(customer, chosen, served_rng, days)
+        keys = {name: key(customer, state, cell, world.catalog, days) for name, key in CEILING_KEYS.items()}
+        records.append((keys, [(o.offer_id, o.value, truth[o.offer_id]) for o in eligible]))
         current.decisions += 1
         current.served_ev += truth[chosen.offer_id] * chosen.value
         current.oracle_ev += truth[best.offer_id] * best.value
         current.random_ev += sum(truth[o.offer_id] * o.value for o in eligible) / len(eligible)
         current.served_value += chosen.value if reaction == "accept" else 0.0
-        current.oracle_value += best.value if offer_truth.react(customer, best, oracle_rng) == "accept" else 0.0
-        current.random_value += other.value if offer_truth.react(customer, other, random_rng) == "accept" else 0.0
+        current.oracle_value += best.value if offer_truth.react(customer, best, oracle_rng, days) == "accept" else 0.0
+        current.random_value += other.value if offer_truth.react(customer, other, random_rng, days) == "accept" else 0.0
         current.accepts += reaction == "accept"
         current.control += decision.control
         current.explored += decision.explored
@@ -230,7 +238,7 @@ def run(world: World, decisions: int = 20_000, seed: int = 7, *,
         if reaction != "ignore":
             feedback.append((reaction, now + REACTION_DELAY_MS))
         for kind, ts in feedback:
-            _feed(world, stats, Feedback(
+            _feed(world, stats if learn else {}, Feedback(
                 event_id=f"fb-{served}-{kind}", type=kind, ts_ms=ts, customer_id=customer.customer_id,
                 channel=channel, offer_id=chosen.offer_id, cell=cell, control=decision.control))
 
@@ -240,7 +248,7 @@ def run(world: World, decisions: int = 20_000, seed: int = 7, *,
             if on_window:
                 on_window(row)
             current = Window()
-    return Result(served, attempts, no_offer, windows, time.perf_counter() - started, stats)
+    return Result(served, attempts, no_offer, windows, time.perf_counter() - started, stats, records)
 
 
 def _feed(world: World, stats: dict[str, OfferStats], feedback: Feedback) -> None:
@@ -253,36 +261,94 @@ def _feed(world: World, stats: dict[str, OfferStats], feedback: Feedback) -> Non
     offer_stats.record(feedback.type, feedback.cell or "new")
 
 
+# --- ceilings: the best a policy could do that only knows a given key ------------------------
+
+
+def ceilings(records: list[tuple], last: int = 1000) -> dict[str, float]:
+    """For each key (the customer cell, richer cells, latent truths), the share of the oracle's
+    value a policy would get that knew every offer's *mean* true propensity per key and
+    picked by it: what learning per cell can reach at best, in the last `last` decisions."""
+    out = {}
+    for name in CEILING_KEYS:
+        sums: dict[tuple[str, str], list[float]] = {}
+        for keys, eligible in records:
+            for offer_id, _value, p in eligible:
+                acc = sums.setdefault((keys[name], offer_id), [0.0, 0.0])
+                acc[0] += p
+                acc[1] += 1
+        got = best = 0.0
+        for keys, eligible in records[-last:]:
+            mean = {o: sums[(keys[name], o)][0] / sums[(keys[name], o)][1] for o, _, _ in eligible}
+            _, value, p = max(eligible, key=lambda e: (mean[e[0]] * e[1], e[0]))
+            got += p * value
+            best += max(pv * v for _, v, pv in eligible)
+        out[name] = round(got / best, 4) if best else 0.0
+    return out
+
+
+def _lines(state, catalog) -> str:
+    """The apparel lines the customer shops for (share ≥ 10 %), e.g. 'kids/boys+women'."""
+    if state is None:
+        return "none"
+    lines: dict[str, float] = {}
+    for category, share in state.category_shares(catalog).items():
+        head = category.rpartition("/")[0]
+        if head.split("/")[0] in ("men", "women", "kids"):
+            lines[head] = lines.get(head, 0.0) + share
+    total = sum(lines.values()) or 1.0
+    return "+".join(sorted(line for line, share in lines.items() if share / total >= 0.1)) or "none"
+
+
+CEILING_KEYS: dict[str, Callable[..., str]] = {  # (customer, state, cell, catalog, days) → key
+    "offer_only": lambda c, state, cell, catalog, days: "-",
+    "cell": lambda c, state, cell, catalog, days: cell,
+    "lines+behaviour": lambda c, state, cell, catalog, days: (
+        cell if state is None or cell in ("new", "discount_returner")
+        else f"{_lines(state, catalog)}|{_behaviour(state, _NOW[0])}"),
+    "latent segment+lapse": lambda c, state, cell, catalog, days: (
+        f"{c.segment}|{offer_truth.is_lapsing(c, days)}"),
+    "latent segment+lapse+household": lambda c, state, cell, catalog, days: (
+        f"{c.segment}|{offer_truth.is_lapsing(c, days)}|{c.household}"),
+}
+
+
 # --- variants: candidate domain changes, measured by monkeypatching ------------------------
 
 
-def cell_with_behaviour(state, catalog) -> str:
-    """A candidate `customer_cell`: the family, refined by the behaviour that changes how a
-    customer answers offers — a discount habit, a lapse, a VIP's frequency."""
-    base = _ORIGINAL_CELL(state, catalog)
-    if state is None or base in ("new", "discount_returner"):
-        return base
-    return f"{base}|{_behaviour(state)}"
-
-
-def _behaviour(state) -> str:
-    if state.discount_share >= 0.4:
+def _behaviour(state, now_ms: int | None = None) -> str:
+    """What the events say about how the customer answers offers: a discount habit ("deal"),
+    no purchase for much longer than their rhythm ("lapsing"), a big spender ("big")."""
+    if state.discount_share >= 0.35 or state.return_rate >= 0.25:
         return "deal"
-    if state.last_ts is not None and state.last_purchase_ts is not None:
-        gap = nbo.purchase_gap_days(state)
-        quiet = (state.last_ts - state.last_purchase_ts) / DAY_MS
-        if quiet > max(21.0, 2.5 * (gap or 10.0)):
+    if state.last_purchase_ts is not None:
+        gap = nbo.purchase_gap_days(state) or 14.0
+        last = now_ms if now_ms is not None else state.last_ts
+        if (last - state.last_purchase_ts) / DAY_MS > max(14.0, 2.5 * gap):
             return "lapsing"
-    if state.orders >= 8:
-        return "frequent"
+    if state.gross >= 800:
+        return "big"
     return "regular"
 
 
+def cell_lines_behaviour(state, catalog) -> str:
+    """A candidate `customer_cell`: the apparel lines shopped for × the behaviour."""
+    base = _ORIGINAL_CELL(state, catalog)
+    if state is None or base in ("new", "discount_returner"):
+        return base
+    return f"{_lines(state, catalog)}|{_behaviour(state, _NOW[0])}"
+
+
+_NOW = [None]  # the decision's event time, set by `run` (customer_cell has no clock)
+
+
 _ORIGINAL_CELL = nbo.customer_cell
-VARIANTS: dict[str, dict[str, Any]] = {
+VARIANTS: dict[str, dict[str, Any]] = {  # module attributes of online_models.offers to patch
     "baseline": {},
-    "behaviour-cell": {"customer_cell": cell_with_behaviour},
+    "greedy": {},  # ArbitrationSettings(explore=False): the posterior mean, no Thompson draw
+    "lines-behaviour-cell": {"customer_cell": cell_lines_behaviour},
+    "lines-behaviour-cell-greedy": {"customer_cell": cell_lines_behaviour},
 }
+VARIANT_SETTINGS = {"greedy": {"explore": False}, "lines-behaviour-cell-greedy": {"explore": False}}
 
 
 @contextmanager
@@ -331,6 +397,7 @@ def summary(result: Result, args: argparse.Namespace) -> dict[str, Any]:
         "first_window_vs_oracle": round(result.windows[0]["served_vs_oracle"], 4),
         "overall_vs_oracle": round(totals["served"] / totals["oracle"], 4) if totals["oracle"] else None,
         "per_decision": {k: round(v, 4) for k, v in totals.items()},
+        "ceilings_last_window": ceilings(result.records, args.window),
         "seconds": round(result.seconds, 1),
         "windows": [{k: round(v, 4) if isinstance(v, float) else v for k, v in w.items()}
                     for w in result.windows],
@@ -397,13 +464,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"variant: {args.variant}  (expected value per decision = true P(accept) × value)")
     print(HEADER)
     with variant(args.variant):
-        result = run(world, args.decisions, args.seed, decision_days=args.decision_days,
+        settings = ArbitrationSettings(**VARIANT_SETTINGS.get(args.variant, {}))
+        result = run(world, args.decisions, args.seed, settings=settings, decision_days=args.decision_days,
                      window=args.window, on_window=lambda row: print(format_row(row), flush=True))
     data = summary(result, args)
     print(f"final: {data['decisions']} decisions ({data['no_eligible_offer']} requests had no eligible "
           f"offer); last window served/oracle {data['value_vs_oracle']:.3f}, random/oracle "
           f"{data['random_vs_oracle']:.3f}, realised served/oracle {data['realised_value_vs_oracle']}; "
           f"overall {data['overall_vs_oracle']:.3f}; {data['seconds']:.0f}s")
+    print("ceilings (share of oracle, last window) of a policy knowing each offer's mean true "
+          "propensity per key: " + ", ".join(f"{k} {v:.3f}" for k, v in data["ceilings_last_window"].items()))
     suffix = "" if args.variant == "baseline" else f"_{args.variant}"
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"nbo{suffix}.json").write_text(json.dumps(data, indent=2) + "\n")

@@ -23,8 +23,10 @@ an offer without categories (e.g. win-back) has affinity 1.
     vip          0.3      0.8        2.0           0.5       2.5
     discount     2.5      2.0        0.7           1.0       0.2
 
-**lapse[kind]** — a lapsing customer (`lapse_after_days` set) answers a win-back offer
-×4 and every other offer ×0.6.
+**lapse[kind]** — a lapsing customer answers a win-back offer ×4 and every other offer
+×0.6. Lapsing means: past (or within `LAPSE_LEAD_DAYS` = 7 days of) the day the customer
+stops buying (`lapse_after_days`), when the caller says which day of the simulation it
+is (`days`); without `days`, any customer who will lapse.
 
 **taste** — a stable factor per (household, offer) from a seeded hash, log-uniform in
 [0.5, 2]: single men and fathers of girls may simply like one offer more than the others.
@@ -59,6 +61,7 @@ SEGMENT = {
 LAPSING = {"win_back": 4.0}
 LAPSING_OTHER = 0.6
 TASTE_RANGE = (0.5, 2.0)
+LAPSE_LEAD_DAYS = 7.0
 
 Reaction = Literal["accept", "dismiss", "ignore"]
 
@@ -88,25 +91,30 @@ def taste(household: str, offer_id: str) -> float:
     return math.exp(math.log(low) + u * (math.log(high) - math.log(low)))
 
 
-def is_lapsing(customer: Customer) -> bool:
-    return customer.lapse_after_days is not None
+def is_lapsing(customer: Customer, days: float | None = None) -> bool:
+    """Lapsing on simulation day `days` (days since the population's start), or ever (None)."""
+    lapse = customer.lapse_after_days
+    if lapse is None:
+        return False
+    return days is None or days >= lapse - LAPSE_LEAD_DAYS
 
 
-def acceptance_probability(customer: Customer, offer: Offer) -> float:
-    """P(the customer accepts the offer when shown it): the planted truth (see the module doc)."""
+def acceptance_probability(customer: Customer, offer: Offer, days: float | None = None) -> float:
+    """P(the customer accepts the offer when shown it on simulation day `days`): the planted
+    truth (see the module doc)."""
     kind = offer.kind
     p = BASE.get(kind, 0.05) * affinity(customer, offer)
     p *= SEGMENT.get(customer.segment, {}).get(kind, 1.0)
-    if is_lapsing(customer):
+    if is_lapsing(customer, days):
         p *= LAPSING.get(kind, LAPSING_OTHER)
     p *= taste(customer.household, offer.offer_id)
     return min(CAP, p)
 
 
-def react(customer: Customer, offer: Offer, rng: random.Random) -> Reaction:
+def react(customer: Customer, offer: Offer, rng: random.Random, days: float | None = None) -> Reaction:
     """What the customer does with a shown offer: accept with the planted probability, else
     dismiss (DISMISS_SHARE of the rest), else ignore it. One draw from `rng`."""
-    p = acceptance_probability(customer, offer)
+    p = acceptance_probability(customer, offer, days)
     u = rng.random()
     if u < p:
         return "accept"
