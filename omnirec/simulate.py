@@ -885,3 +885,78 @@ def _cli(argv: Sequence[str] | None = None) -> None:
 
 if __name__ == "__main__":
     _cli()
+
+
+# ----------------------------------------------------------------------------- offer reactions
+
+
+def react_to_offers(settings=None, api_url: str = "http://127.0.0.1:8000", api_key: str | None = None,
+                    customers: int = 200, rate: float = 5.0, duration: float | None = None,
+                    seed: int = 42, *, offers_path: str | Path | None = None, client=None,
+                    max_decisions: int | None = None) -> dict[str, int]:
+    """Live shoppers answer the offers the API serves them, with the planted preferences.
+
+    For random customers of the population `main(customers=…, seed=…)` plays live, asks
+    GET /v1/customers/{id}/next-best-offer (on a channel drawn from the customer's habits),
+    posts an `impression` to POST /v1/feedback, then `accept` or `dismiss` as
+    `omnirec.offer_truth.react` decides (an ignored offer gets no further feedback).
+    `rate` decisions per second for `duration` seconds (None: until interrupted, or
+    `max_decisions`). `client` is any httpx-like client (tests pass the app's TestClient).
+    Returns counts: decisions, no_offer, accept, dismiss, ignore, errors.
+    """
+    import httpx
+
+    from omnirec import offer_truth
+    from online_models.offers import offer_from_dict
+
+    path = Path(offers_path) if offers_path else Path(__file__).parent / "data" / "demo_offers.json"
+    known = {o.offer_id: o for o in map(offer_from_dict, orjson.loads(Path(path).read_bytes()))}
+    population = make_customers(customers, seed, load_demo_catalog(), days=None)
+    rng = random.Random(f"omnirec-offer-reactions:{seed}")
+    key = api_key
+    if key is None and settings is not None and getattr(settings, "api_keys", None):
+        key = next(iter(settings.api_keys))
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    http = client or httpx.Client(base_url=api_url, timeout=5.0)
+    counts = dict.fromkeys(("decisions", "no_offer", "accept", "dismiss", "ignore", "errors"), 0)
+    started = time.monotonic()
+    try:
+        while max_decisions is None or counts["decisions"] < max_decisions:
+            due = started + counts["decisions"] / rate
+            if duration is not None and due - started >= duration:
+                break
+            time.sleep(max(0.0, due - time.monotonic()))
+            counts["decisions"] += 1
+            customer = rng.choice(population)
+            channel = rng.choices(("web", "app", "store"), customer.channel_mix)[0]
+            params = {"channel": channel}
+            if channel == "store":
+                params["store_id"] = customer.home_store
+            try:
+                answer = http.get(f"/v1/customers/{customer.customer_id}/next-best-offer",
+                                  params=params, headers=headers)
+                answer.raise_for_status()
+                body = answer.json()
+                if not body.get("offer") or not body.get("decision_id"):
+                    counts["no_offer"] += 1
+                    continue
+                served = body["offer"]
+                offer = known.get(served["offer_id"]) or offer_from_dict(
+                    {"offer_id": served["offer_id"], "kind": served["kind"], "value": served["value"]})
+                reaction = offer_truth.react(customer, offer, rng)
+                for event in ("impression", reaction):
+                    if event != "ignore":
+                        http.post("/v1/feedback", json={"decision_id": body["decision_id"], "event": event},
+                                  headers=headers).raise_for_status()
+                counts[reaction] += 1
+            except (httpx.HTTPError, ValueError, KeyError) as exc:
+                counts["errors"] += 1
+                if counts["errors"] <= 3:
+                    print(f"react_to_offers: {exc}", file=sys.stderr)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if client is None:
+            http.close()
+    print(f"react_to_offers: {counts}", file=sys.stderr)
+    return counts
