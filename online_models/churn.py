@@ -123,10 +123,10 @@ class Rhythm:
                 self.cart_open_ts = ts
             elif self.cart_open_ts is None:
                 self.cart_open_ts = ts
-        elif kind == "survey" and event.score is not None:
-            if self.survey_ts is None or ts >= self.survey_ts:
-                self.survey_score = float(event.score)
-                self.survey_ts = ts
+        elif kind == "survey" and event.score is not None and (
+                self.survey_ts is None or ts >= self.survey_ts):
+            self.survey_score = float(event.score)
+            self.survey_ts = ts
         return False
 
     def _purchase(self, event: Event, day: int) -> bool:
@@ -335,7 +335,7 @@ def nelder_mead(f, x0: Sequence[float], step: float = 0.5, max_iter: int = 400,
         centroid = [sum(p[j] for p in simplex[:-1]) / n for j in range(n)]
         worst = simplex[-1]
 
-        def toward(coef: float) -> list[float]:
+        def toward(coef: float, centroid=centroid, worst=worst) -> list[float]:
             return [c + coef * (w - c) for c, w in zip(centroid, worst)]
 
         reflected = toward(-1.0)
@@ -537,14 +537,13 @@ class ChurnModel:
         const, x, t_x, log_odds0, log_usual = prep
         w, p, horizon = self.weights, self.params, self.horizon_weeks
         last = rhythm.last_purchase_ts
-        if now_ms < last:
-            now_ms = last
+        now_ms = max(now_ms, last)
         T = (now_ms - rhythm.first_purchase_ts) / WEEK_MS
         if log_odds0 is None:
             alive = 1.0
         else:
             lo = log_odds0 + (p.r + x) * (math.log(p.alpha + T) - math.log(p.alpha + t_x))
-            alive = 1.0 / (1.0 + math.exp(lo if lo < 700.0 else 700.0))
+            alive = 1.0 / (1.0 + math.exp(min(700.0, lo)))
         expected = alive * (p.r + x) / (p.alpha + T + horizon / 2.0) * horizon
         z = const - w.expected * math.log(expected + 0.05)
         days_since = (now_ms - last) / DAY_MS

@@ -1,5 +1,6 @@
 """Rhythm, churn score, threshold time, due-time alerts for silent customers."""
 
+import itertools
 import math
 import pickle
 import random
@@ -8,7 +9,13 @@ import pytest
 
 from online_models import churn
 from online_models.churn import (
-    BGNBDParams, ChurnModel, ChurnShard, DueIndex, PopulationSample, Rhythm, _sigmoid,
+    BGNBDParams,
+    ChurnModel,
+    ChurnShard,
+    DueIndex,
+    PopulationSample,
+    Rhythm,
+    _sigmoid,
 )
 from online_models.events import DAY_MS, Event, Item
 from tests.unit.helpers import day
@@ -95,8 +102,8 @@ def test_score_rises_with_silence_and_falls_with_a_purchase():
     rhythm = rhythm_of([0, 14, 30, 45])
     rhythm.observe(Event("a", "add_to_cart", day(46), "web", customer_id="c-1", items=(Item("X", 1, 5.0),)))
     rhythm.observe(Event("v", "page_view", day(50), "web", customer_id="c-1"))
-    scores = [MODEL.score(rhythm, day(50) + h * 6 * 3_600_000) for h in range(0, 4 * 365)]
-    assert all(b >= a - 1e-12 for a, b in zip(scores, scores[1:]))
+    scores = [MODEL.score(rhythm, day(50) + h * 6 * 3_600_000) for h in range(4 * 365)]
+    assert all(b >= a - 1e-12 for a, b in itertools.pairwise(scores))
     assert scores[-1] > scores[0] + 0.3
     before = MODEL.score(rhythm, day(120))
     rhythm.observe(purchase(120))
@@ -245,7 +252,7 @@ def population_events(n_customers=150, seed=3):
     return events
 
 
-def replay(events, tick_ms, shards=3, until=day(600)):
+def replay(events, tick_ms, shards=3, until=None):
     """The flow's loop: rhythm per customer, a shard per hash, watermark ticks every tick_ms."""
     from online_models import tiers
 
@@ -262,7 +269,7 @@ def replay(events, tick_ms, shards=3, until=day(600)):
         r.observe(e)
         alerts += states[tiers.shard_of(e.customer_id, shards)].update(e.customer_id, r, e.ts_ms)
     for s in states:
-        alerts += s.advance(until)
+        alerts += s.advance(until or day(600))
     return sorted((a.to_dict() for a in alerts), key=lambda a: (a["ts_ms"], a["customer_id"])), states
 
 
