@@ -29,7 +29,7 @@ import math
 import sys
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -344,21 +344,22 @@ def run(file: str | Path | None = None, calibration_end: str | None = None,
         "calibration_alerts": calibration_alerts,
     }
 
-    # 4. alerts over the holdout, weekly watermark ticks
+    # 4. alerts over the holdout, weekly watermark ticks (events routed to a shard also move
+    #    its clock, so alerts are counted by their event time, not by the tick that found them)
     before = len(replay.alerts)
     start = cal_end
-    weeks: list[int] = []
     index = 0
     while start < hold_end:
         stop = min(start + WEEK_MS, hold_end)
         while index < len(holdout) and holdout[index].ts_ms < stop:
             replay.apply(holdout[index])
             index += 1
-        n = len(replay.alerts)
         replay.tick(stop - 1)
-        weeks.append(len(replay.alerts) - n)
         start = stop
     fired = replay.alerts[before:]
+    weeks = [0] * math.ceil(horizon)
+    for alert in fired:
+        weeks[min(len(weeks) - 1, int((alert.ts_ms - cal_end) // WEEK_MS))] += 1
     purchases_after: dict[str, int] = {}
     for e in holdout:
         if e.type == "purchase":

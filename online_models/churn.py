@@ -600,7 +600,7 @@ class ChurnModel:
         w = self.weights
         days = int((now_ms - rhythm.last_purchase_ts) // DAY_MS)
         said: list[tuple[float, str]] = []
-        usual = rhythm.usual_gap_days()
+        usual = rhythm.usual_gap_days(self.gap_prior_log_days)  # shrunk, as in the score
         if rhythm.gap_n and usual:
             times = days / usual
             said.append((w.overdue * terms["overdue"] + w.expected * terms["expected"] * 0.5,

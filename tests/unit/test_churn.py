@@ -76,7 +76,9 @@ def test_reasons_in_plain_words():
     for n in (42, 43):
         rhythm.observe(Event(f"r{n}", "return", day(n), "web", customer_id="c-1", items=(Item("SKU", 1, 10.0),)))
     rhythm.observe(Event("s", "survey", day(44), "web", customer_id="c-1", score=3))
-    reasons = MODEL.reasons(rhythm, day(41 + 63), limit=10)
+    # the usual gap is shrunk towards the population's (here 20 days too)
+    model = ChurnModel(params=PARAMS, gap_prior_log_days=math.log(20.0))
+    reasons = model.reasons(rhythm, day(41 + 63), limit=10)
     text = " | ".join(reasons)
     assert "no purchase for 63 days, 3.1× their usual gap of 20 days" in text
     assert "2 returns in a row" in text
