@@ -154,7 +154,7 @@ def _decision_body(customer_id: str, decision: offers.Decision, situation: offer
             "runner_ups": [c.summary() for c in decision.runner_ups], "not_eligible": decision.rejected}
     if decision.chosen is not None:
         chosen = decision.chosen
-        ref = DecisionRef(customer_id, chosen.offer.offer_id, decision.cell, situation.channel,
+        ref = DecisionRef(customer_id, chosen.offer.offer_id, chosen.cell, situation.channel,
                           decision.control, situation.now_ms, secrets.randbits(32))
         body["decision_id"] = encode_ref(ref)
         body["offer"] = {**chosen.summary(), "value": chosen.offer.value, "valid_days": chosen.offer.valid_days,

@@ -197,7 +197,7 @@ def run(world: World, decisions: int = 20_000, seed: int = 7, *,
         clock += step_ms
         now = int(clock)
         world.advance(now)
-        _NOW[0] = now  # for candidate cells that read the clock (see `cell_lines_behaviour`)
+        _NOW[0] = now
         customer = rng.choice(world.customers)
         state = world.states.get(customer.customer_id)
         channel = rng.choices(CHANNELS, customer.channel_mix)[0]
@@ -240,7 +240,7 @@ def run(world: World, decisions: int = 20_000, seed: int = 7, *,
         for kind, ts in feedback:
             _feed(world, stats if learn else {}, Feedback(
                 event_id=f"fb-{served}-{kind}", type=kind, ts_ms=ts, customer_id=customer.customer_id,
-                channel=channel, offer_id=chosen.offer_id, cell=cell, control=decision.control))
+                channel=channel, offer_id=chosen.offer_id, cell=decision.chosen.cell, control=decision.control))
 
         if current.decisions == window or served == decisions:
             row = current.row(len(windows), window)
@@ -286,25 +286,10 @@ def ceilings(records: list[tuple], last: int = 1000) -> dict[str, float]:
     return out
 
 
-def _lines(state, catalog) -> str:
-    """The apparel lines the customer shops for (share ≥ 10 %), e.g. 'kids/boys+women'."""
-    if state is None:
-        return "none"
-    lines: dict[str, float] = {}
-    for category, share in state.category_shares(catalog).items():
-        head = category.rpartition("/")[0]
-        if head.split("/")[0] in ("men", "women", "kids"):
-            lines[head] = lines.get(head, 0.0) + share
-    total = sum(lines.values()) or 1.0
-    return "+".join(sorted(line for line, share in lines.items() if share / total >= 0.1)) or "none"
-
 
 CEILING_KEYS: dict[str, Callable[..., str]] = {  # (customer, state, cell, catalog, days) → key
     "offer_only": lambda c, state, cell, catalog, days: "-",
     "cell": lambda c, state, cell, catalog, days: cell,
-    "lines+behaviour": lambda c, state, cell, catalog, days: (
-        cell if state is None or cell in ("new", "discount_returner")
-        else f"{_lines(state, catalog)}|{_behaviour(state, _NOW[0])}"),
     "latent segment+lapse": lambda c, state, cell, catalog, days: (
         f"{c.segment}|{offer_truth.is_lapsing(c, days)}"),
     "latent segment+lapse+household": lambda c, state, cell, catalog, days: (
@@ -315,40 +300,15 @@ CEILING_KEYS: dict[str, Callable[..., str]] = {  # (customer, state, cell, catal
 # --- variants: candidate domain changes, measured by monkeypatching ------------------------
 
 
-def _behaviour(state, now_ms: int | None = None) -> str:
-    """What the events say about how the customer answers offers: a discount habit ("deal"),
-    no purchase for much longer than their rhythm ("lapsing"), a big spender ("big")."""
-    if state.discount_share >= 0.35 or state.return_rate >= 0.25:
-        return "deal"
-    if state.last_purchase_ts is not None:
-        gap = nbo.purchase_gap_days(state) or 14.0
-        last = now_ms if now_ms is not None else state.last_ts
-        if (last - state.last_purchase_ts) / DAY_MS > max(14.0, 2.5 * gap):
-            return "lapsing"
-    if state.gross >= 800:
-        return "big"
-    return "regular"
+_NOW = [None]  # the decision's event time, set by `run`
 
-
-def cell_lines_behaviour(state, catalog) -> str:
-    """A candidate `customer_cell`: the apparel lines shopped for × the behaviour."""
-    base = _ORIGINAL_CELL(state, catalog)
-    if state is None or base in ("new", "discount_returner"):
-        return base
-    return f"{_lines(state, catalog)}|{_behaviour(state, _NOW[0])}"
-
-
-_NOW = [None]  # the decision's event time, set by `run` (customer_cell has no clock)
-
-
-_ORIGINAL_CELL = nbo.customer_cell
 VARIANTS: dict[str, dict[str, Any]] = {  # module attributes of online_models.offers to patch
     "baseline": {},
     "greedy": {},  # ArbitrationSettings(explore=False): the posterior mean, no Thompson draw
-    "lines-behaviour-cell": {"customer_cell": cell_lines_behaviour},
-    "lines-behaviour-cell-greedy": {"customer_cell": cell_lines_behaviour},
+    "temperature-4": {},  # Thompson draws from a posterior narrowed 4×
+    "customer-cell-only": {"offer_cell": lambda cell, offer, state, catalog: cell},
 }
-VARIANT_SETTINGS = {"greedy": {"explore": False}, "lines-behaviour-cell-greedy": {"explore": False}}
+VARIANT_SETTINGS = {"greedy": {"explore": False}, "temperature-4": {"explore_temperature": 4.0}}
 
 
 @contextmanager

@@ -131,22 +131,72 @@ def offer_from_dict(obj: Any) -> Offer:
 # --- customer view ------------------------------------------------------------------------
 
 
-def customer_cell(state: CustomerState | None, catalog: Mapping[str, Product]) -> str:
-    """A coarse behaviour cell for propensity: who answers offers alike.
+APPAREL = ("men", "women", "kids")
+LINE_SHARE = 0.10  # an apparel line counts when it holds this share of apparel interest
+DEAL_DISCOUNT_SHARE, DEAL_RETURN_RATE = 0.35, 0.25
+BIG_SPENDER_GROSS = 800.0
+INTEREST_FIT = 0.30  # share of interest in an offer's categories that makes it a good fit
 
-    `discount_returner` (buys mostly on discount and returns a lot), else the family of
-    categories the customer's interest is mostly in (kids, men, women, electronics, …),
-    else `new`.
+
+def customer_cell(state: CustomerState | None, catalog: Mapping[str, Product], now_ms: int | None = None) -> str:
+    """A behaviour cell for propensity: customers who answer offers alike.
+
+    `new` (no purchase yet), `discount_returner` (buys mostly on discount and returns a
+    lot), else `<lines>|<behaviour>`: the apparel lines shopped for (men, women,
+    kids/boys, kids/girls; or the main family, e.g. electronics) and how the customer
+    buys — `deal` (discount habit or many returns), `lapsing` (silent for much longer
+    than their rhythm), `big` (a big spender) or `regular`.
     """
     if state is None or not state.orders:
         return "new"
     if state.return_rate >= 0.35 and state.discount_share >= 0.5:
         return "discount_returner"
+    return f"{_lines(state.category_shares(catalog))}|{_behaviour(state, now_ms)}"
+
+
+def _lines(shares: Mapping[str, float]) -> str:
+    apparel: dict[str, float] = {}
     families: dict[str, float] = {}
-    for category, share in state.category_shares(catalog).items():
-        family = category.split("/")[0]
-        families[family] = families.get(family, 0.0) + share
-    return max(sorted(families), key=families.__getitem__) if families else "new"
+    for category, share in shares.items():
+        parts = category.split("/")
+        families[parts[0]] = families.get(parts[0], 0.0) + share
+        if parts[0] in APPAREL:
+            line = "/".join(parts[:-1]) if len(parts) > 1 else parts[0]
+            apparel[line] = apparel.get(line, 0.0) + share
+    total = sum(apparel.values())
+    lines = sorted(line for line, share in apparel.items() if total and share / total >= LINE_SHARE)
+    if lines:
+        return "+".join(lines)
+    return max(sorted(families), key=families.__getitem__) if families else "none"
+
+
+def _behaviour(state: CustomerState, now_ms: int | None) -> str:
+    if state.discount_share >= DEAL_DISCOUNT_SHARE or state.return_rate >= DEAL_RETURN_RATE:
+        return "deal"
+    now = now_ms if now_ms is not None else state.last_ts
+    if state.last_purchase_ts is not None and now is not None:
+        gap = purchase_gap_days(state) or 14.0
+        if (now - state.last_purchase_ts) / DAY_MS > max(14.0, 2.5 * gap):
+            return "lapsing"
+    return "big" if state.gross >= BIG_SPENDER_GROSS else "regular"
+
+
+def offer_cell(cell: str, offer: Offer, state: CustomerState | None, catalog: Mapping[str, Product]) -> str:
+    """The cell an offer learns in: the customer's cell, refined by how much of their
+    interest lies in the offer's categories (a kids' discount lands differently with a
+    parent who mostly buys for kids than with one who buys for them now and then)."""
+    if not offer.eligibility.categories or state is None:
+        return cell
+    shares = state.category_shares(catalog)
+    fit = sum(share for category, share in shares.items()
+              if any(_under(category, prefix) for prefix in offer.eligibility.categories))
+    return f"{cell}|{'fit' if fit >= INTEREST_FIT else 'some'}"
+
+
+def _in_segments(cell: str, segments: tuple[str, ...]) -> bool:
+    """An eligibility segment names a whole cell or one of its parts (a line or a behaviour)."""
+    parts = set(cell.replace("+", "|").split("|")) | {cell}
+    return any(segment in parts for segment in segments)
 
 
 def purchase_gap_days(state: CustomerState) -> float | None:
@@ -204,7 +254,7 @@ def _eligibility(offer, state, cell, situation, catalog, policy) -> GateResult:
         return GateResult(False, "eligibility", f"not offered on channel {situation.channel!r}")
     if e.stores and situation.store_id not in e.stores:
         return GateResult(False, "eligibility", f"not offered in store {situation.store_id!r}")
-    if e.segments and cell not in e.segments:
+    if e.segments and not _in_segments(cell, e.segments):
         return GateResult(False, "eligibility", f"for {', '.join(e.segments)} customers, not {cell}")
     if e.tiers and situation.tier not in e.tiers:
         return GateResult(False, "eligibility", f"for tiers {', '.join(e.tiers)}, not {situation.tier}")
@@ -293,20 +343,33 @@ class OfferStats:
 
 
 def posterior(offer: Offer, stats: OfferStats | None, cell: str) -> tuple[float, float]:
-    """Beta(α, β) of P(accept) for this cell: the offer's prior, updated by the offer's overall
-    results (weakly) and then by this cell's own results, so a new cell borrows from the offer."""
+    """Beta(α, β) of P(accept) for this cell, borrowing strength down a ladder: the offer's
+    prior, then its results over every cell, then over cells of the same behaviour (the cell
+    without its lines), each worth at most `prior_strength` trials, then the cell's own results.
+    A new cell thus starts from what similar customers did, not from the prior alone."""
     alpha = offer.prior_propensity * offer.prior_strength
     beta = (1 - offer.prior_propensity) * offer.prior_strength
-    if stats is not None:
-        shown, accepted = stats.totals()
-        if shown:  # the offer-wide rate as the cell's prior, worth at most prior_strength trials
+    if stats is None:
+        return alpha, beta
+    similar = _behaviour_key(cell)
+    for matches in (lambda other: True, lambda other: _behaviour_key(other) == similar):
+        shown = accepted = 0.0
+        for other, (n, k) in stats.cells.items():
+            if other != cell and matches(other):
+                shown, accepted = shown + n, accepted + k
+        if shown:
             weight = min(1.0, offer.prior_strength / shown)
             alpha, beta = alpha + weight * accepted, beta + weight * (shown - accepted)
             scale = offer.prior_strength / (alpha + beta)
             alpha, beta = alpha * scale, beta * scale
-        cell_shown, cell_accepted = stats.cells.get(cell, (0.0, 0.0))
-        alpha, beta = alpha + cell_accepted, beta + max(0.0, cell_shown - cell_accepted)
-    return alpha, beta
+    cell_shown, cell_accepted = stats.cells.get(cell, (0.0, 0.0))
+    return alpha + cell_accepted, beta + max(0.0, cell_shown - cell_accepted)
+
+
+def _behaviour_key(cell: str) -> str:
+    """'kids/boys+women|deal|fit' → 'deal|fit': the cell without the lines it shops for."""
+    head, _, rest = cell.partition("|")
+    return rest if rest and head not in ("new", "discount_returner") else cell
 
 
 def propensity(offer: Offer, stats: OfferStats | None, cell: str) -> float:
@@ -314,10 +377,12 @@ def propensity(offer: Offer, stats: OfferStats | None, cell: str) -> float:
     return alpha / (alpha + beta)
 
 
-def sample_propensity(offer: Offer, stats: OfferStats | None, cell: str, seed: int) -> float:
-    """A Thompson draw from the posterior (river's Beta, seeded)."""
+def sample_propensity(offer: Offer, stats: OfferStats | None, cell: str, seed: int,
+                      temperature: float = 1.0) -> float:
+    """A Thompson draw from the posterior (river's Beta, seeded). `temperature` > 1 narrows
+    the draw around the same mean (the posterior as if it had seen that many times the data)."""
     alpha, beta = posterior(offer, stats, cell)
-    return proba.Beta(alpha, beta, seed=seed).sample()
+    return proba.Beta(alpha * temperature, beta * temperature, seed=seed).sample()
 
 
 # --- arbitration --------------------------------------------------------------------------
@@ -327,6 +392,7 @@ def sample_propensity(offer: Offer, stats: OfferStats | None, cell: str, seed: i
 class ArbitrationSettings:
     control_share: float = 0.02
     explore: bool = True
+    explore_temperature: float = 1.0
     context_weights: Mapping[str, Mapping[str, float]] = field(default_factory=lambda: {
         "churn_alert": {"win_back": 2.0, "loyalty_points": 1.3, "discount": 1.0},
         "cancellation_intent": {"win_back": 2.5, "service": 1.5},
@@ -344,6 +410,7 @@ class Candidate:
     sampled: float  # what arbitration used (a Thompson draw when exploring)
     context_weight: float
     lever: float
+    cell: str = "new"  # the cell this offer learns in for this customer (goes into the decision id)
 
     @property
     def expected_value(self) -> float:
@@ -376,7 +443,7 @@ def decide(
 ) -> Decision:
     """Gates → propensity → priority → control group / Thompson exploration → the winner."""
     rng = random.Random(seed)
-    cell = customer_cell(state, catalog)
+    cell = customer_cell(state, catalog, situation.now_ms)
     weights = settings.context_weights.get(situation.context, {})
     candidates, rejected = [], {}
     for offer in sorted(offers, key=lambda o: o.offer_id):
@@ -384,11 +451,12 @@ def decide(
         if not gate.passed:
             rejected[offer.offer_id] = f"{gate.gate}: {gate.reason}"
             continue
-        mean = propensity(offer, stats.get(offer.offer_id), cell)
-        sampled = (sample_propensity(offer, stats.get(offer.offer_id), cell, rng.getrandbits(32))
-                   if settings.explore else mean)
+        learning_cell = offer_cell(cell, offer, state, catalog)
+        mean = propensity(offer, stats.get(offer.offer_id), learning_cell)
+        sampled = (sample_propensity(offer, stats.get(offer.offer_id), learning_cell, rng.getrandbits(32),
+                                     settings.explore_temperature) if settings.explore else mean)
         lever = offer.lever * settings.kind_levers.get(offer.kind, 1.0)
-        candidates.append(Candidate(offer, mean, sampled, weights.get(offer.kind, 1.0), lever))
+        candidates.append(Candidate(offer, mean, sampled, weights.get(offer.kind, 1.0), lever, learning_cell))
     if not candidates:
         return Decision(None, [], cell, False, False, ["no eligible offer"], rejected)
     control = rng.random() < settings.control_share
