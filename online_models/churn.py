@@ -632,6 +632,12 @@ class ChurnModel:
                 "mean_log_order_value": self.mean_log_order_value, "horizon_weeks": self.horizon_weeks,
                 "fitted_at": self.fitted_at, "fitted_on": self.fitted_on}
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ChurnModel:
+        return cls(params=BGNBDParams(**data["params"]), gap_prior_log_days=data["gap_prior_log_days"],
+                   mean_log_order_value=data["mean_log_order_value"], horizon_weeks=data["horizon_weeks"],
+                   fitted_at=data["fitted_at"], fitted_on=data["fitted_on"])
+
 
 def _sigmoid(z: float) -> float:
     return 1.0 / (1.0 + math.exp(-max(-700.0, min(700.0, z))))

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from online_models import decay
+from online_models.churn import Rhythm
 from online_models.contacts import Contacts
 from online_models.events import Event, Item, Product
 
@@ -76,6 +77,7 @@ class CustomerState:
     survey_score: float | None = None
     seen_ids: list[str] = field(default_factory=list)
     contacts: Contacts = field(default_factory=Contacts)
+    rhythm: Rhythm = field(default_factory=Rhythm)  # purchase rhythm and churn signals
 
     # --- the one entry point the flow calls -------------------------------------------
 
@@ -88,6 +90,7 @@ class CustomerState:
             return []
         self._remember(event.event_id)
         self._touch(event)
+        self.rhythm.observe(event)
         handler = _HANDLERS.get(event.type)
         return handler(self, event, decay_) if handler else []
 
@@ -124,6 +127,8 @@ class CustomerState:
         for sku, qty in other.basket.items():
             self.basket[sku] = self.basket.get(sku, 0) + qty
         self.seen_ids = (self.seen_ids + other.seen_ids)[-MAX_SEEN_IDS:]
+        if not self.rhythm.purchases:  # rhythms do not add up; keep the one that has purchases
+            self.rhythm = other.rhythm.copy()
         self._bound()
 
     # --- derived figures ----------------------------------------------------------------
@@ -280,12 +285,14 @@ class CustomerState:
     def to_dict(self) -> dict[str, Any]:
         data = {name: getattr(self, name) for name in self.__dataclass_fields__}
         data["contacts"] = self.contacts.to_dict()
+        data["rhythm"] = self.rhythm.to_dict()
         return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> CustomerState:
         known = {name: data[name] for name in cls.__dataclass_fields__ if name in data}
         known["contacts"] = Contacts.from_dict(data.get("contacts"))
+        known["rhythm"] = Rhythm.from_dict(data.get("rhythm") or {})
         return cls(**known)
 
 
