@@ -283,6 +283,47 @@ def produce_sentinels(settings: Settings, template: dict, ts_ms: int, tag: str) 
     return ids
 
 
+class SentinelWatch:
+    """Done when every sentinel was *processed*: its profile is in Redis, or the flow
+    dead-lettered it (e.g. its timestamp judged too far ahead of / behind the stream).
+    Dead-lettered sentinels are reported, so a figure never hides them."""
+
+    def __init__(self, settings: Settings, sentinels: list[str]) -> None:
+        from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+        from online_models import keys
+
+        self.scheme = keys.KeyScheme(settings.key_prefix)
+        self.sentinels = sentinels
+        self.keys = [self.scheme.customer(s) for s in sentinels]
+        self.r = redis_client()
+        self.dead: dict[str, str] = {}
+        self.cons = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": "bench-sentinel",
+                              "enable.auto.commit": False, "fetch.wait.max.ms": 20, "log_level": 0})
+        topic = settings.topic_deadletter
+        md = self.cons.list_topics(topic, timeout=10).topics[topic]
+        self.cons.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in md.partitions])
+        self.wanted = {s.encode() for s in sentinels}
+
+    def _drain(self) -> None:
+        for msg in self.cons.consume(1000, 0.0):
+            if msg.error() is None and msg.key() in self.wanted:
+                reason = dict(msg.headers() or []).get("reason", b"").decode(errors="replace")
+                self.dead[msg.key().decode()] = reason
+
+    def done(self) -> bool:
+        self._drain()
+        missing = [k for s, k in zip(self.sentinels, self.keys) if s not in self.dead]
+        return not missing or self.r.exists(*missing) == len(missing)
+
+    def close(self) -> None:
+        if self.dead:
+            log(f"[yellow]{len(self.dead)} sentinel(s) dead-lettered by the flow: "
+                f"{next(iter(self.dead.values()))}[/]")
+        self.cons.close()
+        self.r.close()
+
+
 def topic_size(settings: Settings, topic: str) -> int:
     """Messages in a topic (sum of high watermarks): e.g. dead letters written so far."""
     from confluent_kafka import Consumer, TopicPartition
@@ -434,6 +475,10 @@ def finish(name: str, result: dict[str, Any], as_json: bool) -> None:
 
 
 def parser(description: str) -> argparse.ArgumentParser:
+    import signal
+
+    # a SIGTERM (e.g. `timeout`) unwinds through the finally blocks: children stopped, keys deleted
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--json", action="store_true", help="last stdout line: one JSON object")
     return p

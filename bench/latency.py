@@ -70,8 +70,11 @@ def load_data(settings, customers: int, days: float, timeout: float) -> dict:
         t0 = time.monotonic()
         flow = c.start_real_flow(settings, rdir, "bench-latency-flow.log")
         try:
-            c.wait_until(lambda: r.exists(*[scheme.customer(s) for s in sentinels]) == len(sentinels),
-                         timeout, interval=0.1, procs=[flow], what="demo data in Redis")
+            watch = c.SentinelWatch(settings, sentinels)
+            try:
+                c.wait_until(watch.done, timeout, interval=0.1, procs=[flow], what="demo data in Redis")
+            finally:
+                watch.close()
         except BaseException:
             c.log(c.tail("bench-latency-flow.log"))
             raise
@@ -92,7 +95,10 @@ def start_uvicorn(target: str, port: int, env: dict, log_name: str) -> subproces
     return c.spawn(argv, log_name, env=env)
 
 
-def endpoint_requests(data: dict, nbo: bool, n: int = 400, seed: int = 7) -> dict[str, list[str]]:
+NBO_PATHS = ("/v1/customers/{cid}/next-best-offer", "/v1/next-best-offer?customer_id={cid}")
+
+
+def endpoint_requests(data: dict, nbo: str | None, n: int = 400, seed: int = 7) -> dict[str, list[str]]:
     rng = random.Random(seed)
     cids, skus = data["customers"], data["skus"]
     out: dict[str, list[str]] = {"cross_sell": [], "recs_home": [], "recs_product": [], "profile": []}
@@ -108,7 +114,7 @@ def endpoint_requests(data: dict, nbo: bool, n: int = 400, seed: int = 7) -> dic
             f"/v1/recommendations?customer_id={cid}&context=product&sku={rng.choice(skus)}&k=10"))
         out["profile"].append(raw_get(f"/v1/customers/{cid}"))
         if nbo:
-            out["next_best_offer"].append(raw_get(f"/v1/next-best-offer?customer_id={cid}"))
+            out["next_best_offer"].append(raw_get(nbo.format(cid=cid)))
     return out
 
 
@@ -228,12 +234,19 @@ def main(argv: list[str] | None = None) -> dict:
         c.wait_until(ready, 60, interval=0.2, procs=procs, what="API and trivial app ready")
 
         cid = data["customers"][0]
-        nbo_status, _ = http_get(api_port, f"/v1/next-best-offer?customer_id={cid}")
-        nbo = nbo_status == 200
-        nbo_note = "GET /v1/next-best-offer: 200, included" if nbo else \
-            f"GET /v1/next-best-offer answered {nbo_status}: skipped"
+        nbo_path = None
+        tried = []
+        for template in NBO_PATHS:
+            st, _ = http_get(api_port, template.format(cid=cid))
+            tried.append(f"{template.split('?')[0]} → {st}")
+            if st == 200:
+                nbo_path = template
+                break
+        nbo = nbo_path is not None
+        nbo_note = f"next-best-offer: GET {nbo_path.split('?')[0]} answered 200, included" if nbo else \
+            f"next-best-offer skipped ({'; '.join(tried)})"
         c.log(nbo_note)
-        for name, reqs in endpoint_requests(data, nbo, n=3).items():  # sanity: every endpoint answers 2xx
+        for name, reqs in endpoint_requests(data, nbo_path, n=3).items():  # sanity: every endpoint answers 2xx
             raw = reqs[0]
             path = raw.split(" ")[1]
             if raw.startswith("GET"):
@@ -241,7 +254,7 @@ def main(argv: list[str] | None = None) -> dict:
                 if st != 200:
                     raise RuntimeError(f"{name} {path} → {st}: {body[:300]!r}")
 
-        reqs = endpoint_requests(data, nbo)
+        reqs = endpoint_requests(data, nbo_path)
         mix = mixed(reqs)
         per_rate: list[dict] = []
         for rate in rates:

@@ -83,8 +83,11 @@ def main(argv: list[str] | None = None) -> dict:
             sampler = threading.Thread(target=sample_rss, daemon=True)
             sampler.start()
             try:
-                c.wait_until(lambda: r.exists(*[scheme.customer(s) for s in sentinels]) == len(sentinels),
-                             args.timeout, interval=0.2, procs=[flow], what="all events in Redis")
+                watch = c.SentinelWatch(settings, sentinels)
+                try:
+                    c.wait_until(watch.done, args.timeout, interval=0.2, procs=[flow], what="all events in Redis")
+                finally:
+                    watch.close()
                 rss_end = c.rss_bytes(flow.pid)
             except BaseException:
                 c.log(c.tail("bench-memory-flow.log"))

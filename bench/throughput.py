@@ -83,7 +83,6 @@ def run_real(settings, total: int, sentinels: list[str], timeout: float, *, proc
              profile_out: Path | None = None, tag: str = "1w") -> dict:
     scheme = keys.KeyScheme(settings.key_prefix)
     r = c.redis_client()
-    sentinel_keys = [scheme.customer(s) for s in sentinels]
     catalog_key = scheme.catalog()
     procs: list[subprocess.Popen] = []
     letters_before = c.topic_size(settings, settings.topic_deadletter)
@@ -106,8 +105,12 @@ def run_real(settings, total: int, sentinels: list[str], timeout: float, *, proc
                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
             t_first = c.wait_until(lambda: r.exists(catalog_key) > 0, timeout, procs=procs,
                                    what=f"{tag} first output")
-            t_done = c.wait_until(lambda: r.exists(*sentinel_keys) == len(sentinel_keys), timeout,
-                                  interval=0.02, procs=procs, what=f"{tag} sentinel profiles")
+            watch = c.SentinelWatch(settings, sentinels)
+            try:
+                t_done = c.wait_until(watch.done, timeout, interval=0.02, procs=procs,
+                                      what=f"{tag} sentinels processed")
+            finally:
+                watch.close()
             stats = [_proc_stats(p.pid) for p in procs]
         except BaseException:
             for i in range(processes):
