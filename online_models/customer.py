@@ -68,7 +68,7 @@ class CustomerState:
     categories: dict[str, float] = field(default_factory=dict)  # category → log-weight
     brands: dict[str, float] = field(default_factory=dict)
     sku_interest: dict[str, float] = field(default_factory=dict)  # SKU → log-weight, no category sent
-    bought: dict[str, list[float]] = field(default_factory=dict)  # sku → [log-weight, last ts]
+    bought: dict[str, list[float]] = field(default_factory=dict)  # sku → [times bought, last ts]
     recent_views: list[str] = field(default_factory=list)
     basket: dict[str, float] = field(default_factory=dict)  # sku → qty
     store_visits: int = 0
@@ -121,8 +121,8 @@ class CustomerState:
             decay.add(self.brands, key, value)
         for key, value in other.sku_interest.items():
             decay.add(self.sku_interest, key, value)
-        for sku, (log_w, ts) in other.bought.items():
-            self._add_bought(sku, log_w, int(ts))
+        for sku, (times, ts) in other.bought.items():
+            self._add_bought(sku, times, int(ts))
         self.recent_views = (self.recent_views + other.recent_views)[-MAX_RECENT_VIEWS:]
         for sku, qty in other.basket.items():
             self.basket[sku] = self.basket.get(sku, 0) + qty
@@ -207,7 +207,7 @@ class CustomerState:
                 self.discounted += item.value
             self.basket.pop(item.sku, None)
             self._interest(item.sku, item, INTEREST["purchase"], event.ts_ms, decay_)
-            self._add_bought(sku=item.sku, log_w=decay_.log_weight(1.0, event.ts_ms), ts=event.ts_ms)
+            self._add_bought(sku=item.sku, times=1, ts=event.ts_ms)
         if event.store_id:
             self._visit(event.store_id)
         self._bound()
@@ -255,19 +255,21 @@ class CustomerState:
         if item.brand:
             decay.add(self.brands, item.brand, log_w)
 
-    def _add_bought(self, sku: str, log_w: float, ts: int) -> None:
+    def _add_bought(self, sku: str, times: float, ts: int) -> None:
+        """Plain counts, not decayed: what someone buys again and again is the strongest
+        signal of what they will buy next (the personal half of GP-TopFreq)."""
         previous = self.bought.get(sku)
         if previous is None:
-            self.bought[sku] = [log_w, ts]
+            self.bought[sku] = [times, ts]
         else:
-            self.bought[sku] = [decay.log_add(previous[0], log_w), max(previous[1], ts)]
+            self.bought[sku] = [previous[0] + times, max(previous[1], ts)]
 
     def _bound(self) -> None:
         decay.prune(self.categories, MAX_CATEGORIES)
         decay.prune(self.brands, MAX_BRANDS)
         decay.prune(self.sku_interest, MAX_SKU_INTEREST)
         if len(self.bought) > MAX_BOUGHT:
-            keep = sorted(self.bought, key=lambda sku: self.bought[sku][0])[-MAX_BOUGHT:]
+            keep = sorted(self.bought, key=lambda sku: tuple(self.bought[sku]))[-MAX_BOUGHT:]
             self.bought = {sku: self.bought[sku] for sku in keep}
         if len(self.basket) > MAX_BASKET:
             self.basket = dict(list(self.basket.items())[-MAX_BASKET:])

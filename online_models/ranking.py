@@ -10,7 +10,6 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from online_models import decay
 from online_models.customer import CustomerState
 from online_models.events import Product
 from online_models.items import Neighbor, PopularityIndex
@@ -121,7 +120,7 @@ def recommend(
         if product is None or cand.sku in excluded or not _allowed(product, state, shares, rules):
             continue
         suggestion = _finish(cand, product, weights, state)
-        if product.category in basket_categories:
+        if product.category in basket_categories and not rules.is_replenishable(product):
             suggestion.score = round(suggestion.score * SUBSTITUTE_PENALTY, 6)
         suggestions.append(suggestion)
     if ranker is not None and ranker.trained_on and suggestions:
@@ -152,12 +151,13 @@ def _score_personal(state, popularity, catalog, rules, candidates) -> None:
         for sku in popularity.by_category.get(category, ())[:PERSONAL_CANDIDATES]:
             _candidate(candidates, sku)
     brand_shares = state.brand_shares(catalog)
-    buy_again = decay.shares({sku: log_w for sku, (log_w, _) in state.bought.items()})
-    top_again = max(buy_again.values(), default=0.0)
-    for sku, share in buy_again.items():
+    top_count = max((times for times, _ in state.bought.values()), default=0.0)
+    for sku, (times, _) in state.bought.items():
         product = catalog.get(sku)
         if product is not None and rules.is_replenishable(product):
-            _candidate(candidates, sku).add("buy_again", share / top_again, "you buy this regularly")
+            # Anything bought before outranks what is merely popular; more often, higher.
+            score = 0.5 + 0.5 * times / top_count
+            _candidate(candidates, sku).add("buy_again", score, "you buy this regularly")
     for cand in candidates.values():
         product = catalog.get(cand.sku)
         if product is None:
