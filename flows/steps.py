@@ -5,6 +5,7 @@ Each stateful mapper has bytewax's shape `(state | None, value) -> (state, emits
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 import orjson
@@ -29,14 +30,26 @@ from online_models.offers import Offer, OfferError, OfferStats, offer_from_dict
 
 
 @dataclass
-class Watermark:
-    """The newest event time this process has seen: the stream's clock for sanity checks."""
+class Watermarks:
+    """The newest event time seen on each (topic, partition) this process reads.
 
-    ts_ms: int | None = None
+    Lateness is judged per partition: at full replay speed a sparse partition runs ahead
+    in event time, and that must not make a busy partition's events look late. The
+    stream's clock for timers (churn alerts) is the slowest partition's.
+    """
 
-    def advance(self, ts_ms: int) -> None:
-        if self.ts_ms is None or ts_ms > self.ts_ms:
-            self.ts_ms = ts_ms
+    by_partition: dict[tuple[str, int | None], int] = field(default_factory=dict)
+
+    def of(self, raw: RawMessage) -> int | None:
+        return self.by_partition.get((raw.topic, raw.partition))
+
+    def advance(self, raw: RawMessage, ts_ms: int) -> None:
+        key = (raw.topic, raw.partition)
+        if ts_ms > self.by_partition.get(key, ts_ms - 1):
+            self.by_partition[key] = ts_ms
+
+    def stream_time(self) -> int | None:
+        return min(self.by_partition.values()) if self.by_partition else None
 
 
 @dataclass
@@ -50,7 +63,7 @@ class FlowContext:
     popularity: decay.Decay
     cooccurrence: decay.Decay
     limits: ParseLimits
-    watermark: Watermark = field(default_factory=Watermark)
+    watermarks: Watermarks = field(default_factory=Watermarks)
 
     # --- parse ----------------------------------------------------------------------------
 
@@ -62,9 +75,10 @@ class FlowContext:
         elif raw.topic == self.feedback_topic:
             parsed = parse_feedback(raw.value, limits=self.limits)
         else:
-            parsed = parse_event(raw.value, stream_ts_ms=self.watermark.ts_ms, limits=self.limits)
+            parsed = parse_event(raw.value, stream_ts_ms=self.watermarks.of(raw),
+                                 now_ms=time.time_ns() // 1_000_000, limits=self.limits)
             if isinstance(parsed, Event):
-                self.watermark.advance(parsed.ts_ms)
+                self.watermarks.advance(raw, parsed.ts_ms)
         if isinstance(parsed, Rejected):
             return DeadLetter(raw, parsed.reason)
         return parsed

@@ -125,13 +125,21 @@ class _Invalid(Exception):
 
 
 def parse_event(
-    raw: bytes | None, *, stream_ts_ms: int | None = None, limits: ParseLimits = ParseLimits()
+    raw: bytes | None, *, stream_ts_ms: int | None = None, now_ms: int | None = None,
+    limits: ParseLimits = ParseLimits(),
 ) -> Event | Rejected:
-    """Parse one envelope. `stream_ts_ms` is the newest event time seen so far, if any."""
+    """Parse one envelope.
+
+    `stream_ts_ms` is the newest event time seen so far on the message's own partition:
+    an event far behind it is rejected as late. `now_ms` is the wall clock: an event far
+    ahead of it (or, without a clock, of the stream) is rejected as from the future. A
+    replay of history is never "from the future", and a sparse partition running ahead
+    does not make another partition's events late.
+    """
     try:
         obj = _load_object(raw, limits)
         event = _build_event(obj)
-        _check_time(event.ts_ms, stream_ts_ms, limits)
+        _check_time(event.ts_ms, stream_ts_ms, limits, now_ms)
         return event
     except _Invalid as exc:
         return Rejected(str(exc))
@@ -296,14 +304,15 @@ def _item(raw: Any, index: int) -> Item:
     )
 
 
-def _check_time(ts_ms: int, stream_ts_ms: int | None, limits: ParseLimits) -> None:
+def _check_time(ts_ms: int, stream_ts_ms: int | None, limits: ParseLimits, now_ms: int | None = None) -> None:
     if ts_ms < EARLIEST_TS_MS:
         raise _Invalid(f"timestamp {ts_ms} is before 2000-01-01; epoch seconds sent as ms?")
+    clock, clock_name = (now_ms, "the clock") if now_ms is not None else (stream_ts_ms, "the stream")
+    if clock is not None and ts_ms > clock + limits.max_future_ms:
+        ahead_h = (ts_ms - clock) / 3_600_000
+        raise _Invalid(f"timestamp {format_ts(ts_ms)} is {ahead_h:.1f} h ahead of {clock_name}")
     if stream_ts_ms is None:
         return
-    if ts_ms > stream_ts_ms + limits.max_future_ms:
-        ahead_h = (ts_ms - stream_ts_ms) / 3_600_000
-        raise _Invalid(f"timestamp {format_ts(ts_ms)} is {ahead_h:.1f} h ahead of the stream")
     if ts_ms < stream_ts_ms - limits.max_lateness_ms:
         late_d = (stream_ts_ms - ts_ms) / DAY_MS
         raise _Invalid(f"timestamp {format_ts(ts_ms)} is {late_d:.1f} days behind the stream")

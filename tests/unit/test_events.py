@@ -82,3 +82,23 @@ def test_product_parses_and_rejects_a_negative_price():
     assert good.category == "men/belts" and good.in_stock is False
     bad = parse_product(b'{"sku":"BL-1","category":"men/belts","price":-1}')
     assert isinstance(bad, Rejected) and "'price' must be >= 0" in bad.reason
+
+
+def test_the_future_is_judged_by_the_clock_and_lateness_by_the_partition():
+    now = TS_MS + 3 * DAY_MS
+    # A replay of history is not "from the future" even far ahead of a slow partition.
+    assert isinstance(parse_event(envelope(ts=TS_MS + 2 * DAY_MS), stream_ts_ms=TS_MS, now_ms=now), Event)
+    future = parse_event(envelope(ts=now + 2 * DAY_MS), stream_ts_ms=TS_MS, now_ms=now)
+    assert isinstance(future, Rejected) and "48.0 h ahead of the clock" in future.reason
+
+
+def test_a_sparse_partition_running_ahead_does_not_make_others_late():
+    from flows.messages import RawMessage
+    from flows.steps import Watermarks
+
+    marks = Watermarks()
+    store, web = RawMessage("store.events", 0, 1, None, b""), RawMessage("web.events", 3, 9, None, b"")
+    marks.advance(store, TS_MS + 60 * DAY_MS)
+    marks.advance(web, TS_MS)
+    assert marks.of(web) == TS_MS and marks.stream_time() == TS_MS
+    assert isinstance(parse_event(envelope(ts=TS_MS + 1000), stream_ts_ms=marks.of(web)), Event)

@@ -22,7 +22,7 @@ def records():
     catalog = build_demo_catalog(2026)
     out = [RawMessage(SETTINGS.topic_catalog, 0, i, p["sku"].encode(), orjson.dumps(p))
            for i, p in enumerate(catalog)]
-    events = list(iter_events(60, T0, 11, catalog, days=20))
+    events = list(iter_events(60, T0 - 40 * 86_400_000, 11, catalog, days=20))  # in the past
     for i, event in enumerate(events):
         topic = SETTINGS.topic_store if event["channel"] == "store" else SETTINGS.topic_web
         out.append(RawMessage(topic, 0, i, None, orjson.dumps(event)))
