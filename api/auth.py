@@ -20,7 +20,7 @@ def _presented_key(request: Request) -> str:
 
 
 def require(scope: str):
-    def check(request: Request) -> str:
+    async def check(request: Request) -> str:  # async: a plain def would cost a threadpool hop
         digest = hash_key(_presented_key(request))
         keys: dict[str, frozenset[str]] = request.app.state.api_keys
         scopes = next((s for known, s in keys.items() if hmac.compare_digest(known, digest)), None)

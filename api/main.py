@@ -8,7 +8,6 @@ import logging
 import secrets
 import time
 from contextlib import asynccontextmanager
-from dataclasses import asdict
 from typing import Annotated, Literal
 
 import orjson
@@ -199,9 +198,9 @@ async def _recommend(app: FastAPI, customer_id, anonymous_id, req: ranking.Reque
     for suggestion in suggestions:
         ref = RecommendationRef(known_id, req.context, req.channel, now, secrets.randbits(32), suggestion.sku,
                                 tuple(feature_vector(suggestion.features)))
-        body = asdict(suggestion)
-        del body["features"]
-        items.append({**body, "recommendation_id": encode_ref(ref)})
+        items.append({"sku": suggestion.sku, "score": suggestion.score, "reasons": suggestion.reasons,
+                      "name": suggestion.name, "category": suggestion.category, "price": suggestion.price,
+                      "recommendation_id": encode_ref(ref)})
     return json_response({"customer_id": known_id, "known_customer": state is not None,
                           "context": req.context, "items": items})
 

@@ -30,6 +30,7 @@ class Store:
         self.offers: dict[str, Offer] = {}
         self.offer_stats: dict[str, OfferStats] = {}
         self.ranker: RankerWeights | None = None
+        self._raw_catalog: dict[bytes, bytes] = {}
 
     async def fetch(
         self, customer_id: str | None, alias_id: str | None, skus: tuple[str, ...]
@@ -82,13 +83,22 @@ class Store:
         self.offers = _decode_all(raw_offers, keys.decode_offer)
         self.ranker = keys.decode_ranker(raw_ranker) if raw_ranker else None
         self.offer_stats = {oid: keys.decode_offer_stats(raw) for oid, raw in zip(offer_ids, raw_stats) if raw}
-        catalog = _decode_all(raw_catalog, keys.decode_product)
+        catalog = self._decode_changed(raw_catalog)
         self.catalog = catalog
         self.popularity = PopularityIndex.build(
             [(sku.decode(), score) for sku, score in global_scores],
             {store: [(sku.decode(), sc) for sku, sc in scores] for store, scores in zip(store_ids, store_lists)},
             catalog,
         )
+
+    def _decode_changed(self, raw_catalog: dict[bytes, bytes]) -> dict[str, Product]:
+        """Decode only the products whose bytes changed since the last refresh."""
+        previous, known = self._raw_catalog, self.catalog
+        unchanged = {sku.decode(): known[sku.decode()] for sku, raw in raw_catalog.items()
+                     if previous.get(sku) == raw and sku.decode() in known}
+        changed = {sku: raw for sku, raw in raw_catalog.items() if sku.decode() not in unchanged}
+        self._raw_catalog = raw_catalog
+        return {**unchanged, **_decode_all(changed, keys.decode_product)}
 
     async def refresh_forever(self, every_s: float) -> None:
         while True:

@@ -108,6 +108,8 @@ def build_flow(settings: Settings | None = None) -> Dataflow:
                 settings.topic_offers, settings.topic_feedback],
         starting_offset=OFFSET_BEGINNING,
         batch_size=settings.flow_batch_size,
+        # librdkafka waits up to 500 ms for a full fetch by default: most of an event's way to the API.
+        add_config={"fetch.wait.max.ms": "10"},
     )
     raw = op.map("as_raw", kin.oks, RawMessage.from_kafka)
     writes, letters = wire(flow, raw, ctx)

@@ -6,6 +6,7 @@ lists of the anchor items (`anchors`) and the popularity index, then calls `reco
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -70,9 +71,9 @@ class Suggestion:
 class _Candidate:
     sku: str
     parts: dict[str, float] = field(default_factory=dict)
-    reasons: dict[str, tuple[float, str]] = field(default_factory=dict)
+    reasons: dict[str, tuple[float, str | tuple]] = field(default_factory=dict)
 
-    def add(self, part: str, value: float, reason: str | None = None) -> None:
+    def add(self, part: str, value: float, reason: str | tuple | None = None) -> None:
         if value > self.parts.get(part, 0.0):
             self.parts[part] = value
             if reason:
@@ -104,29 +105,38 @@ def recommend(
 ) -> list[Suggestion]:
     """Top-k suggestions. With a trained `ranker`, the score moves from the hand-set blend
     (normalised) towards the learnt P(click), the more so the more feedback it has seen."""
+    shares = state.category_shares(catalog) if state is not None else {}
     candidates: dict[str, _Candidate] = {}
     _score_complements(anchors(state, request), neighbors, catalog, candidates)
     if state is not None:
-        _score_personal(state, popularity, catalog, rules, candidates)
+        _score_personal(state, shares, popularity, catalog, rules, candidates)
     _score_popularity(request, popularity, catalog, candidates)
 
     excluded = set(request.skus)
     # At the till, a second pair of trousers is a substitute, not a complement.
     basket_categories = _categories(request.skus, catalog) if request.context == "cart" else set()
-    shares = state.category_shares(catalog) if state is not None else {}
-    suggestions = []
+    scored: list[_Scored] = []
     for cand in candidates.values():
         product = catalog.get(cand.sku)
         if product is None or cand.sku in excluded or not _allowed(product, state, shares, rules):
             continue
-        suggestion = _finish(cand, product, weights, state)
+        score = sum(getattr(weights, part) * value for part, value in cand.parts.items())
         if product.category in basket_categories and not rules.is_replenishable(product):
-            suggestion.score = round(suggestion.score * SUBSTITUTE_PENALTY, 6)
-        suggestions.append(suggestion)
-    if ranker is not None and ranker.trained_on and suggestions:
-        _blend_learnt(suggestions, ranker)
-    suggestions.sort(key=lambda s: (-s.score, s.sku))
-    return suggestions[: request.k]
+            score *= SUBSTITUTE_PENALTY
+        scored.append(_Scored(score, cand, product, _features(cand, product, state)))
+    if ranker is not None and ranker.trained_on and scored:
+        _blend_learnt(scored, ranker)
+    # Only the k shown are dressed with names and reasons: most candidates never are.
+    top = heapq.nsmallest(request.k, scored, key=lambda s: (-s.score, s.candidate.sku))
+    return [_finish(s) for s in top]
+
+
+@dataclass(slots=True)
+class _Scored:
+    score: float
+    candidate: _Candidate
+    product: Product
+    features: dict[str, float]
 
 
 def _candidate(candidates: dict[str, _Candidate], sku: str) -> _Candidate:
@@ -141,12 +151,11 @@ def _score_complements(anchor_weights, neighbors, catalog, candidates) -> None:
         anchor_product = catalog.get(anchor)
         anchor_name = anchor_product.name if anchor_product else anchor
         for neighbor in neighbors.get(anchor, ()):
-            reason = f"bought with {anchor_name} in {neighbor.confidence:.0%} of baskets"
+            reason = ("bought with {} in {:.0%} of baskets", anchor_name, neighbor.confidence)  # formatted if shown
             _candidate(candidates, neighbor.sku).add("complement", weight * neighbor.score, reason)
 
 
-def _score_personal(state, popularity, catalog, rules, candidates) -> None:
-    shares = state.category_shares(catalog)
+def _score_personal(state, shares, popularity, catalog, rules, candidates) -> None:
     for category, share in sorted(shares.items(), key=lambda kv: -kv[1])[:3]:
         for sku in popularity.by_category.get(category, ())[:PERSONAL_CANDIDATES]:
             _candidate(candidates, sku)
@@ -221,22 +230,26 @@ def _outside_customer_line(category: str, shares: Mapping[str, float], rules: Ru
     return False
 
 
-def _finish(cand: _Candidate, product: Product, weights: Weights, state: CustomerState | None) -> Suggestion:
-    score = sum(getattr(weights, part) * value for part, value in cand.parts.items())
-    reasons = [text for _, text in sorted(cand.reasons.values(), key=lambda vr: -vr[0])]
-    features = {**cand.parts, "price": math.log1p(product.price) / 10, "margin": _margin_share(product),
-                "viewed": 1.0 if state is not None and product.sku in state.recent_views else 0.0}
+def _features(cand: _Candidate, product: Product, state: CustomerState | None) -> dict[str, float]:
+    return {**cand.parts, "price": math.log1p(product.price) / 10, "margin": _margin_share(product),
+            "viewed": 1.0 if state is not None and product.sku in state.recent_views else 0.0}
+
+
+def _finish(scored: _Scored) -> Suggestion:
+    product, cand = scored.product, scored.candidate
+    ranked = sorted(cand.reasons.values(), key=lambda vr: -vr[0])
+    reasons = [text if isinstance(text, str) else text[0].format(*text[1:]) for _, text in ranked]
     return Suggestion(
-        sku=product.sku, score=round(score, 6), reasons=reasons, name=product.name,
-        category=product.category, price=product.price, features=features,
+        sku=product.sku, score=round(scored.score, 6), reasons=reasons, name=product.name,
+        category=product.category, price=product.price, features=scored.features,
     )
 
 
-def _blend_learnt(suggestions: list[Suggestion], ranker: RankerWeights) -> None:
+def _blend_learnt(scored: list[_Scored], ranker: RankerWeights) -> None:
     trust = ranker.trained_on / (ranker.trained_on + RANKER_PRIOR_EVENTS)
-    top = max(s.score for s in suggestions) or 1.0
-    for s in suggestions:
-        s.score = round((1 - trust) * s.score / top + trust * ranker.predict(s.features), 6)
+    top = max(s.score for s in scored) or 1.0
+    for s in scored:
+        s.score = (1 - trust) * s.score / top + trust * ranker.predict(s.features)
 
 
 def _margin_share(product: Product) -> float:
