@@ -33,6 +33,9 @@ class Contacts:
     def shown_since(self, since_ms: int) -> int:
         return sum(1 for ts, _, _ in self.shown if ts >= since_ms)
 
+    def copy(self) -> Contacts:
+        return Contacts([list(entry) for entry in self.shown], dict(self.dismissed), dict(self.accepted))
+
     def to_dict(self) -> dict[str, Any]:
         return {"shown": self.shown, "dismissed": self.dismissed, "accepted": self.accepted}
 

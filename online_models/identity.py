@@ -7,6 +7,7 @@ then on the alias only forwards its events to the customer.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 
 from online_models import decay
@@ -36,6 +37,9 @@ class AliasState:
     alias_id: str
     customer_id: str | None = None
     profile: CustomerState | None = None
+
+    def __deepcopy__(self, memo: dict) -> AliasState:
+        return AliasState(self.alias_id, self.customer_id, copy.deepcopy(self.profile) if self.profile else None)
 
     def apply(self, event: Event, decay_: decay.Decay) -> AliasOutcome:
         outcome = AliasOutcome()

@@ -53,6 +53,9 @@ class ItemCounts:
     log_popularity: float | None = None
     store_popularity: dict[str, float] = field(default_factory=dict)
 
+    def __deepcopy__(self, memo: dict) -> ItemCounts:
+        return ItemCounts(self.sku, self.log_baskets, self.log_popularity, dict(self.store_popularity))
+
     def apply_signal(
         self, signal: BasketSignal, popularity: decay.Decay, cooccurrence: decay.Decay
     ) -> list[tuple[str, PairUpdate | OwnCount]]:
@@ -86,6 +89,10 @@ class ItemNeighbors:
     log_count: float | None = None
     last_ts_log: float | None = None
     partners: dict[str, list[float]] = field(default_factory=dict)  # sku → [log co-count, log count]
+
+    def __deepcopy__(self, memo: dict) -> ItemNeighbors:
+        return ItemNeighbors(self.sku, self.log_count, self.last_ts_log,
+                             {sku: list(entry) for sku, entry in self.partners.items()})
 
     def apply(self, message: PairUpdate | OwnCount) -> None:
         if isinstance(message, OwnCount):

@@ -73,7 +73,12 @@ class KeyScheme:
 
 
 def encode_customer(state: CustomerState) -> bytes:
-    return orjson.dumps({"v": SCHEMA_VERSION, "kind": "customer", "state": state.to_dict()})
+    """Readers need no dedup window; log-weights keep 4 decimals (1e-4 relative)."""
+    data = state.to_dict()
+    data.pop("seen_ids")
+    for name in ("categories", "brands", "sku_interest"):
+        data[name] = {key: round(value, 4) for key, value in data[name].items()}
+    return orjson.dumps({"v": SCHEMA_VERSION, "kind": "customer", "state": data})
 
 
 def encode_link(alias_id: str, customer_id: str) -> bytes:

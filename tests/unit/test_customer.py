@@ -96,3 +96,17 @@ def test_loyalty_card_at_the_till_is_an_alias():
     e = Event("p1", "purchase", day(0), "store", loyalty_id="L-77", store_id="s-1",
               items=(Item("TR-1", 1, 50),))
     assert e.alias_id == "loyalty:L-77"
+
+
+def test_a_copy_shares_nothing_mutable_with_the_original():
+    import copy
+
+    state = fresh([purchase("p1", skus=("TR-1", "BL-1"), store="s-1"),
+                   event("v1", "product_view", sku="SH-1")])
+    state.record_feedback("impression", "o-1", day(1), "web")
+    clone = copy.deepcopy(state)
+    assert clone.to_dict() == state.to_dict()
+    fresh([purchase("p2", skus=("TR-1",), ts=day(2))], clone)
+    clone.record_feedback("dismiss", "o-1", day(2), "web")
+    assert state.orders == 1 and state.bought["TR-1"][0] == 1 and not state.contacts.dismissed
+    assert clone.orders == 2 and clone.bought["TR-1"][0] == 2 and state.rhythm.purchases == 1

@@ -111,4 +111,7 @@ def canonical(raw: bytes):
     state = blob.get("state", {})
     for name in ORDER_DEPENDENT:
         state.pop(name, None)
+    rhythm = state.get("rhythm", {})
+    state["rhythm"] = {k: rhythm.get(k) for k in ("purchases", "first_purchase_ts", "last_purchase_ts", "gross",
+                                                  "returned", "returns")}  # visits, carts: order-dependent
     return norm(blob)
