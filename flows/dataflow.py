@@ -10,6 +10,8 @@
       → item neighbours (by sku)   co-occurrence → complements
       → offer stats (by offer)     impressions / accepts per customer cell → propensity
       → ranker (one key)           river model of clicks on served recommendations
+      → churn (by shard)           rhythm → score → due-time timers, woken by clock ticks
+                                   → alerts.churn + a Redis stream
       → Redis (one pipeline per batch, absolute values)
 """
 
@@ -21,9 +23,11 @@ from bytewax.dataflow import Dataflow, Stream
 
 from flows.messages import DeadLetter, RawMessage, Write
 from flows.redis_sink import RedisSink
-from flows.steps import FlowContext, dead_letter_message
+from flows.steps import ChurnSettings, FlowContext, alert_message, dead_letter_message
+from flows.ticks import TickSource
 from omnirec.settings import Settings, get_settings
 from online_models import decay, keys
+from online_models.churn import Alert
 from online_models.customer import BasketSignal
 from online_models.events import DAY_MS, Event, Feedback, ParseLimits, Product
 from online_models.offers import Offer
@@ -34,6 +38,8 @@ OFFSET_BEGINNING = -2
 def make_context(settings: Settings) -> FlowContext:
     return FlowContext(
         scheme=keys.KeyScheme(settings.key_prefix),
+        churn=ChurnSettings(settings.churn_shards, settings.churn_threshold, settings.churn_wall_clock,
+                            int(settings.churn_catch_up_s * 1000)),
         catalog_topic=settings.topic_catalog,
         offers_topic=settings.topic_offers,
         feedback_topic=settings.topic_feedback,
@@ -47,8 +53,12 @@ def make_context(settings: Settings) -> FlowContext:
     )
 
 
-def wire(flow: Dataflow, raw: Stream[RawMessage], ctx: FlowContext) -> tuple[Stream[Write], Stream[DeadLetter]]:
-    """Everything between the raw records and the two outputs; tests call it with TestingSource."""
+def wire(
+    flow: Dataflow, raw: Stream[RawMessage], ctx: FlowContext, ticks: Stream[int] | None = None,
+) -> tuple[Stream[Write], Stream[DeadLetter], Stream[Alert]]:
+    """Everything between the raw records and the outputs; tests call it with TestingSource.
+
+    `ticks` carries the stream's clock to the churn timers (see flows/ticks.py)."""
     parsed = op.map("parse", raw, ctx.parse)  # Event | Product | Offer | Feedback | DeadLetter
     letters = op.filter("dead_letters", parsed, lambda x: isinstance(x, DeadLetter))
     products = op.filter("products", parsed, lambda x: isinstance(x, Product))
@@ -89,12 +99,22 @@ def wire(flow: Dataflow, raw: Stream[RawMessage], ctx: FlowContext) -> tuple[Str
     ranker_out = op.stateful_flat_map("ranker", served_items, ctx.ranker_step)
     ranker_out = op.map("ranker_unkey", ranker_out, lambda kv: kv[1])
 
+    churn_updates = op.filter_map("churn_updates", customer_out,
+                                  lambda x: (x[1], x[2]) if isinstance(x, tuple) and x[0] == "churn" else None)
+    churn_in = churn_updates
+    if ticks is not None:
+        churn_in = op.merge("churn_messages", churn_updates, op.flat_map("tick_shards", ticks, ctx.tick_to_shards))
+    churn_out = op.stateful_flat_map("churn", churn_in, ctx.churn_step)
+    churn_out = op.map("churn_unkey", churn_out, lambda kv: kv[1])
+    alerts = op.filter_map("alerts", churn_out, lambda x: x[1] if isinstance(x, tuple) and x[0] == "alert" else None)
+    alert_writes = op.map("alert_writes", alerts, ctx.alert_write)
+
     writes = op.filter(
         "writes", op.merge("write_sources", product_writes, offer_writes, alias_out, customer_out,
-                           count_out, neighbor_out, stats_out, ranker_out),
+                           count_out, neighbor_out, stats_out, ranker_out, churn_out, alert_writes),
         lambda x: isinstance(x, Write),
     )
-    return writes, letters
+    return writes, letters, alerts
 
 
 def build_flow(settings: Settings | None = None) -> Dataflow:
@@ -112,10 +132,13 @@ def build_flow(settings: Settings | None = None) -> Dataflow:
         add_config={"fetch.wait.max.ms": "10"},
     )
     raw = op.map("as_raw", kin.oks, RawMessage.from_kafka)
-    writes, letters = wire(flow, raw, ctx)
+    ticks = op.input("clock", flow, TickSource(ctx.clock, settings.churn_tick_s))
+    writes, letters, alerts = wire(flow, raw, ctx, ticks)
     source_errors = op.map("source_errors", kin.errs, lambda e: DeadLetter(RawMessage.from_kafka(e.msg), str(e.err)))
     all_letters = op.merge("all_dead_letters", letters, source_errors)
-    op.output("redis_out", writes, RedisSink(settings.redis_url))
+    op.output("redis_out", writes, RedisSink(settings.redis_url, ctx.scheme, settings.churn_alerts_maxlen))
+    kop.output("alerts_out", op.map("alerts_to_kafka", alerts, alert_message),
+               brokers=[settings.kafka_bootstrap], topic=settings.topic_churn_alerts)
     kop.output("deadletter_out", op.map("to_kafka", all_letters, dead_letter_message),
                brokers=[settings.kafka_bootstrap], topic=settings.topic_deadletter)
     return flow

@@ -32,7 +32,7 @@ class Write:
     """One absolute write to Redis. `value` may be a live state object, encoded by the sink
     once per batch: several updates of one key inside a batch cost one encode and one SET."""
 
-    kind: str  # customer | link | neighbors | product | offer | offer_stats | zadd | sadd
+    kind: str  # customer | link | neighbors | product | offer | offer_stats | ranker | churn_shard | alert | zadd | sadd
     key: str
     value: Any
     member: str | None = None

@@ -17,6 +17,7 @@ ENCODERS: dict[str, Callable] = {
     "offer": keys.encode_offer,
     "offer_stats": keys.encode_offer_stats,
     "ranker": keys.encode_ranker,
+    "churn_shard": keys.encode_churn_shard,
     "link": lambda pair: keys.encode_link(*pair),
 }
 
@@ -29,9 +30,22 @@ def coalesce(batch: list[Write]) -> dict[tuple[str, str | None], Write]:
     return latest
 
 
-def apply_writes(pipe, writes) -> None:
+# An alert goes into the stream once, however often a resumed flow replays it.
+ADD_ALERT_ONCE = """
+if redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[3]) then
+  return redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'alert', ARGV[1])
+end
+return false
+"""
+SEEN_TTL_S = 180 * 86_400
+
+
+def apply_writes(pipe, writes, add_alert=None, scheme: keys.KeyScheme | None = None, maxlen: int = 10_000) -> None:
     for write in writes:
-        if write.kind == "zadd":
+        if write.kind == "alert":
+            add_alert(keys=[write.key, scheme.churn_alert_seen(write.member)],
+                      args=[keys.encode_alert(write.value), maxlen, SEEN_TTL_S], client=pipe)
+        elif write.kind == "zadd":
             pipe.zadd(write.key, {write.member: write.value})
         elif write.kind == "sadd":
             pipe.sadd(write.key, write.member)
@@ -42,14 +56,17 @@ def apply_writes(pipe, writes) -> None:
 
 
 class _RedisPartition(StatelessSinkPartition[Write]):
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, scheme: keys.KeyScheme, alerts_maxlen: int) -> None:
         self._client = redis.Redis.from_url(url)
+        self._add_alert = self._client.register_script(ADD_ALERT_ONCE)
+        self._scheme = scheme
+        self._maxlen = alerts_maxlen
 
     def write_batch(self, items: list[Write]) -> None:
         if not items:
             return
         pipe = self._client.pipeline(transaction=False)
-        apply_writes(pipe, coalesce(items).values())
+        apply_writes(pipe, coalesce(items).values(), self._add_alert, self._scheme, self._maxlen)
         pipe.execute()
 
     def close(self) -> None:
@@ -57,8 +74,10 @@ class _RedisPartition(StatelessSinkPartition[Write]):
 
 
 class RedisSink(DynamicSink[Write]):
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, scheme: keys.KeyScheme, alerts_maxlen: int = 10_000) -> None:
         self.url = url
+        self.scheme = scheme
+        self.alerts_maxlen = alerts_maxlen
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _RedisPartition:
-        return _RedisPartition(self.url)
+        return _RedisPartition(self.url, self.scheme, self.alerts_maxlen)

@@ -11,7 +11,9 @@ from dataclasses import dataclass, field
 import orjson
 
 from flows.messages import DeadLetter, RawMessage, Write
-from online_models import decay, keys
+from flows.ticks import stream_clock, wall_ms
+from online_models import decay, keys, tiers
+from online_models.churn import Alert, ChurnShard
 from online_models.customer import BasketSignal, CustomerState
 from online_models.events import (
     Event,
@@ -52,6 +54,17 @@ class Watermarks:
         return min(self.by_partition.values()) if self.by_partition else None
 
 
+@dataclass(frozen=True)
+class ChurnSettings:
+    shards: int = 8
+    threshold: float = 0.85
+    use_wall_clock: bool = True
+    catch_up_ms: int = 3_600_000
+
+
+CHURN_QUIET_TYPES = frozenset({"page_view", "product_view", "search"})  # a visit is counted once a day
+
+
 @dataclass
 class FlowContext:
     """Everything the steps share in one process: settings-derived constants and caches."""
@@ -63,6 +76,7 @@ class FlowContext:
     popularity: decay.Decay
     cooccurrence: decay.Decay
     limits: ParseLimits
+    churn: ChurnSettings = field(default_factory=lambda: ChurnSettings())
     watermarks: Watermarks = field(default_factory=Watermarks)
 
     # --- parse ----------------------------------------------------------------------------
@@ -117,7 +131,40 @@ class FlowContext:
         customer_id, message = keyed
         state = state or CustomerState(customer_id)
         signals = apply_to_customer(state, message, self.popularity)
-        return state, [Write("customer", self.scheme.customer(state.customer_id), state), *signals]
+        emits: list = [Write("customer", self.scheme.customer(state.customer_id), state), *signals]
+        if isinstance(message, Merge) or (isinstance(message, Event) and message.type not in CHURN_QUIET_TYPES):
+            shard = tiers.shard_of(customer_id, self.churn.shards)
+            update = ("update", shard, customer_id, state.rhythm.copy(), state.last_ts or 0)
+            emits.append(("churn", f"churn:{shard}", update))
+        return state, emits
+
+    # --- churn --------------------------------------------------------------------------------
+
+    def clock(self) -> int | None:
+        return stream_clock(self.watermarks.stream_time(), wall_ms(), use_wall=self.churn.use_wall_clock,
+                            catch_up_ms=self.churn.catch_up_ms)
+
+    def tick_to_shards(self, now_ms: int) -> list[tuple[str, tuple]]:
+        return [(f"churn:{i}", ("tick", i, now_ms)) for i in range(self.churn.shards)]
+
+    def churn_step(self, shard: ChurnShard | None, message: tuple):
+        """Move a customer in the shard's sketches and timers, or advance its clock; emit alerts.
+
+        message: ("update", shard, customer_id, rhythm, ts_ms) | ("tick", shard, now_ms)."""
+        shard_state = shard or ChurnShard(threshold=self.churn.threshold)
+        if message[0] == "tick":
+            alerts = shard_state.advance(message[2])
+            if not alerts:
+                return shard_state, []
+        else:
+            _, _, customer_id, rhythm, ts_ms = message
+            alerts = shard_state.update(customer_id, rhythm, ts_ms)
+        emits: list = [("alert", alert) for alert in alerts]
+        emits.append(Write("churn_shard", self.scheme.churn_shard(message[1]), shard_state))
+        return shard_state, emits
+
+    def alert_write(self, alert: Alert) -> Write:
+        return Write("alert", self.scheme.churn_alerts(), alert, member=keys.alert_id(alert))
 
     # --- items ------------------------------------------------------------------------------
 
@@ -170,6 +217,12 @@ def _parse_offer(raw: bytes | None) -> Offer | Rejected:
         return Rejected(f"not valid JSON: {exc}")
     except OfferError as exc:
         return Rejected(str(exc))
+
+
+def alert_message(alert: Alert):
+    from bytewax.connectors.kafka import KafkaSinkMessage
+
+    return KafkaSinkMessage(key=alert.customer_id.encode(), value=keys.encode_alert(alert))
 
 
 def dead_letter_message(letter: DeadLetter):

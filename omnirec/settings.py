@@ -53,6 +53,13 @@ class Settings(BaseSettings):
     nbo_context_weights: dict[str, dict[str, float]] | None = Field(
         None, description="context → offer kind → weight; None keeps the built-in weights")
 
+    churn_shards: int = Field(8, ge=1, description="churn timer shards (fixed: results must not depend on workers)")
+    churn_threshold: float = Field(0.85, gt=0, lt=1, description="churn score that raises an alert")
+    churn_wall_clock: bool = Field(True, description="live: alerts also follow the wall clock once caught up")
+    churn_catch_up_s: float = Field(3600.0, ge=0, description="wall clock drives timers only this close to it")
+    churn_tick_s: float = Field(1.0, gt=0, description="how often timers are checked")
+    churn_alerts_maxlen: int = Field(10_000, gt=0, description="alerts kept in the Redis stream")
+
     api_keys: dict[str, list[str]] = Field(default_factory=dict)
     api_catalog_refresh_s: float = Field(2.0, gt=0)
     redis_max_connections: int = Field(64, gt=0)

@@ -12,11 +12,13 @@ from typing import Any
 
 import orjson
 
+from online_models.churn import Alert, ChurnModel, ChurnShard
 from online_models.customer import CustomerState
-from online_models.events import Product, product_from_dict
+from online_models.events import Product, format_ts, product_from_dict
 from online_models.items import ItemNeighbors, Neighbor
 from online_models.learning import RankerWeights, RecRanker
 from online_models.offers import Offer, OfferStats, offer_from_dict
+from online_models.tiers import PopulationSketch
 
 SCHEMA_VERSION = 1
 NEIGHBORS_STORED = 30
@@ -61,6 +63,16 @@ class KeyScheme:
 
     def offer_stats_index(self) -> str:
         return f"{self.prefix}:{{offers}}:with-stats"
+
+    def churn_shard(self, shard: int) -> str:
+        return f"{self.prefix}:{{churn:{shard}}}:model"
+
+    def churn_alerts(self) -> str:
+        return f"{self.prefix}:{{alerts}}:churn"
+
+    def churn_alert_seen(self, alert_id: str) -> str:
+        """Same hash tag as the stream: the idempotent XADD script touches both keys."""
+        return f"{self.prefix}:{{alerts}}:seen:{alert_id}"
 
     def ranker(self) -> str:
         return f"{self.prefix}:{{ranker}}:weights"
@@ -145,6 +157,25 @@ def encode_ranker(ranker: RecRanker) -> bytes:
 def decode_ranker(raw: bytes) -> RankerWeights:
     blob = _load(raw)
     return RankerWeights(blob["intercept"], blob["weights"], blob["trained_on"])
+
+
+def encode_churn_shard(shard: ChurnShard) -> bytes:
+    """What readers need of a churn shard: its population model and its sketches."""
+    return orjson.dumps({"v": SCHEMA_VERSION, "model": shard.model.to_dict(), "sketch": shard.sketch.to_dict(),
+                         "threshold": shard.threshold})
+
+
+def decode_churn_shard(raw: bytes) -> tuple[ChurnModel, PopulationSketch]:
+    blob = _load(raw)
+    return ChurnModel.from_dict(blob["model"]), PopulationSketch.from_dict(blob["sketch"])
+
+
+def alert_id(alert: Alert) -> str:
+    return f"{alert.customer_id}:{alert.episode}"
+
+
+def encode_alert(alert: Alert) -> bytes:
+    return orjson.dumps({"alert_id": alert_id(alert), **alert.to_dict(), "ts": format_ts(alert.ts_ms)})
 
 
 def popularity_score(log_weight: float) -> float:

@@ -34,7 +34,7 @@ def records():
 def run(records, workers: int):
     flow = Dataflow("test")
     raw = op.input("in", flow, TestingSource(records, batch_size=50))
-    writes, letters = wire(flow, raw, make_context(SETTINGS))
+    writes, letters, _alerts = wire(flow, raw, make_context(SETTINGS))
     out, dead = [], []
     op.output("redis_out", writes, TestingSink(out))
     op.output("dead_out", letters, TestingSink(dead))
@@ -49,7 +49,12 @@ def materialise(writes):
     """What Redis would hold: the last write per key, encoded as the sink encodes it."""
     final = {}
     for slot, write in coalesce(writes).items():
-        final[slot] = write.value if write.kind in ("zadd", "sadd") else ENCODERS[write.kind](write.value)
+        if write.kind in ("zadd", "sadd"):
+            final[slot] = write.value
+        elif write.kind == "alert":
+            final[slot] = keys.encode_alert(write.value)
+        else:
+            final[slot] = ENCODERS[write.kind](write.value)
     return final
 
 
