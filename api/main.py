@@ -14,7 +14,7 @@ import orjson
 import redis.asyncio as aioredis
 from confluent_kafka import KafkaException
 from fastapi import FastAPI, HTTPException, Query, Request
-from fastapi.responses import Response
+from fastapi.responses import Response, StreamingResponse
 from redis.exceptions import RedisError
 
 from api.auth import ProfileScope, RecommendScope
@@ -23,6 +23,7 @@ from api.schemas import MAX_K, CrossSellRequest, FeedbackRequest
 from api.store import Store
 from omnirec.settings import Settings, get_settings
 from online_models import keys, offers, ranking
+from online_models.events import parse_ts
 from online_models.learning import feature_vector
 from online_models.profile import profile_view
 from online_models.refs import DecisionRef, RecommendationRef, decode_ref, encode_ref
@@ -45,7 +46,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             socket_timeout=2, socket_connect_timeout=2,
         )
         client = aioredis.Redis(connection_pool=pool)
-        store = Store(client, keys.KeyScheme(settings.key_prefix))
+        store = Store(client, keys.KeyScheme(settings.key_prefix), settings.churn_shards)
         try:
             await store.refresh()
         except RedisError:
@@ -92,7 +93,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         state, _neighbors = await store.fetch(customer_id, None, ())
         if state is None:
             raise HTTPException(404, "Customer not found")
-        return json_response(profile_view(state, _now_ms(), store.catalog))
+        return json_response(profile_view(state, _now_ms(), store.catalog, store.population))
 
     @app.get("/v1/recommendations", tags=["recommend"])
     async def recommendations(
@@ -130,7 +131,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         store: Store = request.app.state.store
         state, _neighbors = await store.fetch(customer_id, None, ())
         now = _now_ms()
-        situation = offers.Situation(now, channel, store_id, context)
+        tier = store.population.assess(state, now)["tier"] if state is not None else None
+        situation = offers.Situation(now, channel, store_id, context, tier)
         decision = offers.decide(store.offers.values(), store.offer_stats, state, situation, store.catalog,
                                  request.app.state.arbitration, seed=secrets.randbits(63))
         return json_response(_decision_body(customer_id, decision, situation))
@@ -144,7 +146,87 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise HTTPException(503, f"Feedback not accepted, the broker did not acknowledge it: {exc}") from None
         return json_response({"accepted": True, "event_id": envelope["event_id"]}, 202)
 
+    @app.get("/v1/alerts/churn", tags=["churn"])
+    async def churn_alerts(
+        request: Request,
+        _: ProfileScope,
+        since: Annotated[str | None, Query(max_length=40, description="an alert id, ISO-8601 time or epoch ms")] = None,
+        tier: Annotated[str | None, Query(max_length=32)] = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> Response:
+        store: Store = request.app.state.store
+        start = _stream_start(since)
+        entries = await store.client.xrange(store.scheme.churn_alerts(), min=start, max="+", count=limit * 4)
+        alerts = [alert for alert in map(_alert_entry, entries) if tier is None or alert["tier"] == tier][:limit]
+        await _suggest_win_back(request.app, alerts)
+        return json_response({"alerts": alerts, "next": alerts[-1]["id"] if alerts else since})
+
+    @app.get("/v1/alerts/churn/stream", tags=["churn"])
+    async def churn_alert_stream(
+        request: Request,
+        _: ProfileScope,
+        tier: Annotated[str | None, Query(max_length=32)] = None,
+        max_events: Annotated[int | None, Query(ge=1)] = None,
+    ) -> StreamingResponse:
+        """Server-sent events: each new churn alert as it is raised (resume with Last-Event-ID)."""
+        store: Store = request.app.state.store
+        last_id = request.headers.get("last-event-id") or "$"
+
+        async def events():
+            nonlocal last_id
+            sent = 0
+            while max_events is None or sent < max_events:
+                if await request.is_disconnected():
+                    return
+                reply = await store.client.xread({store.scheme.churn_alerts(): last_id}, count=100, block=1000)
+                if not reply:
+                    yield ": keep-alive\n\n"
+                    continue
+                for entry in reply[0][1]:
+                    alert = _alert_entry(entry)
+                    last_id = alert["id"]
+                    if tier is not None and alert["tier"] != tier:
+                        continue
+                    await _suggest_win_back(request.app, [alert])
+                    yield f"id: {alert['id']}\nevent: churn_alert\ndata: {orjson.dumps(alert).decode()}\n\n"
+                    sent += 1
+                    if max_events is not None and sent >= max_events:
+                        return
+
+        return StreamingResponse(events(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
     return app
+
+
+def _stream_start(since: str | None) -> str:
+    if not since:
+        return "-"
+    if "-" in since and since.replace("-", "").isdigit():
+        return "(" + since  # an alert id: everything after it
+    try:
+        return str(parse_ts(since))
+    except ValueError as exc:
+        raise HTTPException(422, f"'since' must be an alert id, ISO-8601 time or epoch ms: {exc}") from None
+
+
+def _alert_entry(entry) -> dict:
+    entry_id, fields = entry
+    return {"id": entry_id.decode(), **orjson.loads(fields[b"alert"])}
+
+
+async def _suggest_win_back(app: FastAPI, alerts: list[dict]) -> None:
+    """Attach the next best offer in a churn-alert context (one pipelined read for all)."""
+    if not alerts:
+        return
+    store: Store = app.state.store
+    states = await store.profiles([alert["customer_id"] for alert in alerts])
+    now = _now_ms()
+    for alert, state in zip(alerts, states):
+        situation = offers.Situation(now, None, None, "churn_alert", alert.get("tier"))
+        decision = offers.decide(store.offers.values(), store.offer_stats, state, situation, store.catalog,
+                                 app.state.arbitration, seed=secrets.randbits(63))
+        alert["suggested_offer"] = decision.chosen.summary() if decision.chosen else None
 
 
 def _decision_body(customer_id: str, decision: offers.Decision, situation: offers.Situation) -> dict:

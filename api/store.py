@@ -15,6 +15,7 @@ from online_models.events import Product
 from online_models.items import Neighbor, PopularityIndex
 from online_models.learning import RankerWeights
 from online_models.offers import Offer, OfferStats
+from online_models.profile import Population
 
 log = logging.getLogger("omnirec.api")
 STORE_LIST = 50
@@ -22,7 +23,7 @@ GLOBAL_LIST = 2000  # enough of the head to fill per-category lists
 
 
 class Store:
-    def __init__(self, client: aioredis.Redis, scheme: keys.KeyScheme) -> None:
+    def __init__(self, client: aioredis.Redis, scheme: keys.KeyScheme, churn_shards: int = 8) -> None:
         self.client = client
         self.scheme = scheme
         self.catalog: dict[str, Product] = {}
@@ -31,6 +32,8 @@ class Store:
         self.offer_stats: dict[str, OfferStats] = {}
         self.ranker: RankerWeights | None = None
         self._raw_catalog: dict[bytes, bytes] = {}
+        self.churn_shards = churn_shards
+        self.population = Population(shards=churn_shards)
 
     async def fetch(
         self, customer_id: str | None, alias_id: str | None, skus: tuple[str, ...]
@@ -51,6 +54,13 @@ class Store:
             raw = await self.client.get(self.scheme.customer(state))
             state = keys.decode_profile(raw) if raw else None
         return state if isinstance(state, CustomerState) else None, neighbors
+
+    async def profiles(self, customer_ids: list[str]) -> list[CustomerState | None]:
+        pipe = self.client.pipeline(transaction=False)
+        for customer_id in customer_ids:
+            pipe.get(self.scheme.customer(customer_id))
+        states = [keys.decode_profile(raw) if raw else None for raw in await pipe.execute()]
+        return [state if isinstance(state, CustomerState) else None for state in states]
 
     async def neighbors(self, skus: list[str]) -> dict[str, list[Neighbor]]:
         if not skus:
@@ -78,8 +88,14 @@ class Store:
             pipe.zrange(self.scheme.store_popularity(store_id), 0, STORE_LIST - 1, desc=True, withscores=True)
         for offer_id in offer_ids:
             pipe.get(self.scheme.offer_stats(offer_id))
-        replies = await pipe.execute() if store_ids or offer_ids else []
-        store_lists, raw_stats = replies[: len(store_ids)], replies[len(store_ids):]
+        for shard in range(self.churn_shards):
+            pipe.get(self.scheme.churn_shard(shard))
+        replies = await pipe.execute()
+        store_lists = replies[: len(store_ids)]
+        raw_stats = replies[len(store_ids): len(store_ids) + len(offer_ids)]
+        raw_shards = replies[len(store_ids) + len(offer_ids):]
+        self.population = Population.merge(self.churn_shards, {
+            shard: keys.decode_churn_shard(raw) for shard, raw in enumerate(raw_shards) if raw})
         self.offers = _decode_all(raw_offers, keys.decode_offer)
         self.ranker = keys.decode_ranker(raw_ranker) if raw_ranker else None
         self.offer_stats = {oid: keys.decode_offer_stats(raw) for oid, raw in zip(offer_ids, raw_stats) if raw}

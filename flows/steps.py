@@ -37,21 +37,30 @@ class Watermarks:
 
     Lateness is judged per partition: at full replay speed a sparse partition runs ahead
     in event time, and that must not make a busy partition's events look late. The
-    stream's clock for timers (churn alerts) is the slowest partition's.
+    stream's clock for timers (churn alerts) is the slowest *active* partition's: one
+    that has been silent for `idle_ms` of wall time no longer holds the clock back (a
+    lapsing customer's partition may be the silent one).
     """
 
+    idle_ms: int = 5_000
     by_partition: dict[tuple[str, int | None], int] = field(default_factory=dict)
+    moved_at: dict[tuple[str, int | None], int] = field(default_factory=dict)  # wall ms
 
     def of(self, raw: RawMessage) -> int | None:
         return self.by_partition.get((raw.topic, raw.partition))
 
-    def advance(self, raw: RawMessage, ts_ms: int) -> None:
+    def advance(self, raw: RawMessage, ts_ms: int, wall: int | None = None) -> None:
         key = (raw.topic, raw.partition)
         if ts_ms > self.by_partition.get(key, ts_ms - 1):
             self.by_partition[key] = ts_ms
+            self.moved_at[key] = wall if wall is not None else wall_ms()
 
-    def stream_time(self) -> int | None:
-        return min(self.by_partition.values()) if self.by_partition else None
+    def stream_time(self, wall: int | None = None) -> int | None:
+        if not self.by_partition:
+            return None
+        wall = wall if wall is not None else wall_ms()
+        active = [ts for key, ts in self.by_partition.items() if wall - self.moved_at.get(key, 0) < self.idle_ms]
+        return min(active) if active else max(self.by_partition.values())
 
 
 @dataclass(frozen=True)

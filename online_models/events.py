@@ -120,7 +120,7 @@ class ParseLimits:
     max_future_ms: int = DAY_MS
 
 
-class _Invalid(Exception):
+class _Invalid(ValueError):
     pass
 
 

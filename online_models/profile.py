@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
-from online_models import decay
+from online_models import decay, tiers
+from online_models.churn import ChurnModel
 from online_models.customer import CustomerState
 from online_models.events import Product, format_ts
 from online_models.ranking import pretty
@@ -13,7 +15,44 @@ from online_models.ranking import pretty
 TOP_CATEGORIES = 5
 
 
-def profile_view(state: CustomerState, now_ms: int, catalog: Mapping[str, Product]) -> dict[str, Any]:
+@dataclass
+class Population:
+    """What the churn shards publish, merged for readers: one model per shard, value tiers
+    from the merged sketches. Empty until the flow has written its first shard."""
+
+    models: dict[int, ChurnModel] = field(default_factory=dict)
+    sketch: tiers.PopulationSketch = field(default_factory=tiers.PopulationSketch)
+    shards: int = 8
+    value_tiers: tiers.ValueTiers | None = None
+
+    @classmethod
+    def merge(cls, shards: int, published: Mapping[int, tuple[ChurnModel, tiers.PopulationSketch]]) -> Population:
+        sketch = tiers.PopulationSketch.merged(s for _, s in published.values())
+        value_tiers = sketch.tiers() if published else None
+        return cls({i: model for i, (model, _) in published.items()}, sketch, shards, value_tiers)
+
+    def assess(self, state: CustomerState, now_ms: int) -> dict[str, Any]:
+        """Tier, RFM cell, behaviour segment and churn score of one customer, with reasons."""
+        rhythm = state.rhythm
+        model = self.models.get(tiers.shard_of(state.customer_id, self.shards), ChurnModel())
+        score = model.score(rhythm, now_ms)
+        return {
+            "tier": self.value_tiers.tier_of_log(rhythm.value_log()) if self.value_tiers else None,
+            "rfm": self.sketch.rfm(rhythm.value_log(), rhythm.last_purchase_ts, rhythm.purchases)
+            if self.value_tiers else None,
+            "segment": tiers.segment(rhythm, now_ms),
+            "segments": tiers.segments(rhythm, now_ms),
+            "churn": {
+                "score": None if score is None else round(score, 4),
+                "reasons": model.reasons(rhythm, now_ms) if score is not None else [],
+                "value_at_risk": round(model.value_at_risk(rhythm, now_ms), 2) if score is not None else 0.0,
+            },
+        }
+
+
+def profile_view(
+    state: CustomerState, now_ms: int, catalog: Mapping[str, Product], population: Population | None = None,
+) -> dict[str, Any]:
     recency_days = None
     if state.last_purchase_ts is not None:
         recency_days = round(max(0, now_ms - state.last_purchase_ts) / decay.DAY_MS, 2)
@@ -48,6 +87,7 @@ def profile_view(state: CustomerState, now_ms: int, catalog: Mapping[str, Produc
         "store_visits": state.store_visits,
         "last_store": state.last_store,
         "survey_score": state.survey_score,
+        "value": (population or Population()).assess(state, now_ms),
     }
 
 

@@ -22,8 +22,8 @@ CATALOG = [
 KEYS = {"till-key": ["recommend", "profile"], "shop-key": ["recommend"]}
 
 
-def purchase(n: int, customer: str, skus, minutes: int = 0, **extra) -> dict:
-    return {"event_id": f"p-{customer}-{n}", "type": "purchase", "ts": TS + (n * 60 + minutes) * 60_000,
+def purchase(n: int, customer: str, skus, minutes: int = 0, ts: int | None = None, **extra) -> dict:
+    return {"event_id": f"p-{customer}-{n}", "type": "purchase", "ts": ts or TS + (n * 60 + minutes) * 60_000,
             "channel": "store", "customer_id": customer, "store_id": "s-1", "order_id": f"o-{customer}-{n}",
             "items": [{"sku": sku, "qty": 1, "price": 10.0} for sku in skus], **extra}
 
@@ -282,3 +282,43 @@ def test_clicks_on_recommendations_train_the_ranker(settings, run_flow, api):
                        and keys.decode_ranker(raw).trained_on == len(served["items"]) + 1 and keys.decode_ranker(raw),
                        20, "the ranker to learn from the feedback")
     assert trained.weights  # one weight per feature, learnt by river in the flow
+
+
+def test_a_silent_customer_raises_one_churn_alert_on_kafka_redis_and_sse(settings, run_flow):
+    import time as clock
+
+    day = 86_400_000
+    start = int(clock.time() * 1000) - 400 * day  # history, in the past
+    regular = [purchase(week, "c-loyal", ["CF-1"], ts=start + week * 7 * day) for week in range(8)]
+    others = [purchase(0, f"c-{c}", ["TR-1"], ts=start + (c % 50) * day) for c in range(60)]
+    later = purchase(0, "c-late", ["CF-1"], ts=start + 300 * day)  # the stream moves on; c-loyal is silent
+    replay_settings = settings.model_copy(update={"churn_wall_clock": False, "churn_shards": 2})
+    run_flow(replay_settings)
+    load(replay_settings, sorted(regular + others, key=lambda e: e["ts"]))
+    wait_for_orders(settings, "c-loyal", 8)
+    produce(settings, settings.topic_store, [(b"c-late", later)])
+
+    stream = keys.KeyScheme(settings.key_prefix).churn_alerts()
+    client = redis.Redis.from_url(settings.redis_url)
+    entries = wait_for(lambda: [e for e in client.xrange(stream) if b'"c-loyal"' in e[1][b"alert"]], 60,
+                       "c-loyal's alert once the stream's clock passes their due time")
+    alert = orjson.loads(entries[0][1][b"alert"])
+    assert alert["customer_id"] == "c-loyal" and alert["score"] >= 0.85 and alert["reasons"]
+    assert start + 49 * day < alert["ts_ms"] < start + 300 * day  # fired in event time, after the last purchase
+
+    on_kafka = consume(settings, settings.topic_churn_alerts, expected=len(client.xrange(stream)))
+    assert any(m.key() == b"c-loyal" for m in on_kafka)
+    clock.sleep(3)
+    assert len([e for e in client.xrange(stream) if b'"c-loyal"' in e[1][b"alert"]]) == 1  # one per lapse
+
+    app = create_app(replay_settings.model_copy(update={"api_keys": KEYS}))
+    with TestClient(app) as api:
+        till = {"Authorization": "Bearer till-key"}
+        listed = api.get("/v1/alerts/churn?limit=1000", headers=till).json()["alerts"]
+        mine = [a for a in listed if a["customer_id"] == "c-loyal"]
+        assert len(mine) == 1 and "suggested_offer" in mine[0]
+        with api.stream("GET", "/v1/alerts/churn/stream?max_events=1", headers={**till, "Last-Event-ID": "0-0"}) as sse:
+            lines = [line for line in sse.iter_lines() if line.startswith("data: ")]
+        assert orjson.loads(lines[0][6:])["alert_id"]
+        profile_json = api.get("/v1/customers/c-loyal", headers=till).json()
+        assert profile_json["value"]["segment"] and profile_json["value"]["churn"]["score"] is not None

@@ -96,9 +96,10 @@ def test_a_sparse_partition_running_ahead_does_not_make_others_late():
     from flows.messages import RawMessage
     from flows.steps import Watermarks
 
-    marks = Watermarks()
+    marks = Watermarks(idle_ms=5_000)
     store, web = RawMessage("store.events", 0, 1, None, b""), RawMessage("web.events", 3, 9, None, b"")
-    marks.advance(store, TS_MS + 60 * DAY_MS)
-    marks.advance(web, TS_MS)
-    assert marks.of(web) == TS_MS and marks.stream_time() == TS_MS
+    marks.advance(web, TS_MS, wall=1_000)
+    marks.advance(store, TS_MS + 60 * DAY_MS, wall=2_000)
+    assert marks.of(web) == TS_MS and marks.stream_time(wall=3_000) == TS_MS  # the slowest active one
+    assert marks.stream_time(wall=6_500) == TS_MS + 60 * DAY_MS  # a silent partition stops holding it back
     assert isinstance(parse_event(envelope(ts=TS_MS + 1000), stream_ts_ms=marks.of(web)), Event)
