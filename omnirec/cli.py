@@ -26,20 +26,6 @@ DEMO_KEY = "demo-key"
 DEMO_PREFIX = "omnirec-demo"
 
 
-def _call_main(fn, kwargs: dict, argv: list[str]):
-    """Call another module's ``main``: with keyword arguments when it takes them,
-    or with an argv list when it is an argparse-style ``main(argv)``."""
-    import inspect
-
-    params = inspect.signature(fn).parameters
-    names = list(params)
-    if len(names) == 1 and names[0] in ("argv", "args") and names[0] not in kwargs:
-        return fn(argv)
-    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        return fn(**kwargs)
-    return fn(**{k: v for k, v in kwargs.items() if k in params})
-
-
 def err(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
@@ -146,12 +132,7 @@ def simulate(
     """Feed live simulated traffic to Kafka."""
     from omnirec.simulate import main
 
-    argv = ["--customers", str(customers), "--rate", str(rate), "--seed", str(seed),
-            "--history-days", str(history_days)]
-    if duration is not None:
-        argv += ["--duration", str(duration)]
-    _call_main(main, {"customers": customers, "rate": rate, "duration": duration, "seed": seed,
-                      "history_days": history_days}, argv)
+    main(customers=customers, rate=rate, duration=duration, seed=seed, history_days=history_days)
 
 
 @app.command()
@@ -160,14 +141,38 @@ def evaluate(
     catalog: Annotated[Path | None, typer.Option("--catalog", exists=True, dir_okay=False)] = None,
     k: int = typer.Option(10, "--k"),
     as_json: bool = typer.Option(False, "--json"),
+    protocol: str = typer.Option("prequential", "--protocol", help="prequential | leave-last-basket-out"),
 ) -> None:
-    """Prequential quality evaluation of a JSONL file."""
+    """Recommendation quality on any JSONL of envelopes, against baselines from the same run."""
     from omnirec.evaluate import main
 
-    argv = [str(file), "--k", str(k)] + (["--catalog", str(catalog)] if catalog else [])
-    argv += ["--json"] if as_json else []
-    _call_main(main, {"path": file, "file": file, "catalog": catalog, "k": k,
-                          "as_json": as_json, "json": as_json}, argv)
+    main(file, catalog=catalog, k=k, as_json=as_json, protocol=protocol)
+
+
+@app.command("evaluate-churn")
+def evaluate_churn(
+    file: Annotated[Path | None, typer.Argument(exists=True, dir_okay=False)] = None,
+    calibration_end: str | None = typer.Option(None, "--calibration-end", help="default 1997-09-30 (CDNOW)"),
+    holdout_end: str | None = typer.Option(None, "--holdout-end", help="default 1998-06-30 (CDNOW)"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Churn AUC of the online score against BG/NBD and recency (CDNOW when no file is given)."""
+    from omnirec.evaluate_churn import main
+
+    main(file, calibration_end, holdout_end, as_json)
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def bench(ctx: typer.Context, name: str = typer.Argument(..., help="throughput | latency | freshness | memory | nbo | run_all")) -> None:
+    """Run a benchmark (python -m bench.NAME), passing any further options to it."""
+    import runpy
+
+    known = {"throughput", "latency", "freshness", "memory", "nbo", "run_all", "plots"}
+    if name not in known:
+        err(f"unknown bench {name!r}; one of {sorted(known)}")
+        raise typer.Exit(2)
+    sys.argv = [f"bench.{name}", *ctx.args]
+    runpy.run_module(f"bench.{name}", run_name="__main__")
 
 
 # ---------------------------------------------------------------- demo
@@ -365,6 +370,7 @@ def demo(
         print(f"curl -s {auth} -H 'Content-Type: application/json' -X POST "
               f"{base_url}/v1/cross-sell -d '{body}'")
         print(f"curl -s {auth} '{base_url}/v1/customers/{customer}/next-best-offer?channel=store'")
+        print(f"curl -s {auth} '{base_url}/v1/alerts/churn?limit=5'   # and -N …/v1/alerts/churn/stream")
         print(f"# then: curl -s {auth} -H 'Content-Type: application/json' -X POST {base_url}/v1/feedback "
               "-d '{\"decision_id\": \"<decision_id>\", \"event\": \"dismiss\"}'")
         print("\nCtrl-C stops the demo.", flush=True)
