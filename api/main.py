@@ -146,6 +146,43 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise HTTPException(503, f"Feedback not accepted, the broker did not acknowledge it: {exc}") from None
         return json_response({"accepted": True, "event_id": envelope["event_id"]}, 202)
 
+    @app.get("/v1/catalog/search", tags=["catalog"])
+    async def catalog_search(
+        request: Request,
+        _: RecommendScope,
+        q: Annotated[str, Query(min_length=1, max_length=64)],
+        limit: Annotated[int, Query(ge=1, le=50)] = 10,
+    ) -> Response:
+        """Products whose SKU or name contains every word of `q` (case-insensitive), in stock first."""
+        store: Store = request.app.state.store
+        words = q.lower().split()
+        found = [p for p in store.catalog.values()
+                 if all(word in f"{p.sku} {p.name}".lower() for word in words)]
+        found.sort(key=lambda p: (not p.in_stock, p.name))
+        return json_response({"items": [
+            {"sku": p.sku, "name": p.name, "category": p.category, "brand": p.brand, "price": p.price,
+             "in_stock": p.in_stock} for p in found[:limit]]})
+
+    @app.get("/v1/metrics/summary", tags=["ops"])
+    async def metrics_summary(request: Request, _: ProfileScope) -> Response:
+        """For dashboards: messages the flow has processed, alerts raised today, offer acceptance."""
+        store: Store = request.app.state.store
+        midnight = _now_ms() - _now_ms() % 86_400_000
+        pipe = store.client.pipeline(transaction=False)
+        pipe.hgetall(store.scheme.flow_metrics())
+        pipe.xrange(store.scheme.churn_alerts(), min=str(midnight), max="+", count=100_000)
+        flow, alerts_today = await pipe.execute()
+        shown = sum(stats.totals()[0] for stats in store.offer_stats.values())
+        accepted = sum(stats.totals()[1] for stats in store.offer_stats.values())
+        return json_response({
+            "flow_messages": int(flow.get(b"messages", 0)),
+            "flow_updated_ms": int(flow.get(b"updated_ms", 0)),
+            "alerts_today": len(alerts_today),
+            "offer_impressions": shown, "offer_accepts": accepted,
+            "offer_acceptance_rate": round(accepted / shown, 4) if shown else None,
+            "now_ms": _now_ms(),
+        })
+
     @app.get("/v1/alerts/churn", tags=["churn"])
     async def churn_alerts(
         request: Request,

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import redis
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 from flows.messages import Write
+from flows.steps import FLOW_METRICS
 from online_models import keys
 
 ENCODERS: dict[str, Callable] = {
@@ -67,6 +69,10 @@ class _RedisPartition(StatelessSinkPartition[Write]):
             return
         pipe = self._client.pipeline(transaction=False)
         apply_writes(pipe, coalesce(items).values(), self._add_alert, self._scheme, self._maxlen)
+        processed = FLOW_METRICS.take()
+        if processed:  # for dashboards: a running count, not part of the materialised view
+            pipe.hincrby(self._scheme.flow_metrics(), "messages", processed)
+            pipe.hset(self._scheme.flow_metrics(), "updated_ms", time.time_ns() // 1_000_000)
         pipe.execute()
 
     def close(self) -> None:

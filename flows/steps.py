@@ -63,6 +63,21 @@ class Watermarks:
         return min(active) if active else max(self.by_partition.values())
 
 
+@dataclass
+class FlowMetrics:
+    """Process-wide counters; each Redis sink partition adds what it has not yet reported."""
+
+    messages: int = 0
+    reported: int = 0
+
+    def take(self) -> int:
+        delta, self.reported = self.messages - self.reported, self.messages
+        return delta
+
+
+FLOW_METRICS = FlowMetrics()
+
+
 @dataclass(frozen=True)
 class ChurnSettings:
     shards: int = 8
@@ -91,6 +106,7 @@ class FlowContext:
     # --- parse ----------------------------------------------------------------------------
 
     def parse(self, raw: RawMessage) -> Event | Product | Offer | Feedback | DeadLetter:
+        FLOW_METRICS.messages += 1
         if raw.topic == self.catalog_topic:
             parsed = parse_product(raw.value, limits=self.limits)
         elif raw.topic == self.offers_topic:

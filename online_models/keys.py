@@ -74,6 +74,9 @@ class KeyScheme:
         """Same hash tag as the stream: the idempotent XADD script touches both keys."""
         return f"{self.prefix}:{{alerts}}:seen:{alert_id}"
 
+    def flow_metrics(self) -> str:
+        return f"{self.prefix}:{{metrics}}:flow"
+
     def ranker(self) -> str:
         return f"{self.prefix}:{{ranker}}:weights"
 

@@ -322,3 +322,16 @@ def test_a_silent_customer_raises_one_churn_alert_on_kafka_redis_and_sse(setting
         assert orjson.loads(lines[0][6:])["alert_id"]
         profile_json = api.get("/v1/customers/c-loyal", headers=till).json()
         assert profile_json["value"]["segment"] and profile_json["value"]["churn"]["score"] is not None
+
+
+def test_catalog_search_and_the_dashboard_summary(settings, run_flow, api):
+    run_flow(settings)
+    load(settings, history(4))
+    wait_for_orders(settings, "c-3", 2)
+    till = {"Authorization": "Bearer till-key"}
+    found = wait_for(lambda: api.get("/v1/catalog/search?q=slim", headers=till).json()["items"], 20, "the catalog")
+    assert [p["sku"] for p in found] == ["TR-1"]
+    assert api.get("/v1/catalog/search?q=", headers=till).status_code == 422
+    summary = wait_for(lambda: (s := api.get("/v1/metrics/summary", headers=till).json())["flow_messages"] and s,
+                       20, "the flow's message count")
+    assert summary["flow_messages"] >= len(CATALOG) + 8 and summary["alerts_today"] >= 0
