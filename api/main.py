@@ -17,6 +17,7 @@ from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.responses import Response, StreamingResponse
 from redis.exceptions import RedisError
 
+from api import ui
 from api.auth import ProfileScope, RecommendScope
 from api.feedback import FeedbackProducer
 from api.schemas import MAX_K, CrossSellRequest, FeedbackRequest
@@ -233,6 +234,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return StreamingResponse(events(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
+    ui.install(app)
     return app
 
 
