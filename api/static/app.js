@@ -80,7 +80,7 @@ function renderCustomer(profile) {
       fact("Preferred channel", channel ? `${CHANNEL_NAMES[channel[0]] || channel[0]} (${percent(channel[1])})` : "—"),
       fact("Orders", `${rfm.frequency ?? 0}`,
         rfm.recency_days !== null && rfm.recency_days !== undefined
-          ? h("span", { class: "muted" }, ` · last ${formatDays(rfm.recency_days)}`) : ""),
+          ? h("span", { class: "muted" }, ` · last purchase ${formatDays(rfm.recency_days)}`) : ""),
       fact("Average order", money(rfm.avg_order_value)),
       fact("Returns", percent(profile.return_rate),
         profile.return_rate >= 0.3 ? h("span", { class: "warn" }, " · returns a lot") : ""),
