@@ -115,7 +115,7 @@ function alertCard(alert) {
   const contacted = h("button", { type: "button", class: "accept" }, "Contacted");
   const dismissed = h("button", { type: "button", class: "secondary" }, "Dismissed");
   const card = h("li", {
-    class: `alert-card tier-${alert.tier || "none"}`, dataset: { id: alert.id, tier: alert.tier || "",
+    class: "alert-card", dataset: { id: alert.id, tier: alert.tier || "",
       customer: alert.customer_id, handled: handled || "" },
   },
   h("div", { class: "card-head" },

@@ -150,10 +150,10 @@ def save_key(page, key: str = TILL_KEY) -> None:
     page.locator("#key-state").get_by_text("Key saved on this device").wait_for(timeout=10_000)
 
 
-def screenshot(page, name: str) -> Path:
+def screenshot(page, name: str, full_page: bool = True) -> Path:
     ARTIFACTS.mkdir(exist_ok=True)
     path = ARTIFACTS / f"{name}.png"
-    page.screenshot(path=str(path), full_page=True)
+    page.screenshot(path=str(path), full_page=full_page, animations="disabled")
     return path
 
 
