@@ -264,7 +264,7 @@ def demo(
     base = Settings()
     base = base.model_copy(update={
         "key_prefix": DEMO_PREFIX,
-        "api_keys": {DEMO_KEY: ["recommend", "profile", "admin"]},
+        "api_keys": {DEMO_KEY: ["recommend", "profile", "admin"], "demo-app-key": ["recommend", "profile"]},
     })
     children: list[subprocess.Popen] = []
     stack = LocalStack(base, always_start_broker=False)
@@ -364,6 +364,8 @@ def demo(
         sku = _trousers_sku(catalog) or "TR-001"
         auth = f'-H "Authorization: Bearer {DEMO_KEY}"'
         print(f"\nomnirec demo is live: API at {base_url}  (key {DEMO_KEY})\n", flush=True)
+        print(f"apps (type the key demo-app-key once): checkout {base_url}/app  "
+              f"retention {base_url}/app/retention  (try customer {customer})\n")
         print(f"curl -s {auth} {base_url}/v1/customers/{customer}")
         print(f"curl -s {auth} '{base_url}/v1/recommendations?customer_id={customer}&context=home'")
         body = json.dumps({"customer_id": customer, "basket": [sku]})

@@ -110,12 +110,12 @@ def serve_api(tmp_path) -> Callable[[Settings], str]:
     def start(settings: Settings) -> str:
         settings = settings.model_copy(update={"api_keys": KEYS, "api_catalog_refresh_s": 0.2})
         port = free_port()
-        log = open(tmp_path / f"api-{port}.log", "wb")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "api.main:app", "--host", "127.0.0.1", "--port", str(port),
-             "--log-level", "warning"],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env={**settings_env(settings), "PYTHONUNBUFFERED": "1"}, start_new_session=True)
+        with open(tmp_path / f"api-{port}.log", "wb") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "uvicorn", "api.main:app", "--host", "127.0.0.1", "--port", str(port),
+                 "--log-level", "warning"],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                env={**settings_env(settings), "PYTHONUNBUFFERED": "1"}, start_new_session=True)
         procs.append(proc)
         base_url = f"http://127.0.0.1:{port}"
 
