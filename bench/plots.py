@@ -1,5 +1,6 @@
 """PNGs from bench/results/*.json: latency percentiles by rate, freshness histogram,
-throughput vs ceiling bars, Redis bytes per key.
+throughput vs ceiling bars, Redis bytes per key, Ta-Feng quality (quality_tafeng.json,
+written by ``python -m bench.run_all --all`` from the two ``omnirec.evaluate`` runs).
 
     python -m bench.plots
 """
@@ -91,7 +92,49 @@ def render() -> list[Path]:
                      f"(goal ≤ {mem['goal_gib_per_million']})")
         fig.tight_layout()
         out.append(_save(fig, "memory_bytes_per_key.png"))
+
+    q = _load("quality_tafeng")
+    if q:
+        out.append(_quality(plt, q))
     return out
+
+
+TIFU_KNN = {"recall@10": 0.1301, "ndcg@10": 0.1011}  # Hu et al., SIGIR 2020, Ta-Feng, last basket
+
+
+def _quality(plt, q: dict) -> Path:
+    """omnirec vs the three baselines: Recall@10 and cross-sell HR@10 per protocol."""
+    protocols = [p for p in ("prequential", "leave-last-basket-out") if q.get(p)]
+    models = ["omnirec", "popularity", "decayed_popularity", "gp_topfreq"]
+    colors = ["tab:blue", "grey", "silver", "tab:orange"]
+    metrics = [("recall@10", "Recall@10"), ("cross_sell_hit_rate@10", "cross-sell HR@10")]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
+    width = 0.8 / len(models)
+    for ax, (key, label) in zip(axes, metrics):
+        for i, (m, col) in enumerate(zip(models, colors)):
+            vals = [(q[p] if m == "omnirec" else q[p]["baselines"][m])[key] for p in protocols]
+            xs = [j + (i - (len(models) - 1) / 2) * width for j in range(len(protocols))]
+            bars = ax.bar(xs, vals, width, label=m, color=col)
+            for b, v in zip(bars, vals):
+                ax.text(b.get_x() + b.get_width() / 2, v, f"{v:.3f}", ha="center", va="bottom", fontsize=7)
+        ax.set_xticks(range(len(protocols)), protocols)
+        ax.set_title(label)
+        if key == "recall@10":
+            ax.axhline(TIFU_KNN["recall@10"], color="tab:red", linestyle="--", linewidth=1,
+                       label="TIFU-KNN published 0.1301 (last basket)")
+            ax.axhline(0.13, color="black", linestyle=":", linewidth=0.8, label="goal 0.13 (prequential)")
+        else:
+            for j, p in enumerate(protocols):
+                goal = 2 * q[p]["baselines"]["popularity"][key]
+                ax.hlines(goal, j - 0.45, j + 0.45, color="black", linestyle=":", linewidth=0.8,
+                          label="goal 2× popularity" if j == 0 else None)
+        ax.set_ylim(0, ax.get_ylim()[1] * 1.35)
+        ax.legend(fontsize=7, loc="upper left", ncol=2)
+    pre = q.get("prequential") or {}
+    fig.suptitle(f"Ta-Feng quality, k = {q.get('k', 10)} "
+                 f"({pre.get('events', 0):,} events; prequential n = {pre.get('n_evaluated', 0):,})")
+    fig.tight_layout()
+    return _save(fig, "quality_tafeng.png")
 
 
 def _save(fig, name: str) -> Path:
