@@ -65,10 +65,13 @@ def test_produced_purchases_show_up_in_cross_sell_with_a_reason(settings, run_fl
     load(settings, history())
     wait_for_orders(settings, "c-19", 2)
     till = {"Authorization": "Bearer till-key"}
-    body = wait_for(lambda: (r := api.post("/v1/cross-sell", json={"basket": ["TR-1"], "k": 3}, headers=till))
-                    .json()["items"] and r.json(), 20, "catalog refresh")
-    assert body["items"][0]["sku"] == "BL-1"
-    assert any(reason.startswith("bought with Slim trousers in") for reason in body["items"][0]["reasons"])
+    def belt_first():  # the API's catalog copy refreshes every 0.2 s: wait until it holds both products
+        items = api.post("/v1/cross-sell", json={"basket": ["TR-1"], "k": 3}, headers=till).json()["items"]
+        return items if items and "TR-1" in api.app.state.store.catalog else None
+
+    items = wait_for(belt_first, 20, "catalog refresh")
+    assert items[0]["sku"] == "BL-1"
+    assert any(reason.startswith("bought with Slim trousers in") for reason in items[0]["reasons"])
 
     profile_json = api.get("/v1/customers/c-1", headers=till).json()
     assert profile_json["rfm"]["frequency"] == 2
