@@ -66,8 +66,9 @@ def test_produced_purchases_show_up_in_cross_sell_with_a_reason(settings, run_fl
     wait_for_orders(settings, "c-19", 2)
     till = {"Authorization": "Bearer till-key"}
     def belt_first():  # the API's catalog copy refreshes every 0.2 s: wait until it holds both products
-        items = api.post("/v1/cross-sell", json={"basket": ["TR-1"], "k": 3}, headers=till).json()["items"]
-        return items if items and "TR-1" in api.app.state.store.catalog else None
+        if "TR-1" not in api.app.state.store.catalog:
+            return None
+        return api.post("/v1/cross-sell", json={"basket": ["TR-1"], "k": 3}, headers=till).json()["items"]
 
     items = wait_for(belt_first, 20, "catalog refresh")
     assert items[0]["sku"] == "BL-1"
