@@ -86,7 +86,9 @@ class ChurnSettings:
     catch_up_ms: int = 3_600_000
 
 
-CHURN_QUIET_TYPES = frozenset({"page_view", "product_view", "search"})  # a visit is counted once a day
+# What moves a customer's churn timer enough to tell their shard at once; visits and carts
+# are folded into the rhythm and travel with the next of these.
+CHURN_SIGNAL_TYPES = frozenset({"purchase", "return", "survey", "store_visit"})
 
 
 @dataclass
@@ -157,7 +159,7 @@ class FlowContext:
         state = state or CustomerState(customer_id)
         signals = apply_to_customer(state, message, self.popularity)
         emits: list = [Write("customer", self.scheme.customer(state.customer_id), state), *signals]
-        if isinstance(message, Merge) or (isinstance(message, Event) and message.type not in CHURN_QUIET_TYPES):
+        if isinstance(message, Merge) or (isinstance(message, Event) and message.type in CHURN_SIGNAL_TYPES):
             shard = tiers.shard_of(customer_id, self.churn.shards)
             update = ("update", shard, customer_id, state.rhythm.copy(), state.last_ts or 0)
             emits.append(("churn", f"churn:{shard}", update))

@@ -37,6 +37,7 @@ Three pieces, all pure (stdlib only) and driven by event time (``now_ms`` is alw
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import heapq
 import math
@@ -771,6 +772,16 @@ class ChurnShard:
     def __post_init__(self) -> None:
         if self.sample is None:
             self.sample = PopulationSample(self.sample_size)
+
+    def __deepcopy__(self, memo: dict) -> ChurnShard:
+        """bytewax copies each touched shard at every epoch: copy the containers, share what is
+        never mutated in place (the model, sample rows, the rhythms parked in the due index)."""
+        clone = copy.copy(self)
+        clone.sketch = self.sketch.copy()
+        clone.sample = PopulationSample(self.sample.size, dict(self.sample.rows), self.sample.cutoff)
+        clone.due = DueIndex(list(self.due.heap), {cid: list(e) for cid, e in self.due.armed.items()},
+                             dict(self.due.fired), self.due.seq)
+        return clone
 
     # --- inputs -------------------------------------------------------------------------
 

@@ -64,6 +64,9 @@ class Sketch:
     counts: dict[int, int] = field(default_factory=dict)
     none: int = 0
 
+    def copy(self) -> Sketch:
+        return Sketch(self.width, dict(self.counts), self.none)
+
     def bucket(self, key: float | None) -> int | None:
         return None if key is None else math.floor(key / self.width)
 
@@ -270,6 +273,9 @@ class PopulationSketch:
         for sketch, o, n in zip((self.value, self.recency, self.frequency), old or (None,) * 3, new):
             sketch.move(o, n, known=old is not None)
         self.members[customer_id] = new
+
+    def copy(self) -> PopulationSketch:
+        return PopulationSketch(self.value.copy(), self.recency.copy(), self.frequency.copy(), dict(self.members))
 
     def merge(self, other: PopulationSketch) -> PopulationSketch:
         """Fold another shard's sketches in (shards hold disjoint customers)."""

@@ -291,3 +291,21 @@ def test_shard_state_pickles():
     again = pickle.loads(pickle.dumps(states[0]))
     assert again.due.armed.keys() == states[0].due.armed.keys()
     assert again.model == states[0].model
+
+
+def test_a_shard_copy_is_independent_of_the_original():
+    import copy as copy_module
+
+    from online_models.churn import ChurnShard, Rhythm
+    from online_models.events import DAY_MS, Event, Item
+
+    shard, rhythm = ChurnShard(), Rhythm()
+    for week in range(4):
+        rhythm.observe(Event(f"p{week}", "purchase", 1_700_000_000_000 + week * 7 * DAY_MS, "store",
+                             customer_id="c-1", items=(Item("A", 1, 10.0),)))
+    shard.update("c-1", rhythm.copy(), rhythm.last_ts)
+    clone = copy_module.deepcopy(shard)
+    fired = clone.advance(rhythm.last_ts + 400 * DAY_MS)
+    assert [a.customer_id for a in fired] == ["c-1"]
+    assert shard.due.due_of("c-1") is not None and "c-1" not in shard.due.fired  # the original is untouched
+    assert clone.sketch.members == shard.sketch.members and clone.sketch is not shard.sketch
