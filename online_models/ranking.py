@@ -10,6 +10,7 @@ import heapq
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from online_models.customer import CustomerState
 from online_models.events import Product
@@ -44,7 +45,7 @@ class Rules:
     def is_replenishable(self, product: Product) -> bool:
         if product.attributes.get("replenishable") is True:
             return True
-        return any(_under(product.category, prefix) for prefix in self.replenishable)
+        return _category_under_any(product.category, self.replenishable)
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,19 +117,20 @@ def recommend(
     # At the till, a second pair of trousers is a substitute, not a complement.
     basket_categories = _categories(request.skus, catalog) if request.context == "cart" else set()
     scored: list[_Scored] = []
+    outside_line: dict[str, bool] = {}  # per category, for this customer
     for cand in candidates.values():
         product = catalog.get(cand.sku)
-        if product is None or cand.sku in excluded or not _allowed(product, state, shares, rules):
+        if product is None or cand.sku in excluded or not _allowed(product, state, shares, rules, outside_line):
             continue
         score = sum(getattr(weights, part) * value for part, value in cand.parts.items())
         if product.category in basket_categories and not rules.is_replenishable(product):
             score *= SUBSTITUTE_PENALTY
-        scored.append(_Scored(score, cand, product, _features(cand, product, state)))
+        scored.append(_Scored(score, cand, product))
     if ranker is not None and ranker.trained_on and scored:
-        _blend_learnt(scored, ranker)
-    # Only the k shown are dressed with names and reasons: most candidates never are.
+        _blend_learnt(scored, ranker, state)
+    # Only the k shown are dressed with names, reasons and features: most candidates never are.
     top = heapq.nsmallest(request.k, scored, key=lambda s: (-s.score, s.candidate.sku))
-    return [_finish(s) for s in top]
+    return [_finish(s, state) for s in top]
 
 
 @dataclass(slots=True)
@@ -136,7 +138,12 @@ class _Scored:
     score: float
     candidate: _Candidate
     product: Product
-    features: dict[str, float]
+    features: dict[str, float] | None = None
+
+    def features_for(self, state: CustomerState | None) -> dict[str, float]:
+        if self.features is None:
+            self.features = _features(self.candidate, self.product, state)
+        return self.features
 
 
 def _candidate(candidates: dict[str, _Candidate], sku: str) -> _Candidate:
@@ -195,14 +202,17 @@ def _score_popularity(request, popularity, catalog, candidates) -> None:
             _candidate(candidates, sku).add("popularity", weight / (1.0 + rank / 10), reason)
 
 
-def _allowed(product: Product, state: CustomerState | None, shares, rules: Rules) -> bool:
+def _allowed(product: Product, state: CustomerState | None, shares, rules: Rules, memo: dict[str, bool]) -> bool:
     if not product.in_stock:
         return False
     if state is None:
         return True
     if state.bought_recently(product.sku) and not rules.is_replenishable(product):
         return False
-    return not _outside_customer_line(product.category, shares, rules)
+    outside = memo.get(product.category)
+    if outside is None:
+        outside = memo[product.category] = _outside_customer_line(product.category, shares, rules)
+    return not outside
 
 
 def _outside_customer_line(category: str, shares: Mapping[str, float], rules: Rules) -> bool:
@@ -235,21 +245,21 @@ def _features(cand: _Candidate, product: Product, state: CustomerState | None) -
             "viewed": 1.0 if state is not None and product.sku in state.recent_views else 0.0}
 
 
-def _finish(scored: _Scored) -> Suggestion:
+def _finish(scored: _Scored, state: CustomerState | None) -> Suggestion:
     product, cand = scored.product, scored.candidate
     ranked = sorted(cand.reasons.values(), key=lambda vr: -vr[0])
     reasons = [text if isinstance(text, str) else text[0].format(*text[1:]) for _, text in ranked]
     return Suggestion(
         sku=product.sku, score=round(scored.score, 6), reasons=reasons, name=product.name,
-        category=product.category, price=product.price, features=scored.features,
+        category=product.category, price=product.price, features=scored.features_for(state),
     )
 
 
-def _blend_learnt(scored: list[_Scored], ranker: RankerWeights) -> None:
+def _blend_learnt(scored: list[_Scored], ranker: RankerWeights, state: CustomerState | None) -> None:
     trust = ranker.trained_on / (ranker.trained_on + RANKER_PRIOR_EVENTS)
     top = max(s.score for s in scored) or 1.0
     for s in scored:
-        s.score = (1 - trust) * s.score / top + trust * ranker.predict(s.features)
+        s.score = (1 - trust) * s.score / top + trust * ranker.predict(s.features_for(state))
 
 
 def _margin_share(product: Product) -> float:
@@ -261,6 +271,11 @@ def _margin_share(product: Product) -> float:
 
 def _categories(skus, catalog: Mapping[str, Product]) -> set[str]:
     return {catalog[sku].category for sku in skus if sku in catalog}
+
+
+@lru_cache(maxsize=65_536)
+def _category_under_any(category: str, prefixes: tuple[str, ...]) -> bool:
+    return any(_under(category, prefix) for prefix in prefixes)
 
 
 def _under(category: str, prefix: str) -> bool:
