@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import resource
 import sys
 import time
@@ -120,7 +121,10 @@ def main() -> None:
     t0 = time.time()
     result = asyncio.run(run(spec))
     result["wall_s"] = time.time() - t0
+    # The event loop may have left stdout non-blocking: a large result would then be cut short.
+    os.set_blocking(sys.stdout.fileno(), True)
     sys.stdout.write(json.dumps(result) + "\n")
+    sys.stdout.flush()
 
 
 if __name__ == "__main__":
