@@ -110,7 +110,7 @@ def recommend(
     candidates: dict[str, _Candidate] = {}
     _score_complements(anchors(state, request), neighbors, catalog, candidates)
     if state is not None:
-        _score_personal(state, shares, popularity, catalog, rules, candidates)
+        _score_personal(state, shares, popularity, catalog, rules, candidates, request.context)
     _score_popularity(request, popularity, catalog, candidates)
 
     excluded = set(request.skus)
@@ -162,7 +162,7 @@ def _score_complements(anchor_weights, neighbors, catalog, candidates) -> None:
             _candidate(candidates, neighbor.sku).add("complement", weight * neighbor.score, reason)
 
 
-def _score_personal(state, shares, popularity, catalog, rules, candidates) -> None:
+def _score_personal(state, shares, popularity, catalog, rules, candidates, context: str) -> None:
     for category, share in sorted(shares.items(), key=lambda kv: -kv[1])[:3]:
         for sku in popularity.by_category.get(category, ())[:PERSONAL_CANDIDATES]:
             _candidate(candidates, sku)
@@ -171,8 +171,9 @@ def _score_personal(state, shares, popularity, catalog, rules, candidates) -> No
     for sku, (times, _) in state.bought.items():
         product = catalog.get(sku)
         if product is not None and rules.is_replenishable(product):
-            # Anything bought before outranks what is merely popular; more often, higher.
-            score = 0.5 + 0.5 * times / top_count
+            # On the home page anything bought before outranks what is merely popular; with a
+            # basket or product in view, complements of it come first.
+            score = 0.5 + 0.5 * times / top_count if context == "home" else 0.3 * times / top_count
             _candidate(candidates, sku).add("buy_again", score, "you buy this regularly")
     for cand in candidates.values():
         product = catalog.get(cand.sku)
