@@ -46,20 +46,23 @@ from typing import Any
 
 import orjson
 
+from api.store import GLOBAL_LIST, STORE_LIST  # the API's read sizes: the same index as it builds
+from flows.steps import FlowContext
+from omnirec.report import print_json_last
 from omnirec.settings import Settings
 from online_models import decay, keys, ranking
 from online_models.customer import BasketSignal, CustomerState
 from online_models.events import (
-    DAY_MS, Event, ParseLimits, Product, Rejected, parse_event, parse_product,
+    DAY_MS,
+    Event,
+    ParseLimits,
+    Product,
+    Rejected,
+    parse_event,
+    parse_product,
 )
 from online_models.identity import AliasState, Merge, apply_to_customer
-from flows.steps import FlowContext
 from online_models.items import ItemCounts, ItemNeighbors, Neighbor, PopularityIndex
-
-try:  # the API's read sizes, so the index matches what the API builds
-    from api.store import GLOBAL_LIST, STORE_LIST
-except Exception:  # pragma: no cover - api not importable
-    GLOBAL_LIST, STORE_LIST = 2000, 50
 
 PROTOCOLS = ("prequential", "leave-last-basket-out")
 BASELINES = ("popularity", "decayed_popularity", "gp_topfreq")
@@ -709,7 +712,12 @@ class _Progress:
         if self.enabled:
             from rich.console import Console
             from rich.progress import (
-                BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn,
+                BarColumn,
+                Progress,
+                TaskProgressColumn,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
             )
 
             self._bar = Progress(TextColumn(f"evaluate ({self.label})"), BarColumn(), TaskProgressColumn(),
@@ -760,9 +768,7 @@ def main(file, catalog=None, k: int = 10, as_json: bool = False,
     result = run(file, catalog, k, protocol, progress=True)
     render(result)
     if as_json:
-        sys.stdout.flush()
-        sys.stdout.write(orjson.dumps(result).decode() + "\n")
-        sys.stdout.flush()
+        print_json_last(result)
     return result
 
 

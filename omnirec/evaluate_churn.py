@@ -36,6 +36,7 @@ from typing import Any
 
 import orjson
 
+from omnirec.report import print_json_last
 from online_models import churn, tiers
 from online_models.events import DAY_MS, Event, Item, parse_ts
 
@@ -458,9 +459,7 @@ def main(file: str | Path | None = None, calibration_end: str | None = None,
     result = run(file, calibration_end, holdout_end, **options)
     render(result)
     if as_json:
-        sys.stdout.flush()
-        sys.stdout.write(orjson.dumps(result).decode() + "\n")
-        sys.stdout.flush()
+        print_json_last(result)
     return result
 
 

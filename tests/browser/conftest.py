@@ -17,6 +17,7 @@ import pytest
 
 from omnirec.settings import Settings
 from tests.integration.kafka_tools import produce, wait_for
+from tests.seed import CATALOG
 
 CHROMIUM = os.environ.get("OMNIREC_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -25,25 +26,12 @@ ARTIFACTS = Path(__file__).parent / "artifacts"
 TILL_KEY = "till-key"  # recommend + profile: the apps never need admin
 KEYS = {TILL_KEY: ["recommend", "profile"]}
 
-TS = 1_795_601_700_000
-CATALOG = [
-    {"sku": "TR-1", "name": "Slim trousers", "category": "men/trousers", "brand": "Northway", "price": 50},
-    {"sku": "BL-1", "name": "Leather belt", "category": "men/belts", "brand": "Northway", "price": 20},
-    {"sku": "SK-1", "name": "Wool socks", "category": "men/socks", "brand": "Linea", "price": 8},
-    {"sku": "CF-1", "name": "Coffee", "category": "grocery/coffee", "brand": "Bean", "price": 9},
-]
 OFFERS = [
     {"offer_id": "belt-bundle", "name": "Belt bundle", "kind": "bundle", "value": 12.0, "bundle_skus": ["BL-1"],
      "eligibility": {"categories": ["men"]}, "prior_propensity": 0.3},
     {"offer_id": "coffee-points", "name": "Coffee points", "kind": "loyalty_points", "value": 4.0,
      "eligibility": {"categories": ["grocery"]}, "prior_propensity": 0.3},
 ]
-
-
-def purchase(n: int, customer: str, skus, ts: int | None = None) -> dict:
-    return {"event_id": f"p-{customer}-{n}", "type": "purchase", "ts": ts or TS + n * 3_600_000,
-            "channel": "store", "customer_id": customer, "store_id": "s-1", "order_id": f"o-{customer}-{n}",
-            "items": [{"sku": sku, "qty": 1, "price": 10.0} for sku in skus]}
 
 
 def seed(settings: Settings, events: list[dict]) -> None:

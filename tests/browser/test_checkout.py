@@ -8,20 +8,11 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.integration.kafka_tools import consume, wait_for
+from tests.seed import history
 
-from .conftest import api_get, purchase, save_key, screenshot, seed
+from .conftest import api_get, save_key, screenshot, seed
 
 pytestmark = pytest.mark.browser
-
-
-def history(customers: int = 20) -> list[dict]:
-    """Trousers come with a belt in two baskets of three (c-0, c-3, ... bought no belt yet)."""
-    events = []
-    for c in range(customers):
-        cid = f"c-{c}"
-        events.append(purchase(0, cid, ["TR-1", "BL-1", "CF-1"] if c % 3 else ["TR-1", "CF-1"]))
-        events.append(purchase(1, cid, ["CF-1"] + (["SK-1"] if c % 4 == 0 else [])))
-    return events
 
 
 def test_a_sales_assistant_serves_a_customer_at_checkout(settings, run_flow, serve_api, pages):

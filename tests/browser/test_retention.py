@@ -11,8 +11,9 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.integration.kafka_tools import produce, wait_for
+from tests.seed import purchase
 
-from .conftest import api_get, purchase, save_key, screenshot, seed
+from .conftest import api_get, save_key, screenshot, seed
 
 pytestmark = pytest.mark.browser
 DAY = 86_400_000
