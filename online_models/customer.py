@@ -53,7 +53,6 @@ class BasketSignal:
 class CustomerState:
     customer_id: str
     aliases: list[str] = field(default_factory=list)
-    merged_into: str | None = None
     first_ts: int | None = None
     last_ts: int | None = None
     first_purchase_ts: int | None = None
@@ -87,9 +86,8 @@ class CustomerState:
 
         A duplicate (an `event_id` seen recently for this customer) changes nothing.
         """
-        if self.is_duplicate(event.event_id):
+        if not self.remember(event.event_id):
             return []
-        self._remember(event.event_id)
         self._touch(event)
         self.rhythm.observe(event)
         handler = _HANDLERS.get(event.type)
@@ -97,6 +95,15 @@ class CustomerState:
 
     def is_duplicate(self, event_id: str) -> bool:
         return event_id in self.seen_ids
+
+    def remember(self, event_id: str) -> bool:
+        """Record an event id in the bounded dedup window; False if it was already there."""
+        if self.is_duplicate(event_id):
+            return False
+        self.seen_ids.append(event_id)
+        if len(self.seen_ids) > MAX_SEEN_IDS:
+            del self.seen_ids[0]
+        return True
 
     def merge(self, other: CustomerState) -> None:
         """Fold a stitched anonymous / loyalty-card state into this customer's state."""
@@ -232,11 +239,6 @@ class CustomerState:
         return []
 
     # --- helpers --------------------------------------------------------------------------
-
-    def _remember(self, event_id: str) -> None:
-        self.seen_ids.append(event_id)
-        if len(self.seen_ids) > MAX_SEEN_IDS:
-            del self.seen_ids[0]
 
     def _touch(self, event: Event) -> None:
         self.first_ts = _min(self.first_ts, event.ts_ms)

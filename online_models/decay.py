@@ -9,7 +9,6 @@ passes. The decayed value at `now` is exp(stored − λ·now).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
 
 DAY_MS = 86_400_000
 
@@ -61,8 +60,3 @@ def shares(counter: dict[str, float]) -> dict[str, float]:
     total = sum(weights.values())
     return {key: weight / total for key, weight in weights.items()}
 
-
-def top(counter: dict[str, float], n: int, exclude: Iterable[str] = ()) -> list[str]:
-    skip = set(exclude)
-    ranked = sorted(counter.items(), key=lambda kv: kv[1], reverse=True)
-    return [key for key, _ in ranked if key not in skip][:n]

@@ -11,7 +11,7 @@ import copy
 from dataclasses import dataclass, field
 
 from online_models import decay
-from online_models.customer import MAX_SEEN_IDS, BasketSignal, CustomerState
+from online_models.customer import BasketSignal, CustomerState
 from online_models.events import Event, Feedback
 
 
@@ -65,15 +65,12 @@ def apply_to_customer(
 ) -> list[BasketSignal]:
     """The customer step's one verb: an event, offer feedback, or the merge of a stitched alias."""
     if isinstance(message, Feedback):
-        if not state.is_duplicate(message.event_id):
-            state.seen_ids.append(message.event_id)
-            del state.seen_ids[:-MAX_SEEN_IDS]
+        if state.remember(message.event_id):
             state.record_feedback(message.type, message.offer_id, message.ts_ms, message.channel)
         return []
     if isinstance(message, Merge):
-        if state.is_duplicate(message.event_id):
-            return []
-        state.merge(message.profile)
-        state.seen_ids.append(message.event_id)
+        if not state.is_duplicate(message.event_id):
+            state.merge(message.profile)  # first: the merge rebuilds the dedup window
+            state.remember(message.event_id)
         return []
     return state.apply(message, decay_)

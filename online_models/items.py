@@ -124,11 +124,6 @@ class ItemNeighbors:
         return ranked[:n]
 
 
-def split_signal(signal: BasketSignal) -> Iterable[tuple[str, BasketSignal]]:
-    """Route a basket to every item in it (for a cart add, also to the items already there)."""
-    return ((sku, signal) for sku in signal.skus)
-
-
 @dataclass(slots=True)
 class PopularityIndex:
     """Ordered popular SKUs globally, per category and per store, for candidates and cold start."""

@@ -80,9 +80,6 @@ class KeyScheme:
     def ranker(self) -> str:
         return f"{self.prefix}:{{ranker}}:weights"
 
-    def pattern(self) -> str:
-        return f"{self.prefix}:*"
-
 
 # --- codec -------------------------------------------------------------------------------
 

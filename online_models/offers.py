@@ -26,7 +26,6 @@ from online_models.customer import CustomerState
 from online_models.events import DAY_MS, Product
 
 KINDS = ("discount", "bundle", "loyalty_points", "win_back", "service")
-FEEDBACK_TYPES = frozenset({"impression", "click", "accept", "dismiss"})
 MIN_ORDERS_FOR_RHYTHM = 3
 TIMED_KINDS = frozenset({"discount", "bundle", "loyalty_points"})  # coupons that expire unused
 
