@@ -132,7 +132,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         store: Store = request.app.state.store
         state, _neighbors = await store.fetch(customer_id, None, ())
         now = _now_ms()
-        tier = store.population.assess(state, now)["tier"] if state is not None else None
+        tier = store.population.tier_of(state) if state is not None else None  # not the whole churn assessment
         situation = offers.Situation(now, channel, store_id, context, tier)
         decision = offers.decide(store.offers.values(), store.offer_stats, state, situation, store.catalog,
                                  request.app.state.arbitration, seed=secrets.randbits(63))
@@ -168,7 +168,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def metrics_summary(request: Request, _: ProfileScope) -> Response:
         """For dashboards: messages the flow has processed, alerts raised today, offer acceptance."""
         store: Store = request.app.state.store
-        midnight = _now_ms() - _now_ms() % 86_400_000
+        now = _now_ms()
+        midnight = now - now % 86_400_000
         pipe = store.client.pipeline(transaction=False)
         pipe.hgetall(store.scheme.flow_metrics())
         pipe.xrange(store.scheme.churn_alerts(), min=str(midnight), max="+", count=100_000)
@@ -181,7 +182,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "alerts_today": len(alerts_today),
             "offer_impressions": shown, "offer_accepts": accepted,
             "offer_acceptance_rate": round(accepted / shown, 4) if shown else None,
-            "now_ms": _now_ms(),
+            "now_ms": now,
         })
 
     @app.get("/v1/alerts/churn", tags=["churn"])

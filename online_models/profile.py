@@ -31,13 +31,16 @@ class Population:
         value_tiers = sketch.tiers() if published else None
         return cls({i: model for i, (model, _) in published.items()}, sketch, shards, value_tiers)
 
+    def tier_of(self, state: CustomerState) -> str | None:
+        return self.value_tiers.tier_of_log(state.rhythm.value_log()) if self.value_tiers else None
+
     def assess(self, state: CustomerState, now_ms: int) -> dict[str, Any]:
         """Tier, RFM cell, behaviour segment and churn score of one customer, with reasons."""
         rhythm = state.rhythm
         model = self.models.get(tiers.shard_of(state.customer_id, self.shards), ChurnModel())
         score = model.score(rhythm, now_ms)
         return {
-            "tier": self.value_tiers.tier_of_log(rhythm.value_log()) if self.value_tiers else None,
+            "tier": self.tier_of(state),
             "rfm": self.sketch.rfm(rhythm.value_log(), rhythm.last_purchase_ts, rhythm.purchases)
             if self.value_tiers else None,
             "segment": tiers.segment(rhythm, now_ms),
