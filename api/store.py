@@ -28,6 +28,7 @@ class Store:
         self.scheme = scheme
         self.catalog: dict[str, Product] = {}
         self.popularity = PopularityIndex()
+        self.basket_counts: dict[str, float] = {}  # sku → log basket count: complement scores divide by it
         self.offers: dict[str, Offer] = {}
         self.offer_stats: dict[str, OfferStats] = {}
         self.ranker: RankerWeights | None = None
@@ -48,7 +49,7 @@ class Store:
         for sku in skus:
             pipe.get(self.scheme.neighbors(sku))
         raw_profile, *raw_neighbors = await pipe.execute()
-        neighbors = {sku: keys.decode_neighbors(raw) for sku, raw in zip(skus, raw_neighbors) if raw}
+        neighbors = {sku: keys.decode_neighbors(raw, self.basket_counts) for sku, raw in zip(skus, raw_neighbors) if raw}
         state = keys.decode_profile(raw_profile) if raw_profile else None
         if isinstance(state, str):  # an alias now linked to a customer
             raw = await self.client.get(self.scheme.customer(state))
@@ -69,7 +70,7 @@ class Store:
         for sku in skus:
             pipe.get(self.scheme.neighbors(sku))
         raws = await pipe.execute()
-        return {sku: keys.decode_neighbors(raw) for sku, raw in zip(skus, raws) if raw}
+        return {sku: keys.decode_neighbors(raw, self.basket_counts) for sku, raw in zip(skus, raws) if raw}
 
     async def refresh(self) -> None:
         """Reload the catalog and popularity lists (one pipeline, then one per store list)."""
@@ -80,7 +81,9 @@ class Store:
         pipe.hgetall(self.scheme.offers())
         pipe.smembers(self.scheme.offer_stats_index())
         pipe.get(self.scheme.ranker())
-        raw_catalog, global_scores, stores, raw_offers, stats_ids, raw_ranker = await pipe.execute()
+        pipe.zrange(self.scheme.basket_counts(), 0, -1, withscores=True)
+        raw_catalog, global_scores, stores, raw_offers, stats_ids, raw_ranker, counts = await pipe.execute()
+        self.basket_counts = {sku.decode(): score for sku, score in counts}
         store_ids = sorted(s.decode() for s in stores)
         offer_ids = sorted(o.decode() for o in stats_ids)
         pipe = self.client.pipeline(transaction=False)

@@ -44,25 +44,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from api.store import GLOBAL_LIST, STORE_LIST  # the API's read sizes: the same index as it builds
-from flows.steps import FlowContext
+from omnirec import replay
 from omnirec.report import print_json_last
 from omnirec.settings import Settings
 from online_models import decay, keys, ranking
-from online_models.customer import BasketSignal, CustomerState
-from online_models.events import (
-    DAY_MS,
-    Event,
-    ParseLimits,
-    Product,
-    Rejected,
-    parse_event,
-    parse_product,
-)
-from online_models.identity import AliasState, Merge, apply_to_customer
+from online_models.clock import DAY_MS
+from online_models.customer import CustomerState
+from online_models.engine import Engine, Runner, route
+from online_models.events import Event, Product
+from online_models.identity import AliasState
 from online_models.items import ItemCounts, ItemNeighbors, Neighbor, PopularityIndex
+from online_models.messages import DeadLetter, Put, Raw, SAdd, ZAdd
 
 PROTOCOLS = ("prequential", "leave-last-basket-out")
 BASELINES = ("popularity", "decayed_popularity", "gp_topfreq")
@@ -75,15 +68,11 @@ Key = tuple[str, str]  # ("c", customer_id) or ("a", alias_id): whose profile an
 # ----------------------------------------------------------------------------- reading
 
 
-def read_records(
-    paths: Iterable[str | Path], limits: ParseLimits = ParseLimits(), progress=None,
-) -> Iterator[Event | Product | Rejected]:
-    """Products and events of JSONL files in order; events parsed against the stream's clock.
-
-    A line whose ``type`` is ``product`` is a product (as on the catalog topic); anything
-    else is an event envelope, validated exactly as the flow's parse step does.
-    """
-    watermark: int | None = None
+def read_records(paths: Iterable[str | Path], settings: Settings, progress=None) -> Iterator[Raw]:
+    """Every line of JSONL files as the record the flow would read: on the topic
+    `omnirec replay` would produce it to (products to the catalog, events by channel), one
+    partition per topic, keyed as producers key it."""
+    offsets: dict[str, int] = {}
     for path in paths:
         with open(path, "rb") as f:
             for raw in f:
@@ -92,36 +81,18 @@ def read_records(
                 line = raw.strip()
                 if not line:
                     continue
-                if b'"product"' in line and _is_product(line):
-                    yield parse_product(line, limits=limits)
-                    continue
-                parsed = parse_event(line, stream_ts_ms=watermark, limits=limits)
-                if isinstance(parsed, Event) and (watermark is None or parsed.ts_ms > watermark):
-                    watermark = parsed.ts_ms
-                yield parsed
-
-
-def _is_product(line: bytes) -> bool:
-    try:
-        obj = orjson.loads(line)
-    except orjson.JSONDecodeError:
-        return False
-    return isinstance(obj, dict) and obj.get("type") == "product"
-
-
-def limits_from(settings: Settings) -> ParseLimits:
-    return ParseLimits(
-        max_bytes=settings.max_event_bytes,
-        max_lateness_ms=int(settings.max_event_lateness_days * DAY_MS),
-        max_future_ms=int(settings.max_event_future_hours * 3_600_000),
-    )
+                topic, key, _ = replay.route(line, settings)
+                offset = offsets[topic] = offsets.get(topic, -1) + 1
+                yield Raw(topic, 0, offset, key, line)
 
 
 # ----------------------------------------------------------------------------- the engine
 
 
 class Replayer:
-    """The flow's state, in memory, and the API's `recommend` over it."""
+    """The engine run in process (``online_models.engine.Runner``: the flow's own steps and
+    routing), the part of Redis the API reads, kept from the engine's writes, and the API's
+    `recommend` over it."""
 
     def __init__(
         self,
@@ -133,22 +104,40 @@ class Replayer:
         self.settings = settings or Settings()
         self.rules = rules or ranking.Rules(replenishable=tuple(self.settings.replenishable_categories))
         self.weights = weights or ranking.Weights()
-        self.popularity_decay = decay.Decay(self.settings.half_life_days)
-        self.cooccurrence_decay = decay.Decay(self.settings.cooccurrence_half_life_days)
+        self.engine = Engine(self.settings.engine())
+        self.scheme = self.engine.scheme
+        self.runner = Runner(self.engine, on_output=self._written)
         self.products: dict[str, Product] = {}  # the catalog + synthesised products: what ranking sees
         self.real_products: set[str] = set()
-        self.aliases: dict[str, AliasState] = {}
-        self.customers: dict[str, CustomerState] = {}
-        self.item_counts: dict[str, ItemCounts] = {}
-        self.item_neighbors: dict[str, ItemNeighbors] = {}
+        self.zsets: dict[str, dict[str, float]] = {}  # popularity and basket counts, as written
+        self.sets: dict[str, set[str]] = {}
+        self._neighbor_states: dict[str, ItemNeighbors] = {}  # Redis key → the state last written
         self.index = PopularityIndex()
         self.rebuild_every_purchases = rebuild_every_purchases
-        self._top: dict[str, list[Neighbor]] = {}  # stored neighbour lists, dropped on change
+        self._top: dict[str, list[Neighbor]] = {}  # decoded neighbour lists, dropped on change
         self._built_day: int | None = None
         self._purchases_since_build = 0
         self._index_stale = True
 
-    # --- learning (flows/steps.py) -----------------------------------------------------------
+    # --- learning: the flow's steps -----------------------------------------------------------
+
+    def parse(self, raw: Raw) -> list:
+        """The flow's parse step (with its per-partition watermark); feed the result to `learn`."""
+        return self.runner.apply("parse", raw)
+
+    def learn(self, messages: Iterable) -> None:
+        for message in messages:
+            if isinstance(message, Product):
+                self.add_product(message)
+            elif isinstance(message, Event):
+                self._synthesise(message)
+                if message.type == "purchase":
+                    self._purchases_since_build += 1
+            self.runner.feed(message)
+
+    def apply(self, event: Event) -> None:
+        """Learn one already parsed event (tests, and callers without raw bytes)."""
+        self.learn([event])
 
     def add_product(self, product: Product) -> None:
         """A catalog product: the API reads it for ranking (the flow's state never does)."""
@@ -156,44 +145,15 @@ class Replayer:
         self.real_products.add(product.sku)
         self._index_stale = True
 
-    def apply(self, event: Event) -> list[BasketSignal]:
-        """Route one event as the flow does; returns the basket signals it produced."""
-        kind, ident = FlowContext.route(event)
-        if kind == "customer":
-            signals = self._to_customer(ident, event)
-        else:
-            state = self.aliases.get(ident)
-            if state is None:
-                state = self.aliases[ident] = AliasState(ident)
-            outcome = state.apply(event, self.popularity_decay)
-            signals = list(outcome.signals)
-            for target, message in outcome.forward:
-                signals.extend(self._to_customer(target, message))
-        for signal in signals:
-            self._apply_signal(signal)
-        self._synthesise(event)
-        if event.type == "purchase":
-            self._purchases_since_build += 1
-        return signals
-
-    def _to_customer(self, customer_id: str, message: Event | Merge) -> list[BasketSignal]:
-        state = self.customers.get(customer_id)
-        if state is None:
-            state = self.customers[customer_id] = CustomerState(customer_id)
-        return apply_to_customer(state, message, self.popularity_decay)
-
-    def _apply_signal(self, signal: BasketSignal) -> None:
-        counts, neighbors, top = self.item_counts, self.item_neighbors, self._top
-        for sku in signal.skus:
-            state = counts.get(sku)
-            if state is None:
-                state = counts[sku] = ItemCounts(sku)
-            for target, update in state.apply_signal(signal, self.popularity_decay, self.cooccurrence_decay):
-                partner = neighbors.get(target)
-                if partner is None:
-                    partner = neighbors[target] = ItemNeighbors(target)
-                partner.apply(update)
-                top.pop(target, None)
+    def _written(self, write) -> None:
+        """Keep what the API reads of Redis: popularity lists, basket counts, neighbour blobs."""
+        if isinstance(write, ZAdd):
+            self.zsets.setdefault(write.key, {})[write.member] = write.score
+        elif isinstance(write, SAdd):
+            self.sets.setdefault(write.key, set()).add(write.member)
+        elif isinstance(write, Put) and write.encode is keys.encode_neighbors:
+            self._neighbor_states[write.key] = write.value
+            self._top.pop(write.key, None)
 
     def _synthesise(self, event: Event) -> None:
         """A SKU without a catalog product gets one from the item's category, for ranking only."""
@@ -204,17 +164,29 @@ class Replayer:
         if event.sku and event.sku not in self.products:
             self.products[event.sku] = Product(event.sku, event.sku, "unknown")
 
-    # --- reading (api/store.py, api/main.py) ---------------------------------------------------
+    # --- reading (api/store.py) --------------------------------------------------------------
+
+    @property
+    def aliases(self) -> dict[str, AliasState]:
+        return self.runner.states["aliases"]
+
+    @property
+    def customers(self) -> dict[str, CustomerState]:
+        return self.runner.states["customers"]
+
+    @property
+    def item_counts(self) -> dict[str, ItemCounts]:
+        return self.runner.states["item_counts"]
 
     def key_for(self, event: Event) -> Key:
         """Whose profile this event updates: the customer, a stitched alias's customer, or the alias."""
-        kind, ident = FlowContext.route(event)
-        if kind == "alias":
-            alias = self.aliases.get(ident)
+        alias_id = route(event)
+        if alias_id:
+            alias = self.aliases.get(alias_id)
             if alias is not None and alias.customer_id:
                 return ("c", alias.customer_id)
-            return ("a", ident)
-        return ("c", ident)
+            return ("a", alias_id)
+        return ("c", event.customer_id or "")
 
     def state(self, key: Key) -> CustomerState | None:
         kind, ident = key
@@ -228,15 +200,17 @@ class Replayer:
         return alias.profile
 
     def neighbors(self, skus: Iterable[str]) -> dict[str, list[Neighbor]]:
-        """The stored neighbour lists (top `keys.NEIGHBORS_STORED`) of `skus`, as the API reads them."""
+        """The neighbour lists of `skus`, decoded from their stored bytes as the API decodes them."""
         out = {}
+        counts = self.zsets.get(self.scheme.basket_counts(), {})
         for sku in skus:
-            top = self._top.get(sku)
+            redis_key = self.scheme.neighbors(sku)
+            top = self._top.get(redis_key)
             if top is None:
-                state = self.item_neighbors.get(sku)
+                state = self._neighbor_states.get(redis_key)
                 if state is None:
                     continue
-                top = self._top[sku] = state.top(keys.NEIGHBORS_STORED)
+                top = self._top[redis_key] = keys.decode_neighbors(keys.encode_neighbors(state), counts)
             if top:
                 out[sku] = top
         return out
@@ -250,18 +224,13 @@ class Replayer:
 
     def rebuild_index(self) -> None:
         """What the API's refresh builds: the head of the global list and each store's list."""
-        global_scores = []
-        store_scores: dict[str, list[tuple[str, float]]] = {}
-        for sku, counts in self.item_counts.items():
-            if counts.log_popularity is None:
-                continue
-            global_scores.append((sku, keys.popularity_score(counts.log_popularity)))
-            for store, log_w in counts.store_popularity.items():
-                store_scores.setdefault(store, []).append((sku, keys.popularity_score(log_w)))
+        global_scores = self.zsets.get(self.scheme.popularity(), {}).items()
         head = heapq.nsmallest(GLOBAL_LIST, global_scores, key=_best_first)
-        stores = {store: heapq.nsmallest(STORE_LIST, scores, key=_best_first)
-                  for store, scores in store_scores.items()}
+        stores = {store: heapq.nsmallest(STORE_LIST, self.zsets.get(self.scheme.store_popularity(store), {}).items(),
+                                         key=_best_first)
+                  for store in self.sets.get(self.scheme.store_popularity_index(), ())}
         self.index = PopularityIndex.build(head, stores, self.products)
+        self._top.clear()  # the API's basket counts refresh with its catalog
         self._purchases_since_build = 0
         self._index_stale = False
 
@@ -448,8 +417,9 @@ class Evaluator:
 
     # --- shared steps -----------------------------------------------------------------------
 
-    def learn(self, event: Event) -> None:
-        """Learn one event into the engine and the baselines (identity included)."""
+    def learn(self, event: Event, messages: list) -> None:
+        """Learn one event (and what its parse emitted with it) into the engine and the
+        baselines (identity included)."""
         rep = self.replayer
         key = rep.key_for(event)
         if event.type == "purchase":
@@ -461,7 +431,7 @@ class Evaluator:
             alias = rep.aliases.get(event.alias_id)
             if alias is None or alias.customer_id != event.customer_id:
                 self.baselines.merge(("a", event.alias_id), ("c", event.customer_id))
-        rep.apply(event)
+        rep.learn(messages)
 
     def refresh(self, ts_ms: int, force: bool = False) -> None:
         """Rebuild the index and the baseline lists on the same cadence."""
@@ -495,23 +465,27 @@ class Evaluator:
             for name in BASELINES:
                 self.tallies[name].add_cross(base.recommend(name, key, k, exclude=cart), hidden, k)
 
-    def _take(self, record: Event | Product | Rejected) -> Event | None:
-        if isinstance(record, Rejected):
-            self.counts["rejected"] += 1
-            return None
-        if isinstance(record, Product):
-            self.counts["products"] += 1
-            self.replayer.add_product(record)
-            return None
+    def _take(self, raw: Raw) -> tuple[Event | None, list]:
+        """Parse one record as the flow does; products and dead letters are learnt at once."""
+        messages = self.replayer.parse(raw)
+        event = next((m for m in messages if isinstance(m, Event)), None)
+        if event is None:
+            for message in messages:
+                if isinstance(message, DeadLetter):
+                    self.counts["rejected"] += 1
+                elif isinstance(message, Product):
+                    self.counts["products"] += 1
+            self.replayer.learn(messages)
+            return None, []
         self.counts["events"] += 1
-        return record
+        return event, messages
 
     # --- prequential ------------------------------------------------------------------------
 
-    def prequential(self, records: Iterable[Event | Product | Rejected]) -> None:
+    def prequential(self, records: Iterable[Raw]) -> None:
         rep = self.replayer
         for record in records:
-            event = self._take(record)
+            event, messages = self._take(record)
             if event is None:
                 continue
             if event.type == "purchase":
@@ -523,35 +497,32 @@ class Evaluator:
                     self.counts["duplicates"] += 1
                 else:
                     self.evaluate(event, key, state)
-            self.learn(event)
+            self.learn(event, messages)
 
     # --- leave-last-basket-out ----------------------------------------------------------------
 
-    def leave_last_out(self, records: Iterable[Event | Product | Rejected], size: int = 0) -> None:
+    def leave_last_out(self, records: Iterable[Raw], size: int = 0) -> None:
         """`size` (bytes read) scales the progress ticks of the replay and the scoring phases."""
-        stream: list[Event | Product] = []
+        stream: list[tuple[Event, list]] = []
         for record in records:
-            if isinstance(record, Rejected):
-                self.counts["rejected"] += 1
-            else:
-                stream.append(record)
-        held = held_out_baskets(stream)
+            event, messages = self._take(record)
+            if event is not None:
+                stream.append((event, messages))
+        held = held_out_baskets([event for event, _ in stream])
         last_ts = None
         pending: list[Event] = []
         per_record = size / max(1, len(stream))
-        for index, record in enumerate(stream):
+        for index, (event, messages) in enumerate(stream):
             if index % 1000 == 0:
                 self.tick(int(per_record * 1000))
-            event = self._take(record)
-            if event is None:
-                continue
             last_ts = event.ts_ms
             if event.type == "purchase":
                 self.counts["purchases"] += 1
             if index in held:
                 pending.append(event)
+                self.replayer.learn([m for m in messages if not isinstance(m, Event)])  # its clock moves
                 continue
-            self.learn(event)
+            self.learn(event, messages)
         if last_ts is not None:
             self.refresh(last_ts, force=True)
         rep = self.replayer
@@ -572,7 +543,7 @@ def _figures(tallies: Mapping[str, Tally], k: int) -> dict[str, Any]:
     return out
 
 
-def held_out_baskets(stream: list[Event | Product]) -> set[int]:
+def held_out_baskets(stream: list[Event]) -> set[int]:
     """Positions of each customer's last purchase, for customers with 2+ purchases.
 
     A customer is resolved as at the end of the stream: an alias later stitched by
@@ -587,11 +558,11 @@ def held_out_baskets(stream: list[Event | Product]) -> set[int]:
     for index, record in enumerate(stream):
         if not isinstance(record, Event) or record.type != "purchase":
             continue
-        kind, ident = FlowContext.route(record)
-        if kind == "alias":
-            who = f"c:{links[ident]}" if ident in links else f"a:{ident}"
+        alias_id = route(record)
+        if alias_id:
+            who = f"c:{links[alias_id]}" if alias_id in links else f"a:{alias_id}"
         else:
-            who = f"c:{ident}"
+            who = f"c:{record.customer_id}"
         ids = seen.setdefault(who, set())
         if record.event_id in ids:
             continue
@@ -639,7 +610,7 @@ def run(file: str | Path, catalog: str | Path | None = None, k: int = 10,
 
 def _shard(paths, k, protocol, settings, rules, weights, shard, tick) -> Evaluator:
     evaluator = Evaluator(k, settings, rules, weights, shard=shard, tick=tick)
-    records = read_records(paths, limits_from(settings), tick)
+    records = read_records(paths, settings, tick)
     if protocol == "prequential":
         evaluator.prequential(records)
     else:

@@ -13,6 +13,7 @@ from pathlib import Path
 import orjson
 
 from omnirec.settings import Settings
+from online_models.events import partition_key
 
 STORE_CHANNELS = frozenset({"store"})
 
@@ -43,8 +44,8 @@ def route(line: bytes, settings: Settings) -> tuple[str, bytes | None, str]:
     if obj.get("type") == "product":
         sku = obj.get("sku")
         return settings.topic_catalog, str(sku).encode() if sku is not None else None, "product"
-    key = obj.get("customer_id") or obj.get("anonymous_id") or obj.get("loyalty_id")
-    key_b = str(key).encode() if key is not None else None
+    key = partition_key(obj)
+    key_b = key.encode() if key is not None else None
     topic = settings.topic_store if obj.get("channel") in STORE_CHANNELS else settings.topic_web
     return topic, key_b, "event"
 

@@ -58,6 +58,7 @@ class Settings(BaseSettings):
     churn_wall_clock: bool = Field(True, description="live: alerts also follow the wall clock once caught up")
     churn_catch_up_s: float = Field(3600.0, ge=0, description="wall clock drives timers only this close to it")
     churn_tick_s: float = Field(1.0, gt=0, description="how often timers are checked")
+    churn_timer_bucket_s: float = Field(900.0, gt=0, description="timers fire once the clock passes their bucket")
     churn_alerts_maxlen: int = Field(10_000, gt=0, description="alerts kept in the Redis stream")
 
     api_keys: dict[str, list[str]] = Field(default_factory=dict)
@@ -93,6 +94,25 @@ class Settings(BaseSettings):
         extra = {} if self.nbo_context_weights is None else {"context_weights": self.nbo_context_weights}
         return ArbitrationSettings(control_share=self.nbo_control_share, kind_levers=self.nbo_kind_levers,
                                    policy=policy, **extra)
+
+    def engine(self):
+        """The engine's settings: what every step of the flow, the evaluators and benches reads."""
+        from online_models.clock import DAY_MS, HOUR_MS, ClockSettings
+        from online_models.engine import EngineSettings
+        from online_models.events import ParseLimits
+
+        lateness_ms = int(self.max_event_lateness_days * DAY_MS)
+        return EngineSettings(
+            key_prefix=self.key_prefix, topic_catalog=self.topic_catalog, topic_offers=self.topic_offers,
+            topic_feedback=self.topic_feedback, half_life_days=self.half_life_days,
+            cooccurrence_half_life_days=self.cooccurrence_half_life_days,
+            limits=ParseLimits(max_bytes=self.max_event_bytes, max_lateness_ms=lateness_ms,
+                               max_future_ms=int(self.max_event_future_hours * HOUR_MS)),
+            churn_shards=self.churn_shards, churn_threshold=self.churn_threshold,
+            clock=ClockSettings(use_wall_clock=self.churn_wall_clock, catch_up_ms=int(self.churn_catch_up_s * 1000),
+                                bucket_ms=int(self.churn_timer_bucket_s * 1000), lookback_ms=lateness_ms),
+            alerts_maxlen=self.churn_alerts_maxlen,
+        )
 
     def hashed_api_keys(self) -> dict[str, frozenset[str]]:
         """sha256 hex digest → scopes; plain keys are hashed so only digests stay in memory."""

@@ -40,11 +40,12 @@ from typing import Any, NamedTuple
 
 import orjson
 
+from online_models.clock import DAY_MS, HOUR_MS
+from online_models.events import partition_key
+
 CATALOG_PATH = Path(__file__).parent / "data" / "demo_catalog.jsonl"
 CATALOG_SEED = 2026
 
-DAY_MS = 86_400_000
-HOUR_MS = 3_600_000
 STORES = ("s-1", "s-2", "s-3", "s-4", "s-5")
 OPEN_HOURS = {"store": (9, 20), "web": (7, 23), "app": (7, 23)}
 STEP_MS = (4_000, 90_000)  # time between two events of one visit
@@ -703,7 +704,7 @@ def iter_messages(events: Iterable[dict], seed: int, *, bad_fraction: float = 0.
 
 
 def to_message(event: dict) -> Message:
-    key = event.get("customer_id") or event.get("anonymous_id")
+    key = partition_key(event)
     return Message(event["channel"], key.encode() if key else None, orjson.dumps(event))
 
 

@@ -2,13 +2,13 @@
 
 Three pieces, all pure (stdlib only) and driven by event time (``now_ms`` is always passed in):
 
-``Rhythm``
-    A small per-customer summary, updated by ``observe(event)``: purchase days (same-day
-    purchases merged), first / last purchase, inter-purchase gaps (Welford in log-days), net
-    value (forward-decayed, after returns), a streak of returns, the last survey score, cart
-    abandonment since the last purchase, and visit days decayed at two half-lives (a drop in
-    the short one against the long one is a drop in visit rate). It is meant to be embedded in
-    ``CustomerState`` (call ``observe`` after de-duplication), with ``to_dict``/``from_dict``.
+``RhythmState`` / ``Rhythm``
+    ``RhythmState`` lives inside ``CustomerState`` and holds only what the state does not
+    already: purchase days (same-day purchases merged), inter-purchase gaps (Welford in
+    log-days), value forward-decayed after returns, a streak of returns, the last survey score,
+    cart abandonment since the last purchase, and visit days decayed at two half-lives (a drop
+    in the short one against the long one is a drop in visit rate). ``Rhythm`` is the frozen
+    view the model reads, built from both (``CustomerState.rhythm_view()``).
 
 ``ChurnModel``
     ``score(rhythm, now_ms)`` in [0, 1]: a logistic combination of
@@ -24,33 +24,28 @@ Three pieces, all pure (stdlib only) and driven by event time (``now_ms`` is alw
     ``threshold_time`` (the event time at which the score crosses a threshold if nothing
     happens) is found by bisection. ``reasons`` puts the terms into plain words.
 
-``DueIndex`` / ``ChurnShard``
-    A lapsing customer sends no events, so the alert cannot be computed on an event. Each
-    customer's threshold time is put in a due-time index (a heap with lazy deletion) held by
-    the customer's *shard* (``tiers.shard_of``), with the rhythm as of that moment (it cannot
-    change in silence). When the shard's event-time clock (the flow's watermark, or any later
-    event routed to the shard) passes a due time, the alert fires with the due time as its
-    event time — so a replay at full speed fires exactly the alerts of a paced one. One alert
-    per lapse episode (an episode is identified by the last purchase time): a new purchase
-    re-arms; other events just move the due time.
+``PopulationShard``
+    Bounded population statistics per shard (sketches for tiers and RFM, a bottom-k sample
+    for the BG/NBD fit, the fitted model). On each change of a customer's rhythm it computes
+    the time their score will cross the threshold if they stay silent, and the alert that
+    would then be raised: the timer itself rides in keyed state of its own (see
+    ``online_models.timers``), so no key holds a whole population.
 """
 
 from __future__ import annotations
 
+import bisect
 import copy
 import hashlib
-import heapq
+import itertools
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from online_models import decay, tiers
+from online_models.clock import DAY_MS, HOUR_MS, WEEK_MS
 from online_models.events import Event
-
-DAY_MS = 86_400_000
-WEEK_MS = 7 * DAY_MS
-HOUR_MS = 3_600_000
 
 VALUE_HALF_LIFE_DAYS = 365.0
 VISIT_HALF_LIVES_DAYS = (14.0, 90.0)
@@ -58,6 +53,9 @@ ABANDON_AFTER_MS = DAY_MS  # an add-to-cart not followed by a purchase within a 
 VISIT_TYPES = frozenset({"page_view", "product_view", "search", "add_to_cart", "remove_from_cart",
                          "purchase", "return", "store_visit"})
 WEB_CHANNELS = frozenset({"web", "app"})
+# What moves a customer's churn timer enough to tell their shard at once; visits and carts
+# are folded into the rhythm and travel with the next of these.
+CHURN_SIGNAL_TYPES = frozenset({"purchase", "return", "survey", "store_visit"})
 
 _VALUE_DECAY = decay.Decay(VALUE_HALF_LIFE_DAYS)
 _VISIT_SHORT = decay.Decay(VISIT_HALF_LIVES_DAYS[0])
@@ -67,115 +65,206 @@ _VISIT_LONG = decay.Decay(VISIT_HALF_LIVES_DAYS[1])
 # --------------------------------------------------------------------------- rhythm
 
 
-@dataclass(slots=True)
-class Rhythm:
-    """Per-customer purchase rhythm and churn signals. Feed it de-duplicated events in order."""
+RECENT_PURCHASE_DAYS = 16  # the purchase rhythm is read from the last this many purchase days
+RECENT_RETURNS = 3  # returns in a row count up to 3
+RECENT_CART_ADDS = 8
+RECENT_VISIT_DAYS = 24  # visit rates are read from the last this many visit days
 
-    purchases: int = 0  # purchase days
-    first_purchase_ts: int | None = None
-    last_purchase_ts: int | None = None
-    gap_n: int = 0  # Welford over log(gap in days) between purchase days
-    gap_mean: float = 0.0
-    gap_m2: float = 0.0
-    gross: float = 0.0
-    returned: float = 0.0
+
+def _insert_recent(days: list[int], value: int, keep: int) -> bool:
+    """Add ``value`` to a sorted list of the ``keep`` largest distinct values; True if it is new.
+
+    The result depends only on the set of values seen, not on their order (a value older
+    than a full window is taken as already seen): events of one customer arrive from several
+    topics, in an order that depends on how they were read."""
+    if value in days or (len(days) >= keep and value < days[0]):
+        return False
+    bisect.insort(days, value)
+    if len(days) > keep:
+        del days[0]
+    return True
+
+
+@dataclass(slots=True)
+class RhythmState:
+    """What churn needs of a customer beyond what ``CustomerState`` already holds (purchase
+    times, gross, returned, channel orders live there): recent purchase *days* (whose gaps are
+    the rhythm), value forward-decayed after returns, recent returns and cart adds, survey,
+    visit days decayed at two half-lives.
+
+    Every update commutes: the state depends on the set of events, not the order in which
+    topics delivered them. ``observe`` is called by ``CustomerState.apply`` after de-duplication."""
+
+    purchases: int = 0  # purchase days (same-day purchases are one occasion)
+    purchase_days: list[int] = field(default_factory=list)  # the last RECENT_PURCHASE_DAYS, sorted
     gross_lw: float | None = None  # forward-decayed log of gross spend (VALUE_HALF_LIFE_DAYS)
     returned_lw: float | None = None
     returns: int = 0
-    returns_streak: int = 0  # returns since the last purchase
+    recent_returns: list[int] = field(default_factory=list)  # timestamps, sorted
     survey_score: float | None = None
     survey_ts: int | None = None
-    cart_open_ts: int | None = None  # first add-to-cart not yet followed by a purchase
-    carts_abandoned: int = 0  # since the last purchase
+    cart_adds: list[int] = field(default_factory=list)  # recent add-to-cart timestamps, sorted
     visit_days: int = 0
-    last_visit_day: int | None = None
-    visits_short_lw: float | None = None
-    visits_long_lw: float | None = None
-    web_purchases: int = 0
-    store_purchases: int = 0
+    recent_visit_days: list[int] = field(default_factory=list)
     web_days: int = 0  # days with web / app activity
-    last_web_day: int | None = None
+    recent_web_days: list[int] = field(default_factory=list)
     store_visit_days: int = 0
-    last_store_day: int | None = None
-    last_ts: int | None = None
+    recent_store_days: list[int] = field(default_factory=list)
 
-    # --- updates ------------------------------------------------------------------------
-
-    def observe(self, event: Event) -> bool:
-        """Fold one event in; returns True when the purchase rhythm changed (a new episode)."""
+    def observe(self, event: Event) -> None:
+        """Fold one (de-duplicated) event in."""
         ts = event.ts_ms
-        self.last_ts = ts if self.last_ts is None else max(self.last_ts, ts)
         day = ts // DAY_MS
         if event.type in VISIT_TYPES:
             self._visit(day, event.channel)
         kind = event.type
         if kind == "purchase":
-            return self._purchase(event, day)
-        if kind == "return":
+            value = sum(item.value for item in event.items)
+            if value > 0:
+                self.gross_lw = decay.log_add(self.gross_lw, _VALUE_DECAY.log_weight(value, ts))
+            if _insert_recent(self.purchase_days, day, RECENT_PURCHASE_DAYS):
+                self.purchases += 1
+        elif kind == "return":
             value = sum(item.value for item in event.items)
             self.returns += 1
-            self.returns_streak += 1
+            _insert_recent(self.recent_returns, ts, RECENT_RETURNS)
             if value > 0:
-                self.returned += value
                 self.returned_lw = decay.log_add(self.returned_lw, _VALUE_DECAY.log_weight(value, ts))
         elif kind == "add_to_cart":
-            if self.cart_open_ts is not None and ts - self.cart_open_ts > ABANDON_AFTER_MS:
-                self.carts_abandoned += 1
-                self.cart_open_ts = ts
-            elif self.cart_open_ts is None:
-                self.cart_open_ts = ts
+            _insert_recent(self.cart_adds, ts, RECENT_CART_ADDS)
         elif kind == "survey" and event.score is not None and (
-                self.survey_ts is None or ts >= self.survey_ts):
+                self.survey_ts is None or (ts, event.score) > (self.survey_ts, self.survey_score)):
             self.survey_score = float(event.score)
             self.survey_ts = ts
-        return False
-
-    def _purchase(self, event: Event, day: int) -> bool:
-        ts = event.ts_ms
-        value = sum(item.value for item in event.items)
-        if value > 0:
-            self.gross += value
-            self.gross_lw = decay.log_add(self.gross_lw, _VALUE_DECAY.log_weight(value, ts))
-        if event.channel in WEB_CHANNELS:
-            self.web_purchases += 1
-        else:
-            self.store_purchases += 1
-        if self.cart_open_ts is not None:
-            if ts - self.cart_open_ts > ABANDON_AFTER_MS:
-                self.carts_abandoned += 1
-            self.cart_open_ts = None
-        self.returns_streak = 0
-        last = self.last_purchase_ts
-        if last is not None and day == last // DAY_MS:
-            return False  # same day: one purchase occasion
-        if last is None or ts > last:
-            if last is not None:
-                gap = math.log(max(ts - last, DAY_MS) / DAY_MS)
-                self.gap_n += 1
-                delta = gap - self.gap_mean
-                self.gap_mean += delta / self.gap_n
-                self.gap_m2 += delta * (gap - self.gap_mean)
-            self.last_purchase_ts = ts
-        if self.first_purchase_ts is None or ts < self.first_purchase_ts:
-            self.first_purchase_ts = ts
-        self.purchases += 1
-        self.carts_abandoned = 0
-        return True
 
     def _visit(self, day: int, channel: str) -> None:
-        if self.last_visit_day is None or day > self.last_visit_day:
-            self.visit_days += 1
-            self.last_visit_day = day
-            ts = day * DAY_MS
-            self.visits_short_lw = decay.log_add(self.visits_short_lw, _VISIT_SHORT.log_weight(1.0, ts))
-            self.visits_long_lw = decay.log_add(self.visits_long_lw, _VISIT_LONG.log_weight(1.0, ts))
+        self.visit_days += _insert_recent(self.recent_visit_days, day, RECENT_VISIT_DAYS)
         if channel in WEB_CHANNELS:
-            if self.last_web_day is None or day > self.last_web_day:
-                self.web_days += 1
-                self.last_web_day = day
-        elif self.last_store_day is None or day > self.last_store_day:
-            self.store_visit_days += 1
-            self.last_store_day = day
+            self.web_days += _insert_recent(self.recent_web_days, day, RECENT_VISIT_DAYS)
+        else:
+            self.store_visit_days += _insert_recent(self.recent_store_days, day, RECENT_VISIT_DAYS)
+
+    def merge(self, other: RhythmState) -> None:
+        """Fold a stitched alias's rhythm in: the same result as if one state had seen both
+        histories (day lists are unions, decayed sums add)."""
+        for day in other.purchase_days:
+            self.purchases += _insert_recent(self.purchase_days, day, RECENT_PURCHASE_DAYS)
+        self.purchases += other.purchases - len(other.purchase_days)  # days older than the window
+        for name in ("gross_lw", "returned_lw"):
+            theirs = getattr(other, name)
+            if theirs is not None:
+                setattr(self, name, decay.log_add(getattr(self, name), theirs))
+        self.returns += other.returns
+        for ts in other.recent_returns:
+            _insert_recent(self.recent_returns, ts, RECENT_RETURNS)
+        for ts in other.cart_adds:
+            _insert_recent(self.cart_adds, ts, RECENT_CART_ADDS)
+        if other.survey_ts is not None and (self.survey_ts is None or (other.survey_ts, other.survey_score)
+                                            > (self.survey_ts, self.survey_score)):
+            self.survey_score, self.survey_ts = other.survey_score, other.survey_ts
+        for days, theirs, count in (("recent_visit_days", other.recent_visit_days, "visit_days"),
+                                    ("recent_web_days", other.recent_web_days, "web_days"),
+                                    ("recent_store_days", other.recent_store_days, "store_visit_days")):
+            mine = getattr(self, days)
+            added = sum(_insert_recent(mine, day, RECENT_VISIT_DAYS) for day in theirs)
+            setattr(self, count, getattr(self, count) + added + getattr(other, count) - len(theirs))
+
+    def visit_weights(self) -> tuple[float | None, float | None]:
+        """Recent visit days, forward-decayed at the short and the long half-life (log space)."""
+        short = long = None
+        for day in self.recent_visit_days:
+            ts = day * DAY_MS
+            short = decay.log_add(short, _VISIT_SHORT.log_weight(1.0, ts))
+            long = decay.log_add(long, _VISIT_LONG.log_weight(1.0, ts))
+        return short, long
+
+    def gap_stats(self) -> tuple[int, float, float]:
+        """(n, mean, M2) of log(gap in days) between the recent purchase days."""
+        n, mean, m2 = 0, 0.0, 0.0
+        days = self.purchase_days
+        for before, after in itertools.pairwise(days):
+            gap = math.log(after - before)
+            n += 1
+            delta = gap - mean
+            mean += delta / n
+            m2 += delta * (gap - mean)
+        return n, mean, m2
+
+    def carts(self, last_purchase_ts: int | None) -> tuple[int | None, int]:
+        """(start of the open cart, carts abandoned before it), since the last purchase: adds
+        more than ``ABANDON_AFTER_MS`` apart are separate carts."""
+        adds = [ts for ts in self.cart_adds if last_purchase_ts is None or ts > last_purchase_ts]
+        if not adds:
+            return None, 0
+        starts = [adds[0]] + [after for before, after in itertools.pairwise(adds) if after - before > ABANDON_AFTER_MS]
+        return starts[-1], len(starts) - 1
+
+    def copy(self) -> RhythmState:
+        return RhythmState(
+            self.purchases, list(self.purchase_days), self.gross_lw, self.returned_lw, self.returns,
+            list(self.recent_returns), self.survey_score, self.survey_ts, list(self.cart_adds),
+            self.visit_days, list(self.recent_visit_days),
+            self.web_days, list(self.recent_web_days), self.store_visit_days, list(self.recent_store_days),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RhythmState:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+@dataclass(frozen=True, slots=True)
+class Rhythm:
+    """A customer's purchase rhythm and churn signals as of their last event: the read-only
+    view the churn model, segments and tiers take (``CustomerState.rhythm_view()`` builds it
+    from the state; nothing is stored twice)."""
+
+    purchases: int = 0  # purchase days
+    first_purchase_ts: int | None = None
+    last_purchase_ts: int | None = None
+    gap_n: int = 0
+    gap_mean: float = 0.0
+    gap_m2: float = 0.0
+    gross: float = 0.0
+    returned: float = 0.0
+    gross_lw: float | None = None
+    returned_lw: float | None = None
+    returns: int = 0
+    returns_streak: int = 0
+    survey_score: float | None = None
+    cart_open_ts: int | None = None
+    carts_abandoned: int = 0
+    visit_days: int = 0
+    visits_short_lw: float | None = None
+    visits_long_lw: float | None = None
+    web_purchases: int = 0
+    store_purchases: int = 0
+    web_days: int = 0
+    store_visit_days: int = 0
+    last_ts: int | None = None
+
+    @classmethod
+    def of(cls, state: RhythmState, *, first_purchase_ts: int | None, last_purchase_ts: int | None,
+           gross: float, returned: float, web_purchases: int, store_purchases: int,
+           last_ts: int | None) -> Rhythm:
+        gap_n, gap_mean, gap_m2 = state.gap_stats()
+        cart_open_ts, carts_abandoned = state.carts(last_purchase_ts)
+        streak = sum(1 for ts in state.recent_returns if last_purchase_ts is None or ts > last_purchase_ts)
+        visits_short_lw, visits_long_lw = state.visit_weights()
+        return cls(
+            purchases=state.purchases, first_purchase_ts=first_purchase_ts, last_purchase_ts=last_purchase_ts,
+            gap_n=gap_n, gap_mean=gap_mean, gap_m2=gap_m2, gross=gross, returned=returned,
+            gross_lw=state.gross_lw, returned_lw=state.returned_lw, returns=state.returns,
+            returns_streak=streak, survey_score=state.survey_score,
+            cart_open_ts=cart_open_ts, carts_abandoned=carts_abandoned,
+            visit_days=state.visit_days, visits_short_lw=visits_short_lw,
+            visits_long_lw=visits_long_lw, web_purchases=web_purchases,
+            store_purchases=store_purchases, web_days=state.web_days,
+            store_visit_days=state.store_visit_days, last_ts=last_ts,
+        )
 
     # --- derived figures ----------------------------------------------------------------
 
@@ -228,18 +317,6 @@ class Rhythm:
         short = _VISIT_SHORT.value_at(self.visits_short_lw, now_ms) * _VISIT_SHORT.rate_per_ms
         long = _VISIT_LONG.value_at(self.visits_long_lw, now_ms) * _VISIT_LONG.rate_per_ms
         return short / long if long > 0 else None
-
-    def copy(self) -> Rhythm:
-        return replace(self)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Rhythm:
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
-
 
 # --------------------------------------------------------------------------- BG/NBD
 
@@ -375,7 +452,8 @@ class PopulationSample:
 
     A customer is in the sample iff its hash is among the ``size`` smallest seen, whatever the
     order of updates; merging shards' samples and keeping the ``size`` smallest gives the sample
-    of the union. Rows: customer → [hash, purchases, first_ts, last_ts, gap_n, gap_mean, aov].
+    of the union. Rows: customer → [hash, purchases, first_ts, last_purchase_ts, gap_n, gap_mean, aov,
+    last_event_ts].
     """
 
     size: int = SAMPLE_SIZE
@@ -383,14 +461,18 @@ class PopulationSample:
     cutoff: int | None = None  # the largest hash kept, once full
 
     def update(self, customer_id: str, rhythm: Rhythm) -> None:
+        """Keep the customer's newest summary (by their last event time), whatever the order
+        in which updates of different customers arrive."""
         if rhythm.purchases == 0 or rhythm.first_purchase_ts is None:
             return
         row = self.rows.get(customer_id)
+        if row is not None and (rhythm.last_ts or 0) < row[7]:
+            return
         h = row[0] if row is not None else sample_hash(customer_id)
         if row is None and self.cutoff is not None and len(self.rows) >= self.size and h >= self.cutoff:
             return
         self.rows[customer_id] = [h, rhythm.purchases, rhythm.first_purchase_ts, rhythm.last_purchase_ts,
-                                  rhythm.gap_n, rhythm.gap_mean, rhythm.avg_order_value()]
+                                  rhythm.gap_n, rhythm.gap_mean, rhythm.avg_order_value(), rhythm.last_ts or 0]
         if row is None:
             self._trim()
 
@@ -404,7 +486,7 @@ class PopulationSample:
     def merge(self, other: PopulationSample) -> PopulationSample:
         for cid, row in other.rows.items():
             mine = self.rows.get(cid)
-            if mine is None or row[3] >= mine[3]:
+            if mine is None or row[7] >= mine[7]:
                 self.rows[cid] = list(row)
         self._trim()
         return self
@@ -665,106 +747,29 @@ class Alert:
 
 
 @dataclass(slots=True)
-class DueIndex:
-    """Timers on event time: (due_ts, customer_id) in a heap, latest registration wins.
+class PopulationShard:
+    """Bounded population statistics of one churn shard (``tiers.shard_of``): value / RFM
+    sketches (counts per bucket, moved by each customer's old and new buckets, so nobody is
+    remembered), a bottom-k sample for the BG/NBD fit, and the fitted model.
 
-    ``arm`` registers or moves a customer's due time (the old heap entry goes stale and is
-    skipped when popped); ``pop_due(watermark)`` returns, in (due_ts, customer_id) order, the
-    customers whose due time is ≤ the watermark. A customer popped for an episode is not armed
-    again for the same episode; a new episode (``episode`` differs) re-arms.
-    """
+    - ``update(customer_id, rhythm, old_keys, new_keys, event_ts)`` after a customer's rhythm
+      changed: returns the event time at which their score will cross the threshold if they
+      stay silent, and the alert that would then be raised (both ``None`` if never).
+    - ``tick(now_ms)`` with the stream's clock: every ``refit_every_days`` of event time
+      (epoch-aligned) the model is re-fitted on the sample.
 
-    heap: list[tuple[int, str, int]] = field(default_factory=list)
-    armed: dict[str, list[Any]] = field(default_factory=dict)  # cid → [due_ts, seq, episode, payload]
-    fired: dict[str, Any] = field(default_factory=dict)  # cid → episode already alerted
-    seq: int = 0
-
-    def arm(self, customer_id: str, due_ts: int, episode: Any = None, payload: Any = None) -> bool:
-        if customer_id in self.fired:
-            if self.fired[customer_id] == episode:
-                return False
-            del self.fired[customer_id]
-        current = self.armed.get(customer_id)
-        if current is not None and current[0] == due_ts:
-            current[2], current[3] = episode, payload
-            return True
-        self.seq += 1
-        self.armed[customer_id] = [due_ts, self.seq, episode, payload]
-        heapq.heappush(self.heap, (due_ts, customer_id, self.seq))
-        if len(self.heap) > 2 * len(self.armed) + 64:
-            self._rebuild()
-        return True
-
-    def disarm(self, customer_id: str) -> None:
-        self.armed.pop(customer_id, None)
-
-    def due_of(self, customer_id: str) -> int | None:
-        entry = self.armed.get(customer_id)
-        return entry[0] if entry else None
-
-    def next_due(self) -> int | None:
-        while self.heap:
-            due, cid, seq = self.heap[0]
-            entry = self.armed.get(cid)
-            if entry is not None and entry[1] == seq:
-                return due
-            heapq.heappop(self.heap)
-        return None
-
-    def pop_due(self, watermark: int) -> list[tuple[int, str, Any, Any]]:
-        out = []
-        while self.heap and self.heap[0][0] <= watermark:
-            due, cid, seq = heapq.heappop(self.heap)
-            entry = self.armed.get(cid)
-            if entry is None or entry[1] != seq:
-                continue  # stale: moved or disarmed
-            del self.armed[cid]
-            self.fired[cid] = entry[2]
-            out.append((due, cid, entry[2], entry[3]))
-        return out
-
-    def pop_customer(self, customer_id: str) -> tuple[int, str, Any, Any] | None:
-        entry = self.armed.pop(customer_id, None)
-        if entry is None:
-            return None
-        self.fired[customer_id] = entry[2]
-        return entry[0], customer_id, entry[2], entry[3]
-
-    def _rebuild(self) -> None:
-        self.heap = [(e[0], cid, e[1]) for cid, e in self.armed.items()]
-        heapq.heapify(self.heap)
-
-    def __len__(self) -> int:
-        return len(self.armed)
-
-
-@dataclass(slots=True)
-class ChurnShard:
-    """Everything the flow keeps per churn shard key (``tiers.shard_of(customer_id, N)``).
-
-    - ``update(customer_id, rhythm, ts_ms)`` after each event of a customer of this shard
-      (with the customer's rhythm after ``observe``): moves the customer in the value / RFM
-      sketches and the BG/NBD sample, and (re)arms its due time; returns alerts due by ``ts_ms``.
-    - ``advance(watermark_ms)`` on each watermark tick: returns the alerts whose due time has
-      passed. Every ``refit_every_days`` of event time (epoch-aligned) the population model is
-      re-fitted on the shard's sample and every armed due time recomputed, after the alerts due
-      by then have fired with the old model — so where the ticks fall does not change anything.
-
-    State size: the sketches (a few hundred buckets), the sample (``sample_size`` rows) and,
-    per armed customer, one heap entry and a ``Rhythm``; pick the number of shards so that a
-    shard holds a few thousand customers.
+    Its size does not grow with the number of customers: the sketches have a few hundred
+    buckets, the sample ``sample_size`` rows.
     """
 
     threshold: float = 0.85
     sample_size: int = SAMPLE_SIZE
     refit_every_days: float = 7.0
     min_fit_customers: int = 50
-    lateness_ms: int = 0
     tier_shares: tuple[tuple[str, float], ...] = tiers.DEFAULT_TIERS
     model: ChurnModel = field(default_factory=ChurnModel)
     sketch: tiers.PopulationSketch = field(default_factory=tiers.PopulationSketch)
     sample: PopulationSample | None = None
-    due: DueIndex = field(default_factory=DueIndex)
     clock: int | None = None
     next_refit: int | None = None
     _tiers: tiers.ValueTiers | None = None
@@ -773,81 +778,59 @@ class ChurnShard:
         if self.sample is None:
             self.sample = PopulationSample(self.sample_size)
 
-    def __deepcopy__(self, memo: dict) -> ChurnShard:
+    def __deepcopy__(self, memo: dict) -> PopulationShard:
         """bytewax copies each touched shard at every epoch: copy the containers, share what is
-        never mutated in place (the model, sample rows, the rhythms parked in the due index)."""
+        never mutated in place (the model, the sample's rows)."""
         clone = copy.copy(self)
         clone.sketch = self.sketch.copy()
         clone.sample = PopulationSample(self.sample.size, dict(self.sample.rows), self.sample.cutoff)
-        clone.due = DueIndex(list(self.due.heap), {cid: list(e) for cid, e in self.due.armed.items()},
-                             dict(self.due.fired), self.due.seq)
         return clone
 
-    # --- inputs -------------------------------------------------------------------------
-
-    def update(self, customer_id: str, rhythm: Rhythm, ts_ms: int) -> list[Alert]:
-        alerts = self.advance(ts_ms - self.lateness_ms)
-        if self.lateness_ms:
-            due = self.due.due_of(customer_id)
-            if due is not None and due <= ts_ms:  # it lapsed before this (late-ish) event
-                alerts.append(self._alert(*self.due.pop_customer(customer_id)))
-        self.sketch.update(customer_id, rhythm.value_log(), rhythm.last_purchase_ts, rhythm.purchases)
-        self._tiers = None
+    def update(self, customer_id: str, rhythm: Rhythm, old_keys, new_keys,
+               event_ts: int) -> tuple[int | None, Alert | None]:
+        if old_keys != new_keys:
+            self.sketch.move(old_keys, new_keys)
+            self._tiers = None
         self.sample.update(customer_id, rhythm)
-        self._arm(customer_id, rhythm.copy(), ts_ms)
-        return alerts
+        if rhythm.purchases == 0:
+            return None, None
+        due = self.model.threshold_time(rhythm, self.threshold, from_ms=max(event_ts, rhythm.last_ts or event_ts))
+        if due is None:
+            return None, None
+        return due, self.alert(customer_id, rhythm, due)
 
-    def advance(self, watermark_ms: int) -> list[Alert]:
-        if self.clock is not None and watermark_ms <= self.clock:
-            return []
+    def tick(self, now_ms: int) -> bool:
+        """Advance the shard's clock; True when the model was re-fitted."""
+        if self.clock is not None and now_ms <= self.clock:
+            return False
+        self.clock = now_ms
         every = int(self.refit_every_days * DAY_MS)
         if self.next_refit is None:
-            self.next_refit = (watermark_ms // every + 1) * every
-        alerts: list[Alert] = []
-        while self.next_refit <= watermark_ms:
-            boundary = self.next_refit
-            alerts += [self._alert(*hit) for hit in self.due.pop_due(boundary)]
-            self.refit(boundary)
-            self.next_refit = boundary + every
-        alerts += [self._alert(*hit) for hit in self.due.pop_due(watermark_ms)]
-        self.clock = watermark_ms
-        return alerts
+            self.next_refit = (now_ms // every + 1) * every
+            return False
+        refitted = False
+        while self.next_refit <= now_ms:
+            refitted = self.refit(self.next_refit) or refitted
+            self.next_refit += every
+        return refitted
 
-    # --- population -----------------------------------------------------------------------
-
-    def refit(self, now_ms: int) -> None:
+    def refit(self, now_ms: int) -> bool:
         if len(self.sample.rows) < self.min_fit_customers:
-            return
+            return False
         self.model = self.model.refit(self.sample, now_ms)
-        for cid, (due, _, episode, rhythm) in list(self.due.armed.items()):
-            self._arm(cid, rhythm, now_ms)
+        return True
 
     def tiers(self) -> tiers.ValueTiers:
         if self._tiers is None:
             self._tiers = tiers.ValueTiers.from_sketch(self.sketch.value, self.tier_shares)
         return self._tiers
 
-    # --- internals --------------------------------------------------------------------------
-
-    def _arm(self, customer_id: str, rhythm: Rhythm, now_ms: int) -> None:
-        if rhythm.purchases == 0:
-            self.due.disarm(customer_id)
-            return
-        episode = rhythm.last_purchase_ts
-        if self.due.fired.get(customer_id) == episode:
-            return
-        due = self.model.threshold_time(rhythm, self.threshold, from_ms=max(now_ms, rhythm.last_ts or now_ms))
-        if due is None:
-            self.due.disarm(customer_id)
-        else:
-            self.due.arm(customer_id, due, episode, rhythm)
-
-    def _alert(self, due_ts: int, customer_id: str, episode: Any, rhythm: Rhythm) -> Alert:
+    def alert(self, customer_id: str, rhythm: Rhythm, due_ts: int) -> Alert:
         return Alert(
             customer_id=customer_id, ts_ms=due_ts,
             score=self.model.score(rhythm, due_ts),
             value_at_risk=self.model.value_at_risk(rhythm, due_ts),
             tier=self.tiers().tier_of_log(rhythm.value_log()),
             reasons=tuple(self.model.reasons(rhythm, due_ts)),
-            episode=episode, segment=tiers.segment(rhythm, due_ts),
+            episode=rhythm.last_purchase_ts, segment=tiers.segment(rhythm, due_ts),
         )

@@ -18,8 +18,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from online_models import decay
-from online_models.churn import Rhythm
+from online_models import decay, tiers
+from online_models.churn import WEB_CHANNELS, Rhythm, RhythmState
 from online_models.contacts import Contacts
 from online_models.events import Event, Item, Product
 
@@ -36,17 +36,19 @@ MAX_ALIASES = 8
 # How much each kind of interest counts towards affinities: a purchase says more than a look.
 INTEREST = {"product_view": 0.1, "add_to_cart": 0.3, "purchase": 1.0}
 CART_PAIR_WEIGHT = 0.3
+CART_SESSION_MS = 86_400_000  # cart adds this close together count as one basket
 
 
 @dataclass(frozen=True, slots=True)
 class BasketSignal:
-    """Items seen together (one order, or one open cart), for co-occurrence and popularity."""
+    """Items seen together (one order, or two items of one open cart), for co-occurrence and,
+    when ``counts``, for the items' own popularity and basket counts."""
 
     skus: tuple[str, ...]
     weight: float
     ts_ms: int
     store_id: str | None
-    new_sku: str | None = None  # for a cart add: only pairs with the added item are new
+    counts: bool = True  # False: a pair of cart items, each already counted when added
 
 
 @dataclass(slots=True)
@@ -69,15 +71,18 @@ class CustomerState:
     brands: dict[str, float] = field(default_factory=dict)
     sku_interest: dict[str, float] = field(default_factory=dict)  # SKU → log-weight, no category sent
     bought: dict[str, list[float]] = field(default_factory=dict)  # sku → [times bought, last ts]
-    recent_views: list[str] = field(default_factory=list)
-    basket: dict[str, float] = field(default_factory=dict)  # sku → qty
+    views: dict[str, int] = field(default_factory=dict)  # sku → last view time, the newest MAX_RECENT_VIEWS
+    cart: dict[str, float] = field(default_factory=dict)  # sku → qty, as added and removed on the web / app
+    cart_ts: dict[str, int] = field(default_factory=dict)  # sku → when last added
     store_visits: int = 0
     stores: dict[str, int] = field(default_factory=dict)
     last_store: str | None = None
-    survey_score: float | None = None
+    last_store_ts: int | None = None
     seen_ids: list[str] = field(default_factory=list)
     contacts: Contacts = field(default_factory=Contacts)
-    rhythm: Rhythm = field(default_factory=Rhythm)  # purchase rhythm and churn signals
+    rhythm: RhythmState = field(default_factory=RhythmState)  # what churn needs beyond the above
+    churn_keys: tuple[int | None, int | None, int | None] | None = None  # as last told to the shard
+    churn_version: int = 0  # updates told to the churn shard so far
 
     # --- the one entry point the flow calls -------------------------------------------
 
@@ -131,12 +136,15 @@ class CustomerState:
             decay.add(self.sku_interest, key, value)
         for sku, (times, ts) in other.bought.items():
             self._add_bought(sku, times, int(ts))
-        self.recent_views = (self.recent_views + other.recent_views)[-MAX_RECENT_VIEWS:]
-        for sku, qty in other.basket.items():
-            self.basket[sku] = self.basket.get(sku, 0) + qty
+        for sku, ts in other.views.items():
+            self._viewed(sku, ts)
+        for sku, qty in other.cart.items():  # without add times: they paired in the alias's cart
+            self.cart[sku] = self.cart.get(sku, 0) + qty
+        if other.last_store_ts is not None and (self.last_store_ts is None or (other.last_store_ts, other.last_store)
+                                                > (self.last_store_ts, self.last_store or "")):
+            self.last_store, self.last_store_ts = other.last_store, other.last_store_ts
         self.seen_ids = (self.seen_ids + other.seen_ids)[-MAX_SEEN_IDS:]
-        if not self.rhythm.purchases:  # rhythms do not add up; keep the one that has purchases
-            self.rhythm = other.rhythm.copy()
+        self.rhythm.merge(other.rhythm)
         self._bound()
 
     # --- derived figures ----------------------------------------------------------------
@@ -169,6 +177,29 @@ class CustomerState:
                 decay.add(merged, getattr(product, attribute), log_w)
         return merged
 
+    @property
+    def basket(self) -> dict[str, float]:
+        """The open cart: what was added and not removed, nor bought since it was added."""
+        return {sku: qty for sku, qty in self.cart.items()
+                if self.cart_ts.get(sku, 0) > self.bought.get(sku, (0, -1))[1]}
+
+    @property
+    def recent_views(self) -> list[str]:
+        """Recently viewed SKUs, oldest first (by view time, whatever order events came in)."""
+        return [sku for sku, _ in sorted(self.views.items(), key=lambda kv: (kv[1], kv[0]))]
+
+    def rhythm_view(self) -> Rhythm:
+        """The purchase rhythm as the churn model, segments and tiers read it."""
+        web = sum(n for channel, n in self.channel_orders.items() if channel in WEB_CHANNELS)
+        return Rhythm.of(
+            self.rhythm, first_purchase_ts=self.first_purchase_ts, last_purchase_ts=self.last_purchase_ts,
+            gross=self.gross, returned=self.returned, web_purchases=web,
+            store_purchases=self.orders - web, last_ts=self.last_ts,
+        )
+
+    def sketch_keys(self, rhythm: Rhythm) -> tuple[int | None, int | None, int | None]:
+        return tiers.sketch_keys(rhythm.value_log(), rhythm.last_purchase_ts, rhythm.purchases)
+
     def bought_recently(self, sku: str) -> bool:
         return sku in self.bought
 
@@ -176,31 +207,38 @@ class CustomerState:
 
     def _on_view(self, event: Event, decay_) -> list[BasketSignal]:
         if event.sku:
-            if event.sku in self.recent_views:
-                self.recent_views.remove(event.sku)
-            self.recent_views = (self.recent_views + [event.sku])[-MAX_RECENT_VIEWS:]
+            self._viewed(event.sku, event.ts_ms)
             self._interest(event.sku, None, INTEREST["product_view"], event.ts_ms, decay_)
         return []
 
     def _on_add_to_cart(self, event: Event, decay_) -> list[BasketSignal]:
         signals = []
+        ts = event.ts_ms
         for item in event.items:
-            already = tuple(sku for sku in self.basket if sku != item.sku)
-            self.basket[item.sku] = self.basket.get(item.sku, 0) + item.qty
+            # A cart pair forms when the second of two adds within a session arrives, at the
+            # later add's time, whichever arrives first, and whether or not either has been
+            # bought since: adds reach the customer by two paths (direct, or through a stitched
+            # alias) and purchases from another topic, in orders that depend on how topics were
+            # read. Items merged in from an alias's cart paired there already.
+            partners = sorted(sku for sku, added in self.cart_ts.items()
+                              if sku != item.sku and sku in self.cart and abs(ts - added) <= CART_SESSION_MS)
+            self.cart[item.sku] = self.cart.get(item.sku, 0) + item.qty
+            self.cart_ts[item.sku] = max(ts, self.cart_ts.get(item.sku, ts))
             self._interest(item.sku, item, INTEREST["add_to_cart"], event.ts_ms, decay_)
-            signals.append(BasketSignal(
-                (item.sku, *already), CART_PAIR_WEIGHT, event.ts_ms, event.store_id, item.sku,
-            ))
+            signals.append(BasketSignal((item.sku,), CART_PAIR_WEIGHT, ts, event.store_id))
+            signals.extend(BasketSignal((item.sku, partner), CART_PAIR_WEIGHT, max(ts, self.cart_ts[partner]),
+                                        event.store_id, counts=False) for partner in partners)
         self._bound()
         return signals
 
     def _on_remove_from_cart(self, event: Event, decay_) -> list[BasketSignal]:
         for item in event.items:
-            left = self.basket.get(item.sku, 0) - item.qty
+            left = self.cart.get(item.sku, 0) - item.qty
             if left > 0:
-                self.basket[item.sku] = left
+                self.cart[item.sku] = left
             else:
-                self.basket.pop(item.sku, None)
+                self.cart.pop(item.sku, None)
+                self.cart_ts.pop(item.sku, None)
         return []
 
     def _on_purchase(self, event: Event, decay_) -> list[BasketSignal]:
@@ -213,11 +251,10 @@ class CustomerState:
             self.gross += item.value
             if item.discounted:
                 self.discounted += item.value
-            self.basket.pop(item.sku, None)
             self._interest(item.sku, item, INTEREST["purchase"], event.ts_ms, decay_)
             self._add_bought(sku=item.sku, times=1, ts=event.ts_ms)
         if event.store_id:
-            self._visit(event.store_id)
+            self._visit(event.store_id, event.ts_ms)
         self._bound()
         skus = tuple(dict.fromkeys(item.sku for item in event.items))
         return [BasketSignal(skus, 1.0, event.ts_ms, event.store_id)]
@@ -231,11 +268,7 @@ class CustomerState:
     def _on_store_visit(self, event: Event, decay_) -> list[BasketSignal]:
         if event.store_id:
             self.store_visits += 1
-            self._visit(event.store_id)
-        return []
-
-    def _on_survey(self, event: Event, decay_) -> list[BasketSignal]:
-        self.survey_score = event.score
+            self._visit(event.store_id, event.ts_ms)
         return []
 
     # --- helpers --------------------------------------------------------------------------
@@ -245,9 +278,18 @@ class CustomerState:
         self.last_ts = _max(self.last_ts, event.ts_ms)
         self.channel_events[event.channel] = self.channel_events.get(event.channel, 0) + 1
 
-    def _visit(self, store_id: str) -> None:
+    def _viewed(self, sku: str, ts: int) -> None:
+        if ts <= self.views.get(sku, ts - 1):
+            return
+        self.views[sku] = ts
+        if len(self.views) > MAX_RECENT_VIEWS:
+            oldest = min(self.views, key=lambda s: (self.views[s], s))
+            del self.views[oldest]
+
+    def _visit(self, store_id: str, ts: int) -> None:
         self.stores[store_id] = self.stores.get(store_id, 0) + 1
-        self.last_store = store_id
+        if self.last_store_ts is None or (ts, store_id) > (self.last_store_ts, self.last_store or ""):
+            self.last_store, self.last_store_ts = store_id, ts
 
     def _interest(self, sku: str, item: Item | None, weight: float, ts_ms: int, decay_: decay.Decay) -> None:
         log_w = decay_.log_weight(weight, ts_ms)
@@ -274,8 +316,10 @@ class CustomerState:
         if len(self.bought) > MAX_BOUGHT:
             keep = sorted(self.bought, key=lambda sku: tuple(self.bought[sku]))[-MAX_BOUGHT:]
             self.bought = {sku: self.bought[sku] for sku in keep}
-        if len(self.basket) > MAX_BASKET:
-            self.basket = dict(list(self.basket.items())[-MAX_BASKET:])
+        if len(self.cart) > MAX_BASKET:
+            keep = sorted(self.cart, key=lambda sku: (self.cart_ts.get(sku, 0), sku))[-MAX_BASKET:]
+            self.cart = {sku: self.cart[sku] for sku in keep}
+            self.cart_ts = {sku: self.cart_ts[sku] for sku in keep if sku in self.cart_ts}
         if len(self.stores) > MAX_STORES:
             keep = sorted(self.stores, key=self.stores.__getitem__)[-MAX_STORES:]
             self.stores = {store: self.stores[store] for store in keep}
@@ -310,12 +354,15 @@ class CustomerState:
     def from_dict(cls, data: Mapping[str, Any]) -> CustomerState:
         known = {name: data[name] for name in cls.__dataclass_fields__ if name in data}
         known["contacts"] = Contacts.from_dict(data.get("contacts"))
-        known["rhythm"] = Rhythm.from_dict(data.get("rhythm") or {})
+        known["rhythm"] = RhythmState.from_dict(data.get("rhythm") or {})
+        if known.get("churn_keys") is not None:
+            known["churn_keys"] = tuple(known["churn_keys"])
         return cls(**known)
 
 
-_DICT_FIELDS = ("channel_orders", "channel_events", "categories", "brands", "sku_interest", "basket", "stores")
-_LIST_FIELDS = ("aliases", "recent_views", "seen_ids")
+_DICT_FIELDS = ("channel_orders", "channel_events", "categories", "brands", "sku_interest", "cart", "cart_ts",
+                "stores", "views")
+_LIST_FIELDS = ("aliases", "seen_ids")
 
 _HANDLERS = {
     "product_view": CustomerState._on_view,
@@ -324,7 +371,6 @@ _HANDLERS = {
     "purchase": CustomerState._on_purchase,
     "return": CustomerState._on_return,
     "store_visit": CustomerState._on_store_visit,
-    "survey": CustomerState._on_survey,
 }
 
 

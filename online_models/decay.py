@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 
-DAY_MS = 86_400_000
+from online_models.clock import DAY_MS
 
 
 class Decay:

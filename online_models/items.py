@@ -3,12 +3,13 @@
 Two keyed steps, both keyed by SKU, because a pair score needs both items' counts:
 
 1. `ItemCounts` (per item): decayed popularity (global and per store) and
-   how many baskets it was in. For each basket it tells every partner item "I was with
-   you, and my basket count is now N" (`PairUpdate`), and itself its own count.
-2. `ItemNeighbors` (per item): co-counts with each partner and each partner's count,
-   so the complement score c(a,b)/sqrt(c(a)·c(b)) can be computed without reading any
-   other key. Counts only grow in forward-decay log space, so taking the max of what
-   arrives converges to the same value whatever the order (1 worker or many).
+   how many baskets it was in (published, so readers have every item's count). For each
+   basket it tells every partner item "I was with you" (`PairUpdate`), and itself its own
+   count.
+2. `ItemNeighbors` (per item): co-counts with each partner. The complement score
+   c(a,b)/sqrt(c(a)·c(b)) is computed where it is read (`complements`), with the partners'
+   published counts: sums of the same baskets, so the stored bytes do not depend on the
+   order in which baskets arrived (1 worker or many).
 """
 
 from __future__ import annotations
@@ -31,7 +32,6 @@ SHRINK = 0.5  # a pair seen once in half a basket's weight should not top the li
 class PairUpdate:
     partner: str
     log_weight: float
-    partner_log_count: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,68 +60,75 @@ class ItemCounts:
         self, signal: BasketSignal, popularity: decay.Decay, cooccurrence: decay.Decay
     ) -> list[tuple[str, PairUpdate | OwnCount]]:
         """Count one basket this item is in; return the messages for `ItemNeighbors`."""
-        is_new = signal.new_sku is None or signal.new_sku == self.sku
-        pop_weight = popularity.log_weight(signal.weight, signal.ts_ms)
-        if is_new:
+        pair_weight = cooccurrence.log_weight(signal.weight, signal.ts_ms)
+        messages: list[tuple[str, PairUpdate | OwnCount]] = [
+            (partner, PairUpdate(self.sku, pair_weight)) for partner in signal.skus if partner != self.sku
+        ]
+        if signal.counts:
+            pop_weight = popularity.log_weight(signal.weight, signal.ts_ms)
             self.log_popularity = decay.log_add(self.log_popularity, pop_weight)
             if signal.store_id:
                 decay.add(self.store_popularity, signal.store_id, pop_weight)
                 decay.prune(self.store_popularity, MAX_STORES)
-        pair_weight = cooccurrence.log_weight(signal.weight, signal.ts_ms)
-        if is_new:
             self.log_baskets = decay.log_add(self.log_baskets, pair_weight)
-        if self.log_baskets is None:  # a cart partner we have never counted: nothing to pair
-            return []
-        partners = [sku for sku in signal.skus if sku != self.sku]
-        if not is_new:
-            partners = [signal.new_sku]
-        messages: list[tuple[str, PairUpdate | OwnCount]] = [
-            (partner, PairUpdate(self.sku, pair_weight, self.log_baskets)) for partner in partners
-        ]
-        if is_new:
             messages.append((self.sku, OwnCount(self.log_baskets)))
         return messages
 
 
 @dataclass(slots=True)
 class ItemNeighbors:
+    """Co-counts of one item with its partners, and its own basket count.
+
+    The complement score also needs each partner's own count; that is read where the score is
+    computed (``complements``, with the counts ``ItemCounts`` publish), never copied in here:
+    a copy would be the partner's count as of whichever basket happened to arrive last, and
+    so depend on the order in which baskets were read."""
+
     sku: str
     log_count: float | None = None
     last_ts_log: float | None = None
-    partners: dict[str, list[float]] = field(default_factory=dict)  # sku → [log co-count, log count]
+    partners: dict[str, float] = field(default_factory=dict)  # sku → log co-count
 
     def __deepcopy__(self, memo: dict) -> ItemNeighbors:
-        return ItemNeighbors(self.sku, self.log_count, self.last_ts_log,
-                             {sku: list(entry) for sku, entry in self.partners.items()})
+        return ItemNeighbors(self.sku, self.log_count, self.last_ts_log, dict(self.partners))
 
     def apply(self, message: PairUpdate | OwnCount) -> None:
         if isinstance(message, OwnCount):
             self.log_count = _max(self.log_count, message.log_count)
             return
-        entry = self.partners.get(message.partner)
-        if entry is None:
-            self.partners[message.partner] = [message.log_weight, message.partner_log_count]
-        else:
-            entry[0] = decay.log_add(entry[0], message.log_weight)
-            entry[1] = max(entry[1], message.partner_log_count)
+        decay.add(self.partners, message.partner, message.log_weight)
         self.last_ts_log = _max(self.last_ts_log, message.log_weight)
         if len(self.partners) > MAX_NEIGHBORS:
-            keep = sorted(self.partners, key=lambda sku: self.partners[sku][0])[-PRUNED_NEIGHBORS:]
-            self.partners = {sku: self.partners[sku] for sku in keep}
+            self.partners = dict(self.candidates(PRUNED_NEIGHBORS))
 
-    def top(self, n: int) -> list[Neighbor]:
-        """Best complements: cosine of basket co-occurrence, shrunk when evidence is thin."""
-        if self.log_count is None:
-            return []
-        ranked = []
-        for sku, (log_co, log_partner) in self.partners.items():
-            cosine = math.exp(log_co - 0.5 * (self.log_count + log_partner))
-            # Co-count relative to one full-weight basket at the newest pair's time.
-            evidence = math.exp(log_co - (self.last_ts_log or log_co))
-            confidence = min(1.0, math.exp(log_co - self.log_count))
-            ranked.append(Neighbor(sku, cosine * evidence / (evidence + SHRINK), confidence))
-        ranked.sort(key=lambda neighbor: (-neighbor.score, neighbor.sku))
-        return ranked[:n]
+    def candidates(self, n: int) -> list[tuple[str, float]]:
+        """The ``n`` partners seen most often with this item (by decayed co-count)."""
+        return sorted(self.partners.items(), key=lambda kv: (-round(kv[1], 9), kv[0]))[:n]  # last bits: order
+
+    def top(self, n: int, partner_counts: Mapping[str, float]) -> list[Neighbor]:
+        return complements(self.log_count, self.last_ts_log, self.candidates(len(self.partners)),
+                           partner_counts)[:n]
+
+
+def complements(log_count: float | None, last_ts_log: float | None,
+                partners: Iterable[tuple[str, float]], partner_counts: Mapping[str, float]) -> list[Neighbor]:
+    """Best complements: cosine of basket co-occurrence, shrunk when evidence is thin.
+
+    ``partner_counts``: each partner's own decayed basket count (log), as ``ItemCounts`` keep it."""
+    if log_count is None:
+        return []
+    ranked = []
+    for sku, log_co in partners:
+        log_partner = partner_counts.get(sku)
+        if log_partner is None:
+            continue
+        cosine = math.exp(log_co - 0.5 * (log_count + log_partner))
+        # Co-count relative to one full-weight basket at the newest pair's time.
+        evidence = math.exp(log_co - (last_ts_log or log_co))
+        confidence = min(1.0, math.exp(log_co - log_count))
+        ranked.append(Neighbor(sku, cosine * evidence / (evidence + SHRINK), confidence))
+    ranked.sort(key=lambda neighbor: (-neighbor.score, neighbor.sku))
+    return ranked
 
 
 @dataclass(slots=True)

@@ -7,15 +7,16 @@ the schema version; a reader refuses a version it does not know instead of guess
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
-from online_models.churn import Alert, ChurnModel, ChurnShard
+from online_models.churn import Alert, ChurnModel, PopulationShard
 from online_models.customer import CustomerState
 from online_models.events import Product, format_ts, product_from_dict
-from online_models.items import ItemNeighbors, Neighbor
+from online_models.items import ItemNeighbors, Neighbor, complements
 from online_models.learning import RankerWeights, RecRanker
 from online_models.offers import Offer, OfferStats, offer_from_dict
 from online_models.tiers import PopulationSketch
@@ -44,6 +45,10 @@ class KeyScheme:
 
     def catalog(self) -> str:
         return f"{self.prefix}:{{catalog}}:products"
+
+    def basket_counts(self) -> str:
+        """ZSET sku → decayed basket count (log): what complement scores divide by."""
+        return f"{self.prefix}:{{pop}}:baskets"
 
     def popularity(self) -> str:
         return f"{self.prefix}:{{pop}}:global"
@@ -85,16 +90,34 @@ class KeyScheme:
 
 
 def encode_customer(state: CustomerState) -> bytes:
-    """Readers need no dedup window; log-weights keep 4 decimals (1e-4 relative)."""
+    """Readers need no dedup window; log-weights keep 4 decimals (1e-4 relative), every other
+    number 6. A customer's events arrive from several topics in an order that depends on how
+    they were read, and float sums differ in their last bits with the order: rounding keeps
+    those bits out of the stored bytes (same input, same bytes)."""
     data = state.to_dict()
     data.pop("seen_ids")
     for name in ("categories", "brands", "sku_interest"):
         data[name] = {key: round(value, 4) for key, value in data[name].items()}
-    return orjson.dumps({"v": SCHEMA_VERSION, "kind": "customer", "state": data})
+    return orjson.dumps({"v": SCHEMA_VERSION, "kind": "customer", "state": _rounded(data)},
+                        option=orjson.OPT_SORT_KEYS)  # dict order follows arrival order
+
+
+def _rounded(value: Any, digits: int = 6) -> Any:
+    if isinstance(value, float):
+        return round(value, digits)
+    if isinstance(value, dict):
+        return {k: _rounded(v, digits) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_rounded(v, digits) for v in value]
+    return value
 
 
 def encode_link(alias_id: str, customer_id: str) -> bytes:
     return orjson.dumps({"v": SCHEMA_VERSION, "kind": "link", "alias": alias_id, "customer_id": customer_id})
+
+
+def encode_link_pair(pair: tuple[str, str]) -> bytes:
+    return encode_link(*pair)
 
 
 def decode_profile(raw: bytes) -> CustomerState | str:
@@ -106,17 +129,20 @@ def decode_profile(raw: bytes) -> CustomerState | str:
 
 
 def encode_neighbors(state: ItemNeighbors) -> bytes:
-    top = state.top(NEIGHBORS_STORED)
+    """The item's own count and its most frequent partners' co-counts (log, 6 decimals)."""
     return orjson.dumps({
         "v": SCHEMA_VERSION,
         "sku": state.sku,
-        "neighbors": [[n.sku, round(n.score, 6), round(n.confidence, 6)] for n in top],
+        "log_count": None if state.log_count is None else round(state.log_count, 6),
+        "last_ts_log": None if state.last_ts_log is None else round(state.last_ts_log, 6),
+        "partners": [[sku, round(log_co, 6)] for sku, log_co in state.candidates(NEIGHBORS_STORED)],
     })
 
 
-def decode_neighbors(raw: bytes) -> list[Neighbor]:
+def decode_neighbors(raw: bytes, basket_counts: Mapping[str, float]) -> list[Neighbor]:
+    """Complements ranked with every partner's published basket count (``basket_counts``)."""
     blob = _load(raw)
-    return [Neighbor(sku, score, confidence) for sku, score, confidence in blob["neighbors"]]
+    return complements(blob["log_count"], blob["last_ts_log"], blob["partners"], basket_counts)
 
 
 def encode_product(product: Product) -> bytes:
@@ -140,7 +166,7 @@ def decode_offer(raw: bytes) -> Offer:
 
 
 def encode_offer_stats(stats: OfferStats) -> bytes:
-    return orjson.dumps({"v": SCHEMA_VERSION, **stats.to_dict()})
+    return orjson.dumps({"v": SCHEMA_VERSION, **stats.to_dict()}, option=orjson.OPT_SORT_KEYS)
 
 
 def decode_offer_stats(raw: bytes) -> OfferStats:
@@ -159,10 +185,10 @@ def decode_ranker(raw: bytes) -> RankerWeights:
     return RankerWeights(blob["intercept"], blob["weights"], blob["trained_on"])
 
 
-def encode_churn_shard(shard: ChurnShard) -> bytes:
+def encode_churn_shard(shard: PopulationShard) -> bytes:
     """What readers need of a churn shard: its population model and its sketches."""
     return orjson.dumps({"v": SCHEMA_VERSION, "model": shard.model.to_dict(), "sketch": shard.sketch.to_dict(),
-                         "threshold": shard.threshold})
+                         "threshold": shard.threshold}, option=orjson.OPT_SORT_KEYS)
 
 
 def decode_churn_shard(raw: bytes) -> tuple[ChurnModel, PopulationSketch]:

@@ -89,7 +89,7 @@ def profile_view(
         "basket": [{"sku": sku, "qty": qty, "name": _name(catalog, sku)} for sku, qty in state.basket.items()],
         "store_visits": state.store_visits,
         "last_store": state.last_store,
-        "survey_score": state.survey_score,
+        "survey_score": state.rhythm.survey_score,
         "value": (population or Population()).assess(state, now_ms),
     }
 

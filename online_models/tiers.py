@@ -27,7 +27,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-DAY_MS = 86_400_000
+from online_models.clock import DAY_MS
+
 VALUE_WIDTH = math.log(1.02)  # value buckets: 2 % wide
 FREQ_WIDTH = 0.05  # log1p(purchases) buckets
 DAY_WIDTH = 1.0  # last-purchase day buckets
@@ -77,11 +78,13 @@ class Sketch:
         self.add_bucket(self.bucket(key), -n)
 
     def add_bucket(self, bucket: int | None, n: int = 1) -> None:
+        # Counts may dip below zero for a moment (one customer's move out of a bucket can arrive
+        # before another's move in): keeping them makes moves commute.
         if bucket is None:
-            self.none = max(0, self.none + n)
+            self.none += n
             return
         count = self.counts.get(bucket, 0) + n
-        if count > 0:
+        if count:
             self.counts[bucket] = count
         else:
             self.counts.pop(bucket, None)
@@ -244,38 +247,36 @@ class ValueTiers:
 # --------------------------------------------------------------------------- RFM
 
 
+def sketch_keys(log_value: float | None, last_purchase_ts: int | None,
+                purchases: int) -> tuple[int | None, int | None, int | None]:
+    """A customer's buckets in the value, recency and frequency sketches."""
+    return (
+        None if log_value is None else math.floor(log_value / VALUE_WIDTH),
+        None if last_purchase_ts is None else math.floor(last_purchase_ts / DAY_MS / DAY_WIDTH),
+        None if purchases <= 0 else math.floor(math.log1p(purchases) / FREQ_WIDTH),
+    )
+
+
 @dataclass(slots=True)
 class PopulationSketch:
     """The per-shard sketches behind tiers and RFM: value, recency (last purchase day), frequency.
 
-    ``members`` remembers each customer's current buckets so that an update is an idempotent
-    move (a replayed update after recovery moves nothing twice).
+    Counts per bucket only: each update names the customer's old and new buckets
+    (``sketch_keys``, remembered with the customer), so the sketch never grows with the
+    number of customers and moves commute (any order of updates gives the same counts).
     """
 
     value: Sketch = field(default_factory=lambda: Sketch(VALUE_WIDTH))
     recency: Sketch = field(default_factory=lambda: Sketch(DAY_WIDTH))
     frequency: Sketch = field(default_factory=lambda: Sketch(FREQ_WIDTH))
-    members: dict[str, tuple[int | None, int | None, int | None]] = field(default_factory=dict)
 
-    def keys_of(self, log_value: float | None, last_purchase_ts: int | None, purchases: int):
-        return (
-            self.value.bucket(log_value),
-            self.recency.bucket(None if last_purchase_ts is None else last_purchase_ts / DAY_MS),
-            self.frequency.bucket(math.log1p(purchases) if purchases > 0 else None),
-        )
-
-    def update(self, customer_id: str, log_value: float | None, last_purchase_ts: int | None,
-               purchases: int) -> None:
-        new = self.keys_of(log_value, last_purchase_ts, purchases)
-        old = self.members.get(customer_id)
-        if old == new:
-            return
+    def move(self, old: tuple[int | None, int | None, int | None] | None,
+             new: tuple[int | None, int | None, int | None]) -> None:
         for sketch, o, n in zip((self.value, self.recency, self.frequency), old or (None,) * 3, new):
             sketch.move(o, n, known=old is not None)
-        self.members[customer_id] = new
 
     def copy(self) -> PopulationSketch:
-        return PopulationSketch(self.value.copy(), self.recency.copy(), self.frequency.copy(), dict(self.members))
+        return PopulationSketch(self.value.copy(), self.recency.copy(), self.frequency.copy())
 
     def merge(self, other: PopulationSketch) -> PopulationSketch:
         """Fold another shard's sketches in (shards hold disjoint customers)."""
@@ -300,7 +301,7 @@ class PopulationSketch:
         return rfm_cell(self, log_value, last_purchase_ts, purchases)
 
     def to_dict(self) -> dict[str, Any]:
-        """The sketches only (what readers merge); ``members`` stays in the flow's state."""
+        """The sketches (what readers merge)."""
         return {"value": self.value.to_dict(), "recency": self.recency.to_dict(),
                 "frequency": self.frequency.to_dict()}
 

@@ -35,3 +35,26 @@ CATALOG = {p.sku: p for p in [
     Product("PC-1", "Phone case", "electronics/phone-cases", "Fone", 20),
     Product("XX-1", "Out of stock belt", "men/belts", "Northway", 20, in_stock=False),
 ]}
+
+
+class MemoryPipe:
+    """Stands in for a Redis pipeline: what each write op would leave in Redis, by slot."""
+
+    def __init__(self) -> None:
+        self.data: dict[tuple[str, str | None], bytes | float | None] = {}
+
+    def set(self, key, value):
+        self.data[(key, None)] = value
+
+    def hset(self, key, field, value):
+        self.data[(key, field)] = value
+
+    def zadd(self, key, mapping):
+        for member, score in mapping.items():
+            self.data[(key, member)] = score
+
+    def sadd(self, key, member):
+        self.data[(key, "\x00" + member)] = None
+
+    def eval(self, script, numkeys, key, seen_key, payload, *args):
+        self.data.setdefault((seen_key, None), payload)  # an alert is added once

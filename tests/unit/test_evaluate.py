@@ -22,11 +22,8 @@ from omnirec.evaluate import (
     score_list,
 )
 from omnirec.settings import Settings
-from online_models import decay, ranking
-from online_models.customer import CustomerState
+from online_models import keys, ranking
 from online_models.events import DAY_MS, Event, format_ts
-from online_models.identity import AliasState, apply_to_customer
-from online_models.items import ItemCounts, ItemNeighbors
 
 T0 = 1_795_601_700_000  # 2026-11-25T10:15:00Z
 KEYS = ("hit_rate@{k}", "recall@{k}", "ndcg@{k}", "cross_sell_hit_rate@{k}", "n_evaluated")
@@ -175,55 +172,61 @@ def mixed_stream():
     ]
 
 
-def direct_domain(events):
-    """The flow's calls, written out by hand (flows/steps.py)."""
-    pop, co = decay.Decay(Settings().half_life_days), decay.Decay(Settings().cooccurrence_half_life_days)
-    aliases, customers, counts, neighbors = {}, {}, {}, {}
+def flow_bytes(records, settings):
+    """The dataflow itself (TestingSource → wire → TestingSink): what Redis would hold."""
+    from bytewax import operators as op
+    from bytewax.dataflow import Dataflow
+    from bytewax.testing import TestingSink, TestingSource, run_main
 
-    def to_customer(cid, message):
-        return apply_to_customer(customers.setdefault(cid, CustomerState(cid)), message, pop)
+    from flows.dataflow import wire
+    from online_models.engine import Engine
+    from online_models.messages import coalesce
 
-    for event in events:
-        if event.alias_id:
-            outcome = aliases.setdefault(event.alias_id, AliasState(event.alias_id)).apply(event, pop)
-            signals = list(outcome.signals)
-            for target, message in outcome.forward:
-                signals += to_customer(target, message)
-        else:
-            signals = to_customer(event.customer_id, event)
-        for signal in signals:
-            for sku in signal.skus:
-                for target, update in counts.setdefault(sku, ItemCounts(sku)).apply_signal(signal, pop, co):
-                    neighbors.setdefault(target, ItemNeighbors(target)).apply(update)
-    return aliases, customers, counts, neighbors
+    from .helpers import MemoryPipe
+
+    flow = Dataflow("evaluate-vs-flow")
+    writes, _, _ = wire(flow, op.input("in", flow, TestingSource(records)), Engine(settings.engine()))
+    out: list = []
+    op.output("out", writes, TestingSink(out))
+    run_main(flow)
+    pipe = MemoryPipe()
+    for write in coalesce(out).values():
+        write.apply(pipe)
+    return pipe.data
 
 
-def test_engine_state_matches_the_domain_applied_directly(tmp_path):
-    path = write(tmp_path / "mixed.jsonl", mixed_stream())
-    events = [r for r in read_records([path]) if isinstance(r, Event)]
-    assert len(events) == len(mixed_stream())
+def test_the_evaluator_reaches_the_state_the_flow_writes(tmp_path):
+    """One input through the dataflow and through the evaluator's engine: the same bytes."""
+    settings = Settings(churn_wall_clock=False)
+    records = list(read_records([write(tmp_path / "mixed.jsonl", mixed_stream())], settings))
+    stored = flow_bytes(records, settings)
 
-    replayer = Replayer()
-    for event in events:
-        replayer.apply(event)
-    aliases, customers, counts, neighbors = direct_domain(events)
-
-    assert {c: s.to_dict() for c, s in replayer.customers.items()} == {c: s.to_dict() for c, s in customers.items()}
-    assert replayer.aliases == aliases
-    assert replayer.item_counts == counts
-    assert replayer.item_neighbors == neighbors
+    replayer = Replayer(settings)
+    for raw in records:
+        replayer.learn(replayer.parse(raw))
+    scheme = replayer.scheme
+    assert replayer.customers and all(
+        keys.encode_customer(state) == stored[(scheme.customer(cid), None)]
+        for cid, state in replayer.customers.items())
+    assert replayer._neighbor_states and all(
+        keys.encode_neighbors(state) == stored[(key, None)] for key, state in replayer._neighbor_states.items())
+    for key, members in replayer.zsets.items():
+        assert members == {m: score for (k, m), score in stored.items() if k == key}, key
     assert replayer.customers["c-3"].orders == 1  # the duplicate did not count
+    events = [m for raw in records for m in Replayer(settings).parse(raw) if isinstance(m, Event)]
     assert replayer.key_for(events[6]) == ("c", "c-3")  # the stitched alias reaches c-3
 
-    for sku, state in neighbors.items():
-        assert replayer.neighbors([sku]).get(sku, []) == state.top(30)
+
+def parsed_events(path):
+    replayer = Replayer()
+    return [m for raw in read_records([path], Settings()) for m in replayer.parse(raw) if isinstance(m, Event)]
 
 
 def test_engine_recommends_like_ranking_with_synthesised_products(tmp_path):
     path = write(tmp_path / "mixed.jsonl", mixed_stream())
     replayer = Replayer()
-    for record in read_records([path]):
-        replayer.apply(record)
+    for raw in read_records([path], Settings()):
+        replayer.learn(replayer.parse(raw))
     replayer.rebuild_index()
     # no catalog in the file: products come from the items' categories
     assert replayer.products["D"].category == "grocery/d"
@@ -238,7 +241,7 @@ def test_engine_recommends_like_ranking_with_synthesised_products(tmp_path):
 
 def test_held_out_baskets_are_each_customers_last_of_two_or_more(tmp_path):
     path = write(tmp_path / "mixed.jsonl", mixed_stream())
-    stream = list(read_records([path]))
+    stream = parsed_events(path)
     held = held_out_baskets(stream)
     # c-1: p1, p4 (p4 goes via alias L-9, unlinked: its own profile) → c-1 has 1 basket only;
     # c-2: p2, p5 → p5 held; c-3 (anon-1 stitched): p3 once (the duplicate does not count).
@@ -248,7 +251,7 @@ def test_held_out_baskets_are_each_customers_last_of_two_or_more(tmp_path):
 def test_prequential_skips_duplicates_and_first_purchases(tmp_path):
     path = write(tmp_path / "mixed.jsonl", mixed_stream())
     evaluator = Evaluator(k=5)
-    evaluator.prequential(read_records([path]))
+    evaluator.prequential(read_records([path], Settings()))
     assert evaluator.counts["duplicates"] == 1
     assert evaluator.counts["purchases"] == 6
     # returning customers: c-2's p5 only (p4 lands on the unlinked loyalty alias)

@@ -1,0 +1,408 @@
+"""The engine: every stateful step of omnirec as a pure function, and the graph that joins them.
+
+Each step has bytewax's shape ``(state | None, message) -> (state, emits)``; the messages are
+the frozen types of ``online_models.messages`` (plus ``Event``, ``Product``, ``Offer``,
+``Feedback``, ``Alert``). ``graph(engine)`` lists the steps in order with, for each message
+type a step accepts, the function that keys it (``None``: not for this step). Two drivers
+read that one table and nothing else:
+
+- ``flows.dataflow.wire`` builds the bytewax dataflow from it (Kafka in, Redis and Kafka out);
+- ``Runner`` (below) drives it in process, for the evaluators, benchmarks and tests.
+
+So there is one parser, one router and one set of rules, and a figure measured through
+``Runner`` measures the code the flow runs. Nothing here reads a clock: wall time arrives
+only in ``Raw.received_ms`` and ``Heartbeat`` messages, stamped by the edge.
+
+    Raw ─► parse (by topic/partition: watermark) ─► DeadLetter | Product | Offer | Feedback | Event | Progress
+    Event ─► aliases (by alias) ─► Forward ─┐
+    Event, Forward, offer Feedback ─────────┴► customers (by customer) ─► Put, ItemBasket, ChurnUpdate
+    ItemBasket ─► item_counts (by sku) ─► ToNeighbors, ZAdd, SAdd ─► item_neighbors (by sku) ─► Put
+    Feedback ─► offer_stats (by offer) ─► Put, SAdd;   Feedback with features ─► ranker ─► Put
+    Progress, Heartbeat ─► stream_clock (one key) ─► ShardTick, BucketTick
+    ChurnUpdate, ShardTick ─► population (by shard) ─► Timer, Put
+    Timer, BucketTick ─► timer_buckets (by due bucket) ─► Fired
+    Timer, Fired ─► alert_gate (by customer) ─► Alert ─► alert_writes ─► AddAlert
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from online_models import decay, keys, tiers
+from online_models.churn import CHURN_SIGNAL_TYPES, Alert, PopulationShard
+from online_models.clock import MINUTE_MS, ClockSettings, PartitionClock, StreamClock
+from online_models.customer import BasketSignal, CustomerState
+from online_models.events import (
+    Event,
+    Feedback,
+    ParseLimits,
+    Product,
+    Rejected,
+    parse_event,
+    parse_feedback,
+    parse_product,
+)
+from online_models.identity import AliasState, Merge, apply_to_customer
+from online_models.items import ItemCounts, ItemNeighbors
+from online_models.learning import RecRanker, as_features
+from online_models.messages import (
+    WRITE_TYPES,
+    AddAlert,
+    BucketTick,
+    ChurnUpdate,
+    DeadLetter,
+    Fired,
+    Forward,
+    HashPut,
+    Heartbeat,
+    ItemBasket,
+    Progress,
+    Put,
+    Raw,
+    SAdd,
+    ShardTick,
+    Timer,
+    ToNeighbors,
+    ZAdd,
+)
+from online_models.offers import Offer, OfferError, OfferStats, offer_from_dict
+from online_models.timers import AlertGate, TimerBucket
+
+CLOCK_KEY = "clock"
+RANKER_KEY = "ranker"
+
+
+@dataclass(frozen=True, slots=True)
+class EngineSettings:
+    """Everything the steps need to know, fixed for a run (built from ``omnirec.settings``)."""
+
+    key_prefix: str = "rec"
+    topic_catalog: str = "catalog.products"
+    topic_offers: str = "offers"
+    topic_feedback: str = "recs.feedback"
+    half_life_days: float = 14.0
+    cooccurrence_half_life_days: float = 60.0
+    limits: ParseLimits = field(default_factory=ParseLimits)
+    churn_shards: int = 8
+    churn_threshold: float = 0.85
+    clock: ClockSettings = field(default_factory=ClockSettings)
+    alerts_maxlen: int = 10_000
+
+
+class Engine:
+    """The step functions, bound to one run's settings (and nothing that changes)."""
+
+    def __init__(self, settings: EngineSettings | None = None) -> None:
+        self.settings = settings = settings or EngineSettings()
+        self.scheme = keys.KeyScheme(settings.key_prefix)
+        self.popularity = decay.Decay(settings.half_life_days)
+        self.cooccurrence = decay.Decay(settings.cooccurrence_half_life_days)
+
+    # --- parse (by topic/partition) ------------------------------------------------------------
+
+    def parse(self, clock: PartitionClock | None, raw: Raw):
+        """Bytes → a typed message or a dead letter. Lateness is judged against this partition's
+        own watermark, which is recovered state (a restart judges as the first run did)."""
+        clock = clock or PartitionClock()
+        topic, s = raw.topic, self.settings
+        if topic == s.topic_catalog:
+            parsed = parse_product(raw.value, limits=s.limits)
+        elif topic == s.topic_offers:
+            parsed = parse_offer(raw.value)
+        elif topic == s.topic_feedback:
+            parsed = parse_feedback(raw.value, limits=s.limits)
+        else:
+            parsed = parse_event(raw.value, stream_ts_ms=clock.newest_ts, now_ms=raw.received_ms, limits=s.limits)
+            if isinstance(parsed, Event):
+                before = clock.newest_ts
+                if clock.advance(parsed.ts_ms) and (before is None or parsed.ts_ms // MINUTE_MS > before // MINUTE_MS):
+                    # the stream clock needs minutes, not every event
+                    return clock, [parsed, Progress(raw.source, parsed.ts_ms, raw.received_ms)]
+        if isinstance(parsed, Rejected):
+            return clock, [DeadLetter(raw, parsed.reason)]
+        return clock, [parsed]
+
+    # --- identity and customers ----------------------------------------------------------------
+
+    def alias(self, state: AliasState | None, event: Event):
+        alias_id = event.alias_id or ""
+        state = state or AliasState(alias_id)
+        outcome = state.apply(event, self.popularity)
+        emits: list = [Forward(target, message) for target, message in outcome.forward]
+        if outcome.linked_to:
+            emits.append(Put(self.scheme.alias(alias_id), (alias_id, outcome.linked_to), keys.encode_link_pair))
+        if outcome.profile_changed:
+            emits.append(Put(self.scheme.alias(alias_id), state.profile, keys.encode_customer))
+        emits.extend(_memberships(outcome.signals))
+        return state, emits
+
+    def customer(self, state: CustomerState | None, message: Event | Forward | Feedback):
+        if isinstance(message, Forward):
+            customer_id, message = message.customer_id, message.message
+        else:
+            customer_id = message.customer_id or ""
+        state = state or CustomerState(customer_id)
+        signals = apply_to_customer(state, message, self.popularity)
+        emits: list = [Put(self.scheme.customer(state.customer_id), state, keys.encode_customer),
+                       *_memberships(signals)]
+        if isinstance(message, Merge) or (isinstance(message, Event) and message.type in CHURN_SIGNAL_TYPES):
+            emits.append(self._churn_update(state))
+        return state, emits
+
+    def _churn_update(self, state: CustomerState) -> ChurnUpdate:
+        rhythm = state.rhythm_view()
+        old, new = state.churn_keys, state.sketch_keys(rhythm)
+        state.churn_keys = new
+        state.churn_version += 1
+        return ChurnUpdate(state.customer_id, tiers.shard_of(state.customer_id, self.settings.churn_shards),
+                           rhythm, old, new, state.churn_version, state.last_ts or 0)
+
+    # --- items -----------------------------------------------------------------------------------
+
+    def item_counts(self, state: ItemCounts | None, message: ItemBasket):
+        sku, signal = message.sku, message.signal
+        state = state or ItemCounts(sku)
+        pairs = state.apply_signal(signal, self.popularity, self.cooccurrence)
+        emits: list = [ToNeighbors(target, update) for target, update in pairs]
+        if signal.counts:
+            emits.append(ZAdd(self.scheme.basket_counts(), sku, round(state.log_baskets, 6)))
+        if signal.counts and state.log_popularity is not None:
+            emits.append(ZAdd(self.scheme.popularity(), sku, keys.popularity_score(state.log_popularity)))
+            store = signal.store_id
+            if store and store in state.store_popularity:
+                emits.append(ZAdd(self.scheme.store_popularity(store), sku,
+                                  keys.popularity_score(state.store_popularity[store])))
+                emits.append(SAdd(self.scheme.store_popularity_index(), store))
+        return state, emits
+
+    def item_neighbors(self, state: ItemNeighbors | None, message: ToNeighbors):
+        state = state or ItemNeighbors(message.sku)
+        state.apply(message.update)
+        return state, [Put(self.scheme.neighbors(message.sku), state, keys.encode_neighbors)]
+
+    def product_write(self, product: Product):
+        return [HashPut(self.scheme.catalog(), product.sku, product, keys.encode_product)]
+
+    # --- offers and the ranker ---------------------------------------------------------------------
+
+    def offer_write(self, offer: Offer):
+        return [HashPut(self.scheme.offers(), offer.offer_id, offer, keys.encode_offer)]
+
+    def offer_stats(self, state: OfferStats | None, feedback: Feedback):
+        state = state or OfferStats(feedback.offer_id or "")
+        if feedback.control:  # the control group measures uplift; it must not steer learning
+            return state, []
+        state.record(feedback.type, feedback.cell or "new")
+        return state, [Put(self.scheme.offer_stats(state.offer_id), state, keys.encode_offer_stats),
+                       SAdd(self.scheme.offer_stats_index(), state.offer_id)]
+
+    def ranker(self, state: RecRanker | None, feedback: Feedback):
+        """One small model for the whole catalogue: feedback volume is low, so one key is enough."""
+        state = state or RecRanker()
+        if not state.learn(as_features(list(feedback.features)), feedback.type):
+            return state, []
+        return state, [Put(self.scheme.ranker(), state, keys.encode_ranker)]
+
+    # --- churn -----------------------------------------------------------------------------------
+
+    def stream_clock(self, state: StreamClock | None, message: Progress | Heartbeat):
+        """The churn clock: tells population shards when the hour changes (refits follow event
+        time) and timer buckets when the clock has passed their end."""
+        state = state or StreamClock()
+        cs = self.settings.clock
+        if isinstance(message, Progress):
+            state.progress(message.source, message.ts_ms, message.wall_ms)
+            if state.open_bucket is None:
+                state.open_bucket = (message.ts_ms - cs.lookback_ms) // cs.bucket_ms
+        else:
+            state.heartbeat(message.wall_ms)
+        now = state.current(cs)
+        if now is None or (state.now_ms is not None and now <= state.now_ms):
+            return state, []
+        before, state.now_ms = state.now_ms, now
+        emits: list = []
+        if before is None or now // cs.bucket_ms != before // cs.bucket_ms:
+            emits.extend(ShardTick(shard, now) for shard in range(self.settings.churn_shards))
+        if state.open_bucket is not None:
+            while (state.open_bucket + 1) * cs.bucket_ms <= now:
+                emits.append(BucketTick(state.open_bucket, now, True))
+                state.open_bucket += 1
+        return state, emits
+
+    def population(self, state: PopulationShard | None, message: ChurnUpdate | ShardTick):
+        state = state or PopulationShard(threshold=self.settings.churn_threshold)
+        put = Put(self.scheme.churn_shard(message.shard), state, keys.encode_churn_shard)
+        if isinstance(message, ShardTick):
+            return state, [put] if state.tick(message.now_ms) else []
+        due, alert = state.update(message.customer_id, message.rhythm, message.old_keys, message.new_keys,
+                                  message.event_ts)
+        return state, [Timer(message.customer_id, message.version, message.event_ts, due, alert), put]
+
+    def timer_bucket(self, state: TimerBucket | None, message: Timer | BucketTick):
+        state = state or TimerBucket()
+        if isinstance(message, BucketTick):
+            return state, state.finish()
+        return state, state.arm(message)
+
+    def alert_gate(self, state: AlertGate | None, message: Timer | Fired):
+        state = state or AlertGate()
+        if isinstance(message, Fired):
+            return state, state.on_fired(message)
+        return state, state.on_timer(message)
+
+    def alert_write(self, alert: Alert):
+        return [AddAlert(self.scheme.churn_alerts(), self.scheme.churn_alert_seen(keys.alert_id(alert)),
+                         keys.encode_alert(alert), self.settings.alerts_maxlen)]
+
+    # --- keys ---------------------------------------------------------------------------------
+
+    def bucket_key(self, timer: Timer) -> str | None:
+        return None if timer.due_ts is None else f"due:{timer.due_ts // self.settings.clock.bucket_ms}"
+
+
+def parse_offer(raw: bytes | None) -> Offer | Rejected:
+    try:
+        return offer_from_dict(orjson.loads(raw or b""))
+    except orjson.JSONDecodeError as exc:
+        return Rejected(f"not valid JSON: {exc}")
+    except OfferError as exc:
+        return Rejected(str(exc))
+
+
+def route(event: Event) -> str | None:
+    """The alias an event goes through first, if any: anything carrying an anonymous / loyalty
+    id, so that a session's events reach the customer in order behind its `identify` merge."""
+    return event.alias_id or None
+
+
+def _memberships(signals: Iterable[BasketSignal]) -> list[ItemBasket]:
+    return [ItemBasket(sku, signal) for signal in signals for sku in signal.skus]
+
+
+# --------------------------------------------------------------------------- the graph
+
+KeyFn = Callable[[Any], "str | None"]
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step of the graph. ``accepts`` maps each input type to its key function (a key of
+    ``None`` skips the message); a step without ``stateful`` is a plain flat map."""
+
+    name: str
+    accepts: dict[type, KeyFn | None]
+    fn: Callable
+    emits: tuple[type, ...]
+    stateful: bool = True
+
+
+OUTPUT_TYPES = (*WRITE_TYPES, DeadLetter, Alert)
+
+
+def graph(engine: Engine) -> list[Step]:
+    """The steps in topological order: the one description of how messages move."""
+    e = engine
+    return [
+        Step("parse", {Raw: lambda raw: raw.source}, e.parse,
+             (DeadLetter, Product, Offer, Feedback, Event, Progress)),
+        Step("catalog", {Product: None}, e.product_write, (HashPut,), stateful=False),
+        Step("offers", {Offer: None}, e.offer_write, (HashPut,), stateful=False),
+        Step("aliases", {Event: route}, e.alias, (Forward, Put, ItemBasket)),
+        Step("customers", {
+            Event: lambda ev: None if route(ev) else ev.customer_id or "",
+            Forward: lambda fw: fw.customer_id,
+            Feedback: lambda fb: fb.customer_id if fb.offer_id else None,  # contact history is about offers
+        }, e.customer, (Put, ItemBasket, ChurnUpdate)),
+        Step("item_counts", {ItemBasket: lambda m: m.sku}, e.item_counts, (ToNeighbors, ZAdd, SAdd)),
+        Step("item_neighbors", {ToNeighbors: lambda m: m.sku}, e.item_neighbors, (Put,)),
+        Step("offer_stats", {Feedback: lambda fb: fb.offer_id or None}, e.offer_stats, (Put, SAdd)),
+        Step("ranker", {Feedback: lambda fb: RANKER_KEY if fb.features else None}, e.ranker, (Put,)),
+        Step("stream_clock", {Progress: lambda _: CLOCK_KEY, Heartbeat: lambda _: CLOCK_KEY},
+             e.stream_clock, (ShardTick, BucketTick)),
+        Step("population", {ChurnUpdate: lambda m: f"shard:{m.shard}", ShardTick: lambda m: f"shard:{m.shard}"},
+             e.population, (Timer, Put)),
+        Step("timer_buckets", {Timer: e.bucket_key, BucketTick: lambda m: f"due:{m.bucket}"},
+             e.timer_bucket, (Fired,)),
+        Step("alert_gate", {Timer: lambda t: t.customer_id, Fired: lambda f: f.timer.customer_id},
+             e.alert_gate, (Alert,)),
+        Step("alert_writes", {Alert: None}, e.alert_write, (AddAlert,), stateful=False),
+    ]
+
+
+# --------------------------------------------------------------------------- in process
+
+
+@dataclass
+class Runner:
+    """Drives the graph in process: each message goes to every step that accepts its type, in
+    the order the graph lists them, breadth first. States are kept per step and key, as
+    bytewax keeps them; ``on_output`` sees every write, dead letter and alert."""
+
+    engine: Engine
+    on_output: Callable[[Any], None] | None = None
+    states: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.routes: dict[type, list[tuple[Step, KeyFn | None]]] = {}
+        self.steps = {step.name: step for step in graph(self.engine)}
+        for step in self.steps.values():
+            self.states.setdefault(step.name, {})
+            for kind, key in step.accepts.items():
+                self.routes.setdefault(kind, []).append((step, key))
+        self._outputs = frozenset(OUTPUT_TYPES)
+
+    def feed(self, message: Any) -> None:
+        queue = deque((message,))
+        while queue:
+            item = queue.popleft()
+            kind = type(item)
+            if kind in self._outputs and self.on_output is not None:
+                self.on_output(item)
+            for step, key_fn in self.routes.get(kind, ()):
+                if not step.stateful:
+                    queue.extend(step.fn(item))
+                    continue
+                key = key_fn(item)
+                if key is None:
+                    continue
+                states = self.states[step.name]
+                state, emits = step.fn(states.get(key), item)
+                if state is None:
+                    states.pop(key, None)
+                else:
+                    states[key] = state
+                queue.extend(emits)
+
+    def apply(self, step_name: str, message: Any) -> list:
+        """Run one step on one message and return what it emits, without passing it on (an
+        evaluator parses, looks at the event, then feeds the emits)."""
+        step = self.steps[step_name]
+        if not step.stateful:
+            return list(step.fn(message))
+        key = step.accepts[type(message)](message)
+        states = self.states[step.name]
+        state, emits = step.fn(states.get(key), message)
+        if state is None:
+            states.pop(key, None)
+        else:
+            states[key] = state
+        return list(emits)
+
+    def feed_all(self, messages: Iterable[Any]) -> None:
+        for message in messages:
+            self.feed(message)
+
+    def state(self, step: str, key: str) -> Any:
+        return self.states[step].get(key)
+
+    def advance_clock(self, until_ms: int) -> None:
+        """The end of a replay: every partition's watermark moves to ``until_ms``, so timers
+        due by then fire (live, silence does this through heartbeats)."""
+        clock = self.states["stream_clock"].get(CLOCK_KEY)
+        for source in list(clock.partitions) if clock else []:
+            self.feed(Progress(source, until_ms, None))

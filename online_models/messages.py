@@ -1,0 +1,250 @@
+"""What travels between the engine's steps, and the writes they ask of Redis.
+
+Every message is a frozen dataclass that says where it goes by its type (and its ``key``);
+the step graph in ``online_models.engine`` routes by type, so no step ever matches a tag.
+Write operations know how to apply themselves to a Redis pipeline (duck-typed: nothing
+here imports redis) and which slot they fill, so a sink can keep the last write per slot.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from online_models.churn import Alert, Rhythm
+from online_models.customer import BasketSignal
+from online_models.events import Event, Feedback
+from online_models.identity import Merge
+from online_models.items import OwnCount, PairUpdate
+
+# --------------------------------------------------------------------------- input
+
+
+@dataclass(frozen=True, slots=True)
+class Raw:
+    """A record as read from a topic, kept whole so that a dead letter can carry it back.
+
+    ``received_ms`` is the wall clock when the edge read it (``None`` in offline replays):
+    the only wall time the engine ever sees besides heartbeats."""
+
+    topic: str
+    partition: int | None
+    offset: int | None
+    key: bytes | None
+    value: bytes | None
+    received_ms: int | None = None
+
+    @property
+    def source(self) -> str:
+        return f"{self.topic}/{self.partition}"
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    raw: Raw
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """The wall clock, from the edge's tick source: lets silence move the churn clock."""
+
+    wall_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """A partition's watermark moved (to the stream clock)."""
+
+    source: str
+    ts_ms: int
+    wall_ms: int | None
+
+
+# --------------------------------------------------------------------------- customers and items
+
+
+@dataclass(frozen=True, slots=True)
+class Forward:
+    """A stitched alias hands an event (or its profile, as a ``Merge``) to its customer."""
+
+    customer_id: str
+    message: Event | Merge
+
+
+@dataclass(frozen=True, slots=True)
+class ItemBasket:
+    """One item's membership of a basket signal (to that item's counts)."""
+
+    sku: str
+    signal: BasketSignal
+
+
+@dataclass(frozen=True, slots=True)
+class ToNeighbors:
+    sku: str
+    update: PairUpdate | OwnCount
+
+
+@dataclass(frozen=True, slots=True)
+class OfferFeedback:
+    """Feedback on an offer, for the offer's statistics."""
+
+    feedback: Feedback
+
+
+@dataclass(frozen=True, slots=True)
+class RankerFeedback:
+    """Feedback on a served recommendation, with its features, for the ranker."""
+
+    feedback: Feedback
+
+
+# --------------------------------------------------------------------------- churn
+
+
+@dataclass(frozen=True, slots=True)
+class ChurnUpdate:
+    """A customer's rhythm changed: move them in their population shard, re-arm their timer.
+
+    ``old_keys`` / ``new_keys`` are the customer's sketch buckets before and after, so the
+    shard moves counts without remembering anyone; ``version`` orders one customer's updates."""
+
+    customer_id: str
+    shard: int
+    rhythm: Rhythm
+    old_keys: tuple[int | None, int | None, int | None] | None
+    new_keys: tuple[int | None, int | None, int | None]
+    version: int
+    event_ts: int
+
+
+@dataclass(frozen=True, slots=True)
+class ShardTick:
+    shard: int
+    now_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class BucketTick:
+    bucket: int
+    now_ms: int
+    finished: bool  # the clock is past the bucket's end: nothing more can be due in it
+
+
+@dataclass(frozen=True, slots=True)
+class Timer:
+    """A customer's churn timer (``due_ts`` None: disarmed), with the alert it would raise."""
+
+    customer_id: str
+    version: int
+    event_ts: int
+    due_ts: int | None
+    alert: Alert | None
+
+
+@dataclass(frozen=True, slots=True)
+class Fired:
+    """A timer bucket's clock passed a customer's due time."""
+
+    timer: Timer
+
+
+# --------------------------------------------------------------------------- writes
+
+
+@dataclass(frozen=True, slots=True)
+class Put:
+    """SET key to a state's bytes. ``value`` may be a live state: the sink encodes the last
+    write per key once per batch (``encode`` is a codec function of ``online_models.keys``)."""
+
+    key: str
+    value: Any
+    encode: Callable[[Any], bytes]
+
+    @property
+    def slot(self) -> tuple[str, str | None]:
+        return (self.key, None)
+
+    def apply(self, pipe) -> None:
+        pipe.set(self.key, self.encode(self.value))
+
+
+@dataclass(frozen=True, slots=True)
+class HashPut:
+    key: str
+    field: str
+    value: Any
+    encode: Callable[[Any], bytes]
+
+    @property
+    def slot(self) -> tuple[str, str | None]:
+        return (self.key, self.field)
+
+    def apply(self, pipe) -> None:
+        pipe.hset(self.key, self.field, self.encode(self.value))
+
+
+@dataclass(frozen=True, slots=True)
+class ZAdd:
+    key: str
+    member: str
+    score: float
+
+    @property
+    def slot(self) -> tuple[str, str | None]:
+        return (self.key, self.member)
+
+    def apply(self, pipe) -> None:
+        pipe.zadd(self.key, {self.member: self.score})
+
+
+@dataclass(frozen=True, slots=True)
+class SAdd:
+    key: str
+    member: str
+
+    @property
+    def slot(self) -> tuple[str, str | None]:
+        return (self.key, "\x00" + self.member)
+
+    def apply(self, pipe) -> None:
+        pipe.sadd(self.key, self.member)
+
+
+# An alert goes into the stream once, however often a resumed flow replays it.
+ADD_ALERT_ONCE = """
+if redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[3]) then
+  return redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'alert', ARGV[1])
+end
+return false
+"""
+ALERT_SEEN_TTL_S = 180 * 86_400
+
+
+@dataclass(frozen=True, slots=True)
+class AddAlert:
+    key: str
+    seen_key: str
+    payload: bytes
+    maxlen: int
+
+    @property
+    def slot(self) -> tuple[str, str | None]:
+        return (self.seen_key, None)
+
+    def apply(self, pipe) -> None:
+        pipe.eval(ADD_ALERT_ONCE, 2, self.key, self.seen_key, self.payload, self.maxlen, ALERT_SEEN_TTL_S)
+
+
+Write = Put | HashPut | ZAdd | SAdd | AddAlert
+WRITE_TYPES = (Put, HashPut, ZAdd, SAdd, AddAlert)
+
+
+def coalesce(writes) -> dict[tuple[str, str | None], Write]:
+    """The last write per slot wins: values are absolute, so nothing is lost."""
+    latest: dict[tuple[str, str | None], Write] = {}
+    for write in writes:
+        latest[write.slot] = write
+    return latest
