@@ -40,19 +40,19 @@ from typing import Any
 
 import orjson
 
-from omnirec import offer_truth, simulate
+from omnirec import offer_truth, replay, simulate
+from omnirec.settings import Settings
 from online_models import offers as nbo
+from online_models.clock import DAY_MS
 from online_models.customer import CustomerState
-from online_models.decay import Decay
-from online_models.events import Event, Feedback, parse_event, product_from_dict
-from online_models.identity import AliasState, apply_to_customer
+from online_models.engine import Engine, Runner
+from online_models.events import Feedback, product_from_dict
+from online_models.messages import Raw
 from online_models.offers import ArbitrationSettings, Offer, OfferStats, Situation, check_gates
 
 RESULTS = Path(__file__).resolve().parent / "results"
 OFFERS_PATH = Path(simulate.__file__).parent / "data" / "demo_offers.json"
 START_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z: a fixed clock, so runs are reproducible
-HALF_LIFE_DAYS = 14.0  # Settings.half_life_days' default
-DAY_MS = simulate.DAY_MS
 CHANNELS = ("web", "app", "store")
 REACTION_DELAY_MS = 60_000
 
@@ -66,22 +66,36 @@ def load_offers(path: Path = OFFERS_PATH) -> list[Offer]:
 
 @dataclass
 class World:
-    """Latent customers and the flow's view of them, advanced in event time."""
+    """Latent customers and the flow's view of them, advanced in event time: the engine the
+    flow runs (``online_models.engine.Runner``), fed the simulator's envelopes as records of
+    their channel's topic."""
 
     customers: list[simulate.Customer]
     catalog: dict[str, Any]  # sku → Product
     offers: list[Offer]
     events: Iterator[dict]
-    decay: Decay = field(default_factory=lambda: Decay(HALF_LIFE_DAYS))
-    states: dict[str, CustomerState] = field(default_factory=dict)
-    aliases: dict[str, AliasState] = field(default_factory=dict)
+    settings: Settings = field(default_factory=lambda: Settings(churn_wall_clock=False))
+    runner: Runner | None = None
     clock_ms: int = 0
     applied: int = 0
     _next: dict | None = None
     _next_ts: int | None = None
+    _offsets: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.runner is None:
+            self.runner = Runner(Engine(self.settings.engine()))
+
+    @property
+    def states(self) -> dict[str, CustomerState]:
+        return self.runner.states["customers"]
+
+    @property
+    def offer_stats(self) -> dict[str, OfferStats]:
+        return self.runner.states["offer_stats"]
 
     def advance(self, until_ms: int) -> None:
-        """Apply every event up to `until_ms`, routed as the flow routes them."""
+        """Feed every event up to `until_ms` to the engine."""
         while True:
             if self._next is None:
                 self._next = next(self.events, None)
@@ -90,26 +104,18 @@ class World:
                 self._next_ts = simulate.parse_ts_ms(self._next["ts"])
             if self._next_ts > until_ms:
                 break
-            event = parse_event(orjson.dumps(self._next))
+            line = orjson.dumps(self._next)
             self._next = None
-            if isinstance(event, Event):
-                self._apply(event)
+            topic, key, _ = replay.route(line, self.settings)
+            offset = self._offsets[topic] = self._offsets.get(topic, -1) + 1
+            self.runner.feed(Raw(topic, 0, offset, key, line))
+            self.applied += 1
         self.clock_ms = max(self.clock_ms, until_ms)
 
-    def _apply(self, event: Event) -> None:
-        self.applied += 1
-        if event.alias_id:  # flows.steps.FlowContext.route / alias_step
-            alias = self.aliases.setdefault(event.alias_id, AliasState(event.alias_id))
-            for customer_id, message in alias.apply(event, self.decay).forward:
-                apply_to_customer(self.state(customer_id), message, self.decay)
-        elif event.customer_id:
-            apply_to_customer(self.state(event.customer_id), event, self.decay)
-
-    def state(self, customer_id: str) -> CustomerState:
-        state = self.states.get(customer_id)
-        if state is None:
-            state = self.states[customer_id] = CustomerState(customer_id)
-        return state
+    def feedback(self, feedback: Feedback) -> None:
+        """One `recs.feedback` record, as the flow takes it: the customer's contact history and,
+        unless the decision was a control one, the offer's statistics."""
+        self.runner.feed(feedback)
 
 
 def build_world(customers: int = 2000, seed: int = 7, history_days: float = 60,
@@ -184,7 +190,7 @@ def run(world: World, decisions: int = 20_000, seed: int = 7, *,
     served_rng = random.Random(f"nbo-served:{seed}")
     oracle_rng = random.Random(f"nbo-oracle:{seed}")
     random_rng = random.Random(f"nbo-random:{seed}")
-    stats: dict[str, OfferStats] = {}
+    stats = world.offer_stats if learn else {}
     step_ms = decision_days * DAY_MS / decisions
     clock = float(world.clock_ms)
     started = time.perf_counter()
@@ -238,9 +244,13 @@ def run(world: World, decisions: int = 20_000, seed: int = 7, *,
         if reaction != "ignore":
             feedback.append((reaction, now + REACTION_DELAY_MS))
         for kind, ts in feedback:
-            _feed(world, stats if learn else {}, Feedback(
-                event_id=f"fb-{served}-{kind}", type=kind, ts_ms=ts, customer_id=customer.customer_id,
-                channel=channel, offer_id=chosen.offer_id, cell=decision.chosen.cell, control=decision.control))
+            record = Feedback(event_id=f"fb-{served}-{kind}", type=kind, ts_ms=ts, customer_id=customer.customer_id,
+                              channel=channel, offer_id=chosen.offer_id, cell=decision.chosen.cell,
+                              control=decision.control)
+            if learn:
+                world.feedback(record)
+            else:  # the offers' priors only: the customer's contact history, no offer statistics
+                world.runner.apply("customers", record)
 
         if current.decisions == window or served == decisions:
             row = current.row(len(windows), window)
@@ -249,16 +259,6 @@ def run(world: World, decisions: int = 20_000, seed: int = 7, *,
                 on_window(row)
             current = Window()
     return Result(served, attempts, no_offer, windows, time.perf_counter() - started, stats, records)
-
-
-def _feed(world: World, stats: dict[str, OfferStats], feedback: Feedback) -> None:
-    """What the flow does with one `recs.feedback` record: the customer's contact history
-    (customer_step → apply_to_customer) and the offer's stats (offer_stats_step)."""
-    apply_to_customer(world.state(feedback.customer_id), feedback, world.decay)
-    if feedback.control:  # the control group measures uplift; it must not steer learning
-        return
-    offer_stats = stats.setdefault(feedback.offer_id, OfferStats(feedback.offer_id))
-    offer_stats.record(feedback.type, feedback.cell or "new")
 
 
 # --- ceilings: the best a policy could do that only knows a given key ------------------------

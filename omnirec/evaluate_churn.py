@@ -8,14 +8,14 @@ Without a file, CDNOW_master.txt is read out of the ``lifetimes==0.11.3`` wheel
 envelopes (same-day purchases merged). Protocol (Fader, Hardie & Lee 2005): calibration to
 1997-09-30 (week 39), holdout to 1998-06-30 (week 78).
 
-1. Replay the calibration events in event time through the domain code: one ``Rhythm`` per
-   customer, ``N`` ``ChurnShard``s (value sketch, BG/NBD sample re-fitted weekly on event
-   time, due-time index), watermark ticks at each day boundary.
+1. Replay the calibration events in event time through the engine the flow runs
+   (``online_models.engine.Runner``: parse, customers, population shards with their BG/NBD
+   sample re-fitted weekly on event time, timer buckets, alert gates).
 2. At calibration end, score every customer with a calibration purchase and compute the AUC
    for "no purchase in the holdout" (ties count half).
 3. Same run, same calibration data: BG/NBD fitted by maximum likelihood (scipy) and the AUCs
    of −E[purchases in the holdout] and of weeks since the last purchase.
-4. Keep replaying the holdout with weekly watermark ticks: alerts per week and their precision
+4. Keep replaying the holdout, the clock moved to each week's end: alerts per week and their precision
    (alerted customers who then did not buy again before the holdout end), overall and among the
    top tiers.
 
@@ -26,81 +26,65 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 import sys
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from omnirec import replay as replay_file
 from omnirec.report import print_json_last
+from omnirec.settings import Settings
 from online_models import churn, tiers
-from online_models.events import DAY_MS, Event, Item, parse_ts
+from online_models.clock import DAY_MS, WEEK_MS
+from online_models.customer import CustomerState
+from online_models.engine import Engine, Runner
+from online_models.events import parse_ts
+from online_models.messages import DeadLetter, Raw
+from online_models.profile import Population
 
 CDNOW_CALIBRATION_END = "1997-09-30"
 CDNOW_HOLDOUT_END = "1998-06-30"
 CDNOW_SAMPLE_MEMBER = "lifetimes/datasets/CDNOW_sample.txt"
 PUBLISHED_SAMPLE = {"r": 0.243, "alpha": 4.414, "a": 0.793, "b": 2.426}  # FHL 2005, ll −9582.4
-WEEK_MS = 7 * DAY_MS
 TOP_TIERS = ("platinum", "gold")
+HISTORY_SINCE = "1990-01-01"
 
 
 # --------------------------------------------------------------------------- reading
 
 
-def _event(obj: dict[str, Any]) -> Event | None:
-    """An envelope → Event, without the live stream's sanity window (history is old)."""
-    try:
-        kind = obj["type"]
-        cid = obj.get("customer_id")
-        if not cid or kind not in {"purchase", "return", "add_to_cart", "remove_from_cart", "page_view",
-                                   "product_view", "search", "store_visit", "survey"}:
-            return None
-        items = tuple(
-            Item(sku=str(it.get("sku", "?")), qty=float(it.get("qty", 1) or 1),
-                 price=float(it.get("price", 0) or 0), category=it.get("category"))
-            for it in (obj.get("items") or ())
-        )
-        return Event(event_id=str(obj.get("event_id") or ""), type=kind, ts_ms=parse_ts(obj["ts"]),
-                     channel=obj.get("channel") or "web", customer_id=str(cid),
-                     store_id=obj.get("store_id"), session_id=obj.get("session_id"),
-                     order_id=obj.get("order_id"), items=items, sku=obj.get("sku"),
-                     score=obj.get("score"))
-    except Exception:  # noqa: BLE001 - a bad line is skipped and counted
-        return None
-
-
-def read_events(path: str | Path) -> tuple[list[Event], Counter[str]]:
-    """Customer events of a JSONL file in event-time order, duplicates (event_id) dropped."""
-    out: list[Event] = []
-    skipped: Counter[str] = Counter()
-    seen: set[str] = set()
+def read_records(path: str | Path, settings: Settings) -> list[Raw]:
+    """The file's lines as the records of a topic replayed in event time: sorted by their
+    timestamp (history files are often sorted by customer), each on the topic of its channel.
+    Nothing is parsed here beyond the sort key: the engine's parse step judges every line."""
+    keyed: list[tuple[int, int, bytes]] = []
     with open(path, "rb") as fh:
-        for line in fh:
-            if not line.strip():
-                continue
-            try:
-                obj = orjson.loads(line)
-            except orjson.JSONDecodeError:
-                skipped["bad_json"] += 1
-                continue
-            if not isinstance(obj, dict) or obj.get("type") == "product":
-                skipped["not_an_event"] += 1
-                continue
-            event = _event(obj)
-            if event is None:
-                skipped["not_a_customer_event"] += 1
-                continue
-            if event.event_id and event.event_id in seen:
-                skipped["duplicate"] += 1
-                continue
-            seen.add(event.event_id)
-            out.append(event)
-    out.sort(key=lambda e: e.ts_ms)
-    return out, skipped
+        for index, line in enumerate(fh):
+            line = line.strip()
+            if line:
+                keyed.append((_sort_key(line), index, line))
+    keyed.sort()
+    offsets: dict[str, int] = {}
+    records = []
+    for _, _, line in keyed:
+        topic, key, _ = replay_file.route(line, settings)
+        offset = offsets[topic] = offsets.get(topic, -1) + 1
+        records.append(Raw(topic, 0, offset, key, line))
+    return records
+
+
+def _sort_key(line: bytes) -> int:
+    try:
+        return parse_ts(orjson.loads(line)["ts"])
+    except Exception:  # noqa: BLE001 - a line the parser will dead-letter; it goes last
+        return 2**62
 
 
 def cdnow_file() -> Path:
@@ -226,54 +210,52 @@ def fit_cdnow_sample(path: Path | None = None) -> dict[str, float]:
 
 
 class Replay:
-    """The domain code, driven as the flow drives it: rhythms per customer, shards, watermarks."""
+    """The engine, run in process as the flow runs it (``online_models.engine.Runner``): the
+    flow's parse, customers, population shards, timer buckets and alert gates."""
 
-    def __init__(self, shards: int = 4, threshold: float = 0.85, sample_size: int = churn.SAMPLE_SIZE,
-                 refit_every_days: float = 7.0, horizon_weeks: float = 39.0) -> None:
-        model = churn.ChurnModel(horizon_weeks=horizon_weeks)
-        self.n_shards = shards
-        self.shards = [churn.ChurnShard(threshold=threshold, sample_size=sample_size,
-                                        refit_every_days=refit_every_days, model=model)
-                       for _ in range(shards)]
-        self.rhythms: dict[str, churn.Rhythm] = {}
+    def __init__(self, shards: int = 4, threshold: float = 0.85) -> None:
+        # History older than the live stream's sanity bound is what this evaluates: the one
+        # parser, told explicitly how old a timestamp may be.
+        self.settings = Settings(churn_shards=shards, churn_threshold=threshold, churn_wall_clock=False,
+                                 earliest_event_date=HISTORY_SINCE)
+        self.runner = Runner(Engine(self.settings.engine()), on_output=self._output)
         self.alerts: list[churn.Alert] = []
+        self.dead_letters: Counter[str] = Counter()
 
-    def shard(self, customer_id: str) -> churn.ChurnShard:
-        return self.shards[tiers.shard_of(customer_id, self.n_shards)]
+    def _output(self, message: Any) -> None:
+        if isinstance(message, churn.Alert):
+            self.alerts.append(message)
+        elif isinstance(message, DeadLetter):
+            self.dead_letters[re.sub(r"[\d.:TZ-]{6,}", "…", message.reason)] += 1
 
-    def apply(self, event: Event) -> None:
-        rhythm = self.rhythms.get(event.customer_id)
-        if rhythm is None:
-            rhythm = self.rhythms[event.customer_id] = churn.Rhythm()
-        rhythm.observe(event)
-        self.alerts += self.shard(event.customer_id).update(event.customer_id, rhythm, event.ts_ms)
+    @property
+    def customers(self) -> dict[str, CustomerState]:
+        return self.runner.states["customers"]
 
-    def tick(self, watermark_ms: int) -> list[churn.Alert]:
-        fired: list[churn.Alert] = []
-        for shard in self.shards:
-            fired += shard.advance(watermark_ms)
-        self.alerts += fired
-        return fired
+    def shard(self, customer_id: str) -> churn.PopulationShard:
+        shard = tiers.shard_of(customer_id, self.settings.churn_shards)
+        return self.runner.states["population"].get(f"shard:{shard}") or churn.PopulationShard()
 
-    def run(self, events: Iterable[Event], tick_ms: int = DAY_MS, until_ms: int | None = None) -> None:
-        """Apply events, ticking every shard at each ``tick_ms`` boundary of event time."""
-        next_tick = None
-        for event in events:
-            if until_ms is not None and event.ts_ms >= until_ms:
-                break
-            if next_tick is None:
-                next_tick = (event.ts_ms // tick_ms + 1) * tick_ms
-            while event.ts_ms >= next_tick:
-                self.tick(next_tick)
-                next_tick += tick_ms
-            self.apply(event)
+    def feed(self, records: Iterable[Raw]) -> None:
+        self.runner.feed_all(records)
 
-    def refit_all(self, now_ms: int) -> None:
-        for shard in self.shards:
-            shard.refit(now_ms)
+    def advance(self, until_ms: int) -> None:
+        """The stream's clock moves to ``until_ms`` (silence passes): due timers fire."""
+        self.runner.advance_clock(until_ms)
+
+    def score(self, customer_id: str, now_ms: int) -> float | None:
+        """The score the API's profile shows: the customer's shard model on their rhythm."""
+        return self.shard(customer_id).model.score(self.customers[customer_id].rhythm_view(), now_ms)
+
+    def population(self) -> Population:
+        """What the API holds of the population shards (models and merged sketches)."""
+        states = self.runner.states["population"]
+        return Population.merge(self.settings.churn_shards, {
+            int(key.split(":")[1]): (state.model, state.sketch) for key, state in states.items()})
 
     def merged_tiers(self) -> tiers.ValueTiers:
-        return tiers.PopulationSketch.merged(s.sketch for s in self.shards).tiers()
+        shards = self.runner.states["population"].values()
+        return tiers.PopulationSketch.merged(s.sketch for s in shards).tiers()
 
 
 # --------------------------------------------------------------------------- the protocol
@@ -284,10 +266,12 @@ def run(file: str | Path | None = None, calibration_end: str | None = None,
         sample_fit: bool = True) -> dict[str, Any]:
     started = time.perf_counter()
     path = Path(file) if file else cdnow_file()
-    events, skipped = read_events(path)
-    if not events:
+    replay = Replay(shards=shards, threshold=threshold)
+    records = read_records(path, replay.settings)
+    stamps = [_sort_key(r.value) for r in records if _sort_key(r.value) < 2**62]
+    if not stamps:
         raise SystemExit(f"{path}: no customer events")
-    first_ts, last_ts = events[0].ts_ms, events[-1].ts_ms
+    first_ts, last_ts = stamps[0], stamps[-1]
     if file is None:
         calibration_end = calibration_end or CDNOW_CALIBRATION_END
         holdout_end = holdout_end or CDNOW_HOLDOUT_END
@@ -297,25 +281,24 @@ def run(file: str | Path | None = None, calibration_end: str | None = None,
         raise SystemExit("need first event < calibration end < holdout end")
     horizon = (hold_end - cal_end) / WEEK_MS
 
-    # 1. calibration replay
-    replay = Replay(shards=shards, threshold=threshold, horizon_weeks=horizon)
-    calibration = [e for e in events if e.ts_ms < cal_end]
-    holdout = [e for e in events if cal_end <= e.ts_ms < hold_end]
-    replay.run(calibration)
-    replay.tick(cal_end - 1)
-    replay.refit_all(cal_end)
+    # 1. calibration replay, through the engine
+    keyed = [(_sort_key(r.value), r) for r in records]
+    calibration = [r for ts, r in keyed if ts < cal_end]
+    holdout = [(ts, r) for ts, r in keyed if cal_end <= ts < hold_end or ts >= 2**62]
+    replay.feed(calibration)
+    replay.advance(cal_end - 1)
     calibration_alerts = len(replay.alerts)
 
     # 2. our AUC at calibration end
-    bought_in_holdout = {e.customer_id for e in holdout if e.type == "purchase"}
-    customers = sorted(c for c, r in replay.rhythms.items() if r.purchases > 0)
-    labels = [0 if c in bought_in_holdout else 1 for c in customers]
-    ours = [replay.shard(c).model.score(replay.rhythms[c], cal_end) for c in customers]
+    customers = sorted(c for c, state in replay.customers.items() if state.orders > 0)
+    before_holdout = {c: replay.customers[c].last_purchase_ts for c in customers}
+    ours = [replay.score(c, cal_end) for c in customers]
+    rhythms = {c: replay.customers[c].rhythm_view() for c in customers}
     # BG/NBD summaries in weeks of whole days, T to the calibration end day (as the paper counts)
     end_day = (cal_end - 1) // DAY_MS
     x, t_x, T = [], [], []
     for c in customers:
-        r = replay.rhythms[c]
+        r = rhythms[c]
         first_day, last_day = r.first_purchase_ts // DAY_MS, r.last_purchase_ts // DAY_MS
         x.append(r.repeat)
         t_x.append((last_day - first_day) / 7)
@@ -325,11 +308,27 @@ def run(file: str | Path | None = None, calibration_end: str | None = None,
     fit = fit_bgnbd_scipy(x, t_x, T)
     expected = bgnbd_expected(fit, x, t_x, T, horizon)
     recency = [tt - tx for tt, tx in zip(T, t_x)]
+    # 4. the holdout, through the engine, with the clock moved to each week's end
+    before = len(replay.alerts)
+    start, index = cal_end, 0
+    while start < hold_end:
+        stop = min(start + WEEK_MS, hold_end)
+        batch = []
+        while index < len(holdout) and holdout[index][0] < stop:
+            batch.append(holdout[index][1])
+            index += 1
+        replay.feed(batch)
+        replay.advance(stop - 1)
+        start = stop
+    replay.feed(r for _, r in holdout[index:])  # lines without a timestamp: dead letters
+    fired = replay.alerts[before:]
+    bought_in_holdout = {c for c in customers if replay.customers[c].last_purchase_ts != before_holdout[c]}
+    labels = [0 if c in bought_in_holdout else 1 for c in customers]
     result: dict[str, Any] = {
         "file": str(path),
         "customers": len(customers),
-        "events": len(events),
-        "skipped": dict(skipped),
+        "events": len(records),
+        "dead_letters": dict(replay.dead_letters),
         "calibration_end": calibration_end or _iso(cal_end),
         "holdout_end": holdout_end or _iso(hold_end),
         "holdout_weeks": round(horizon, 2),
@@ -339,34 +338,23 @@ def run(file: str | Path | None = None, calibration_end: str | None = None,
         "auc_recency": round(auc(recency, labels), 4),
         "auc_frequency": round(auc([-v for v in x], labels), 4),
         "bgnbd": {k: round(v, 4) for k, v in fit.items()},
-        "online_params": [{k: round(v, 4) for k, v in s.model.params.to_dict().items()} for s in replay.shards],
+        "online_params": [{k: round(v, 4) for k, v in state.model.params.to_dict().items()}
+                          for _, state in sorted(replay.runner.states["population"].items())],
         "shards": shards,
         "threshold": threshold,
         "calibration_alerts": calibration_alerts,
     }
 
-    # 4. alerts over the holdout, weekly watermark ticks (events routed to a shard also move
-    #    its clock, so alerts are counted by their event time, not by the tick that found them)
-    before = len(replay.alerts)
-    start = cal_end
-    index = 0
-    while start < hold_end:
-        stop = min(start + WEEK_MS, hold_end)
-        while index < len(holdout) and holdout[index].ts_ms < stop:
-            replay.apply(holdout[index])
-            index += 1
-        replay.tick(stop - 1)
-        start = stop
-    fired = replay.alerts[before:]
+    # alerts over the holdout, counted by their event time
     weeks = [0] * math.ceil(horizon)
     for alert in fired:
         weeks[min(len(weeks) - 1, int((alert.ts_ms - cal_end) // WEEK_MS))] += 1
-    purchases_after: dict[str, int] = {}
-    for e in holdout:
-        if e.type == "purchase":
-            purchases_after[e.customer_id] = max(purchases_after.get(e.customer_id, 0), e.ts_ms)
-    def correct(alert: churn.Alert) -> bool:
-        return purchases_after.get(alert.customer_id, 0) <= alert.ts_ms
+    def correct(alert: churn.Alert) -> bool:  # they did not buy again before the holdout end
+        state = replay.customers.get(alert.customer_id)
+        return state is None or (state.last_purchase_ts or 0) <= alert.ts_ms
+    # As the API reads alerts: the tier from the population it holds (here: at the holdout end).
+    population = replay.population()
+    fired = [replace(a, tier=population.tier_of(replay.customers[a.customer_id])) for a in fired]
     top = [a for a in fired if a.tier in TOP_TIERS]
     result["alerts"] = {
         "total": len(fired),

@@ -39,6 +39,8 @@ class Settings(BaseSettings):
     max_event_bytes: int = Field(65_536, gt=0)
     max_event_lateness_days: float = Field(30.0, gt=0)
     max_event_future_hours: float = Field(24.0, gt=0)
+    earliest_event_date: str = Field("2000-01-01", pattern=r"^\d{4}-\d{2}-\d{2}$",
+                                     description="older timestamps are dead-lettered (epoch seconds sent as ms?)")
 
     recovery_dir: str = ".omnirec/recovery"
     snapshot_interval_s: float = Field(2.0, gt=0)
@@ -99,7 +101,7 @@ class Settings(BaseSettings):
         """The engine's settings: what every step of the flow, the evaluators and benches reads."""
         from online_models.clock import DAY_MS, HOUR_MS, ClockSettings
         from online_models.engine import EngineSettings
-        from online_models.events import ParseLimits
+        from online_models.events import ParseLimits, parse_ts
 
         lateness_ms = int(self.max_event_lateness_days * DAY_MS)
         return EngineSettings(
@@ -107,7 +109,8 @@ class Settings(BaseSettings):
             topic_feedback=self.topic_feedback, half_life_days=self.half_life_days,
             cooccurrence_half_life_days=self.cooccurrence_half_life_days,
             limits=ParseLimits(max_bytes=self.max_event_bytes, max_lateness_ms=lateness_ms,
-                               max_future_ms=int(self.max_event_future_hours * HOUR_MS)),
+                               max_future_ms=int(self.max_event_future_hours * HOUR_MS),
+                               earliest_ts_ms=parse_ts(self.earliest_event_date + "T00:00:00Z")),
             churn_shards=self.churn_shards, churn_threshold=self.churn_threshold,
             clock=ClockSettings(use_wall_clock=self.churn_wall_clock, catch_up_ms=int(self.churn_catch_up_s * 1000),
                                 bucket_ms=int(self.churn_timer_bucket_s * 1000), lookback_ms=lateness_ms),

@@ -735,7 +735,7 @@ class Alert:
     ts_ms: int  # event time at which the score crossed the threshold
     score: float
     value_at_risk: float
-    tier: str
+    tier: str | None  # None as raised: readers attach it from the population they hold
     reasons: tuple[str, ...]
     episode: int | None = None  # the last purchase time this lapse follows
     segment: str | None = None
@@ -830,7 +830,10 @@ class PopulationShard:
             customer_id=customer_id, ts_ms=due_ts,
             score=self.model.score(rhythm, due_ts),
             value_at_risk=self.model.value_at_risk(rhythm, due_ts),
-            tier=self.tiers().tier_of_log(rhythm.value_log()),
+            # The tier is the customer's rank in the population, which is still moving when the
+            # timer is set (in an order that depends on how topics are read): readers attach
+            # it when alerts are read, from the population as it is then.
+            tier=None,
             reasons=tuple(self.model.reasons(rhythm, due_ts)),
             episode=rhythm.last_purchase_ts, segment=tiers.segment(rhythm, due_ts),
         )

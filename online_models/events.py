@@ -119,6 +119,7 @@ class ParseLimits:
     max_bytes: int = 65_536
     max_lateness_ms: int = 30 * DAY_MS
     max_future_ms: int = DAY_MS
+    earliest_ts_ms: int = EARLIEST_TS_MS  # older: epoch seconds sent as ms, most likely
 
 
 class _Invalid(ValueError):
@@ -314,8 +315,9 @@ def _item(raw: Any, index: int) -> Item:
 
 
 def _check_time(ts_ms: int, stream_ts_ms: int | None, limits: ParseLimits, now_ms: int | None = None) -> None:
-    if ts_ms < EARLIEST_TS_MS:
-        raise _Invalid(f"timestamp {ts_ms} is before 2000-01-01; epoch seconds sent as ms?")
+    if ts_ms < limits.earliest_ts_ms:
+        raise _Invalid(f"timestamp {ts_ms} is before {format_ts(limits.earliest_ts_ms)[:10]}; "
+                       "epoch seconds sent as ms?")
     # The future is judged against the wall clock only: a quiet day on a partition is no reason
     # to reject its next event, and an offline replay of history has no "now".
     if now_ms is not None and ts_ms > now_ms + limits.max_future_ms:

@@ -58,3 +58,27 @@ class MemoryPipe:
 
     def eval(self, script, numkeys, key, seen_key, payload, *args):
         self.data.setdefault((seen_key, None), payload)  # an alert is added once
+
+
+class Observed:
+    """A customer's churn rhythm built the way the flow builds it: events folded into a
+    ``CustomerState``, read through ``rhythm_view()`` (tests pass it wherever a ``Rhythm`` goes)."""
+
+    def __init__(self, customer_id: str = "c") -> None:
+        from online_models.customer import CustomerState
+
+        self.state = CustomerState(customer_id)
+
+    def observe(self, event) -> None:
+        from online_models.decay import Decay
+
+        self.state.apply(event, Decay(14.0))
+
+    @property
+    def view(self):
+        return self.state.rhythm_view()
+
+    def __getattr__(self, name):
+        if name.startswith("__") or name == "state":
+            raise AttributeError(name)
+        return getattr(self.state.rhythm_view(), name)

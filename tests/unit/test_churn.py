@@ -11,14 +11,11 @@ from online_models import churn
 from online_models.churn import (
     BGNBDParams,
     ChurnModel,
-    ChurnShard,
-    DueIndex,
     PopulationSample,
-    Rhythm,
     _sigmoid,
 )
-from online_models.events import DAY_MS, Event, Item
-from tests.unit.helpers import day
+from online_models.events import Event, Item
+from tests.unit.helpers import Observed, day
 
 PARAMS = BGNBDParams(r=0.25, alpha=4.8, a=0.75, b=2.2)
 MODEL = ChurnModel(params=PARAMS)
@@ -30,7 +27,7 @@ def purchase(n, customer="c-1", value=40.0, channel="web", eid=None):
 
 
 def rhythm_of(days, customer="c-1"):
-    rhythm = Rhythm()
+    rhythm = Observed()
     for n in days:
         rhythm.observe(purchase(n, customer))
     return rhythm
@@ -47,8 +44,8 @@ def test_rhythm_merges_same_day_and_summarises_gaps():
     assert rhythm.usual_gap_days() == pytest.approx(math.sqrt(10 * 20), rel=0.01)
     assert rhythm.gross == pytest.approx(160.0)
     assert rhythm.value_at(day(30)) < 160.0  # decayed
-    assert Rhythm.from_dict(rhythm.to_dict()) == rhythm
-    assert pickle.loads(pickle.dumps(rhythm)) == rhythm
+    assert churn.RhythmState.from_dict(rhythm.state.rhythm.to_dict()) == rhythm.state.rhythm
+    assert pickle.loads(pickle.dumps(rhythm.view)) == rhythm.view
 
 
 def test_rhythm_signals_returns_survey_carts_visits():
@@ -97,7 +94,7 @@ def test_score_in_unit_interval_and_matches_its_terms():
         w = MODEL.weights
         z = w.bias + sum(getattr(w, name) * value for name, value in terms.items())
         assert score == pytest.approx(_sigmoid(z), abs=1e-9)
-    assert MODEL.score(Rhythm(), day(0)) is None
+    assert MODEL.score(Observed(), day(0)) is None
 
 
 def test_score_rises_with_silence_and_falls_with_a_purchase():
@@ -159,10 +156,10 @@ def test_population_parameters_are_estimated_from_the_stream():
     truth = BGNBDParams(r=0.5, alpha=6.0, a=0.8, b=2.5)
     sample = PopulationSample(size=4000)
     for cid, days in simulate_bgnbd(truth, 4000, 52, rng):
-        rhythm = Rhythm()
+        rhythm = Observed()
         for k, d in enumerate(days):
             rhythm.observe(purchase(d, cid, eid=f"{cid}-{k}"))
-        sample.update(cid, rhythm)
+        sample.update(cid, rhythm.view)
     model = ChurnModel().refit(sample, day(52 * 7), max_iter=1500)
     fitted = model.params
     assert fitted.r == pytest.approx(truth.r, rel=0.2)
@@ -175,137 +172,11 @@ def test_bottom_k_sample_is_order_free_and_mergeable():
     rhythms = {f"c-{i}": rhythm_of([i % 7, 10 + i % 5], f"c-{i}") for i in range(300)}
     one = PopulationSample(size=50)
     for cid, r in rhythms.items():
-        one.update(cid, r)
+        one.update(cid, r.view)
     parts = [PopulationSample(size=50) for _ in range(3)]
     for i, (cid, r) in enumerate(reversed(list(rhythms.items()))):
-        parts[i % 3].update(cid, r)
+        parts[i % 3].update(cid, r.view)
     merged = PopulationSample(size=50)
     for part in parts:
         merged.merge(part)
     assert set(merged.rows) == set(one.rows) and len(one.rows) == 50
-
-
-# --------------------------------------------------------------------------- due index and alerts
-
-
-def test_due_index_pops_once_ignores_stale_and_rearms_on_new_episode():
-    index = DueIndex()
-    index.arm("a", 100, episode=1)
-    index.arm("b", 50, episode=1)
-    index.arm("a", 200, episode=1)  # moved: the entry at 100 is stale
-    assert index.pop_due(99) == [(50, "b", 1, None)]
-    assert index.pop_due(150) == []
-    assert index.pop_due(250) == [(200, "a", 1, None)]
-    assert index.pop_due(10_000) == []
-    assert index.arm("a", 300, episode=1) is False  # same episode: already alerted
-    assert index.arm("a", 400, episode=2) is True  # a new purchase re-arms
-    assert index.pop_due(500) == [(400, "a", 2, None)]
-    index.arm("c", 10, episode=1)
-    index.disarm("c")
-    assert index.pop_due(20) == []
-    assert len(index) == 0
-
-
-def test_silent_customer_gets_exactly_one_alert_when_the_watermark_passes():
-    shard = ChurnShard(threshold=0.85, model=MODEL, min_fit_customers=10_000)  # keep MODEL
-    rhythm = Rhythm()
-    for n in (0, 10, 25):
-        rhythm.observe(purchase(n))
-        assert shard.update("c-1", rhythm, day(n)) == []
-    due = MODEL.threshold_time(rhythm, 0.85, from_ms=day(25))
-    assert shard.due.due_of("c-1") == due
-    assert shard.advance(due - 1) == []
-    alerts = shard.advance(due)
-    assert len(alerts) == 1
-    alert = alerts[0]
-    assert alert.customer_id == "c-1" and alert.ts_ms == due and alert.score >= 0.85
-    assert alert.episode == day(25) and alert.reasons and alert.value_at_risk > 0
-    assert alert.tier in ("platinum", "gold", "standard")
-    assert shard.advance(due + 400 * DAY_MS) == []  # once per lapse episode
-    rhythm.observe(Event("v", "page_view", due + DAY_MS, "web", customer_id="c-1"))
-    assert shard.update("c-1", rhythm, due + DAY_MS) == []
-    assert shard.due.due_of("c-1") is None  # a visit does not re-arm the episode
-    rhythm.observe(purchase((due + 2 * DAY_MS - day(0)) / DAY_MS))
-    shard.update("c-1", rhythm, rhythm.last_purchase_ts)
-    assert shard.due.due_of("c-1") is not None  # a purchase does
-    assert len(shard.advance(rhythm.last_purchase_ts + 3 * 365 * DAY_MS)) == 1
-
-
-def test_a_purchase_before_the_due_time_cancels_the_alert():
-    shard = ChurnShard(threshold=0.85, model=MODEL, min_fit_customers=10_000)
-    rhythm = rhythm_of([0, 10])
-    shard.update("c-1", rhythm, day(10))
-    due = shard.due.due_of("c-1")
-    rhythm.observe(purchase((due - day(0)) / DAY_MS - 1))
-    assert shard.update("c-1", rhythm, rhythm.last_purchase_ts) == []
-    assert shard.advance(due) == []
-    assert shard.due.due_of("c-1") > due
-
-
-def population_events(n_customers=150, seed=3):
-    rng = random.Random(seed)
-    events = []
-    for cid, days in simulate_bgnbd(BGNBDParams(0.6, 5.0, 0.8, 2.5), n_customers, 40, rng):
-        for k, d in enumerate(days):
-            events.append(purchase(d, cid, value=rng.choice([20.0, 40.0, 90.0]), eid=f"{cid}-{k}"))
-            if rng.random() < 0.2:
-                events.append(Event(f"{cid}-v{k}", "page_view", day(d + rng.uniform(1, 20)), "web", customer_id=cid))
-    events.sort(key=lambda e: (e.ts_ms, e.event_id))
-    return events
-
-
-def replay(events, tick_ms, shards=3, until=None):
-    """The flow's loop: rhythm per customer, a shard per hash, watermark ticks every tick_ms."""
-    from online_models import tiers
-
-    rhythms, states, alerts = {}, [ChurnShard(threshold=0.8, min_fit_customers=20) for _ in range(shards)], []
-    next_tick = None
-    for e in events:
-        if next_tick is None:
-            next_tick = (e.ts_ms // tick_ms + 1) * tick_ms
-        while e.ts_ms >= next_tick:
-            for s in states:
-                alerts += s.advance(next_tick)
-            next_tick += tick_ms
-        r = rhythms.setdefault(e.customer_id, Rhythm())
-        r.observe(e)
-        alerts += states[tiers.shard_of(e.customer_id, shards)].update(e.customer_id, r, e.ts_ms)
-    for s in states:
-        alerts += s.advance(until or day(600))
-    return sorted((a.to_dict() for a in alerts), key=lambda a: (a["ts_ms"], a["customer_id"])), states
-
-
-def test_full_speed_and_paced_replays_fire_the_same_alerts():
-    events = population_events()
-    full, states = replay(events, tick_ms=365 * DAY_MS)  # ticks only at year boundaries
-    paced, _ = replay(events, tick_ms=6 * 3_600_000)  # a watermark every six hours
-    assert len(full) > 20
-    assert full == paced
-    assert states[0].model.fitted_at is not None  # population parameters came from the stream
-    episodes = [(a["customer_id"], a["episode"]) for a in full]
-    assert len(episodes) == len(set(episodes))  # one alert per lapse episode
-
-
-def test_shard_state_pickles():
-    _, states = replay(population_events(40), tick_ms=30 * DAY_MS)
-    again = pickle.loads(pickle.dumps(states[0]))
-    assert again.due.armed.keys() == states[0].due.armed.keys()
-    assert again.model == states[0].model
-
-
-def test_a_shard_copy_is_independent_of_the_original():
-    import copy as copy_module
-
-    from online_models.churn import ChurnShard, Rhythm
-    from online_models.events import DAY_MS, Event, Item
-
-    shard, rhythm = ChurnShard(), Rhythm()
-    for week in range(4):
-        rhythm.observe(Event(f"p{week}", "purchase", 1_700_000_000_000 + week * 7 * DAY_MS, "store",
-                             customer_id="c-1", items=(Item("A", 1, 10.0),)))
-    shard.update("c-1", rhythm.copy(), rhythm.last_ts)
-    clone = copy_module.deepcopy(shard)
-    fired = clone.advance(rhythm.last_ts + 400 * DAY_MS)
-    assert [a.customer_id for a in fired] == ["c-1"]
-    assert shard.due.due_of("c-1") is not None and "c-1" not in shard.due.fired  # the original is untouched
-    assert clone.sketch.members == shard.sketch.members and clone.sketch is not shard.sketch

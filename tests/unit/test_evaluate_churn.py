@@ -73,5 +73,6 @@ def test_main_on_a_small_jsonl_prints_json_last(tmp_path, capsys):
     for key in ("customers", "auc", "auc_bgnbd", "auc_recency"):
         assert key in figures
     assert figures["customers"] == result["customers"] == 60
-    assert figures["skipped"] == {"duplicate": 1, "bad_json": 1}
+    assert list(figures["dead_letters"].values()) == [1]  # the bad line; the duplicate is ignored by the engine
+    assert next(iter(figures["dead_letters"])).startswith("not valid JSON")
     assert 0.0 <= figures["auc"] <= 1.0

@@ -249,9 +249,9 @@ def test_messages_are_clean_by_default_and_carry_bad_ones_and_duplicates_on_dema
     assert 100 < sum(n - 1 for n in values.values()) < 320
 
 
-def test_message_key_is_the_customer_or_else_the_anonymous_id(events):
+def test_message_key_is_the_session_or_else_the_customer(events):
     for message, event in zip(iter_messages(events[:500], SEED), events[:500]):
-        assert message.key == (event["customer_id"] or event["anonymous_id"]).encode()
+        assert message.key == (event.get("anonymous_id") or event["customer_id"]).encode()
         assert message.channel == event["channel"]
 
 
@@ -290,7 +290,7 @@ def test_live_mode_sends_now_stamped_events_to_the_topic_of_their_channel(monkey
     for topic, key, value in producer.records:
         event = orjson.loads(value)
         assert topic == ("t.store" if event["channel"] == "store" else "t.web")
-        assert key == (event["customer_id"] or event["anonymous_id"]).encode()
+        assert key == (event.get("anonymous_id") or event["customer_id"]).encode()
         assert abs(parse_ts(event["ts"]) - before) < 60_000
 
 
