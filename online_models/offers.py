@@ -172,9 +172,9 @@ def _behaviour(state: CustomerState, now_ms: int | None) -> str:
     if rules.is_deal_seeker(state.discount_share, state.return_rate):
         return "deal"
     now = now_ms if now_ms is not None else state.last_ts
-    if state.last_purchase_ts is not None and now is not None:
-        if rules.is_lapsing((now - state.last_purchase_ts) / DAY_MS, usual_gap(state)):
-            return "lapsing"
+    if (state.last_purchase_ts is not None and now is not None
+            and rules.is_lapsing((now - state.last_purchase_ts) / DAY_MS, usual_gap(state))):
+        return "lapsing"
     return "big" if state.gross >= BIG_SPENDER_GROSS else "regular"
 
 
