@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from online_models import decay, tiers
+from online_models import decay, rules, tiers
 from online_models.churn import ChurnModel
 from online_models.customer import CustomerState
 from online_models.events import Product, format_ts
@@ -45,12 +45,29 @@ class Population:
             if self.value_tiers else None,
             "segment": tiers.segment(rhythm, now_ms),
             "segments": tiers.segments(rhythm, now_ms),
+            "rules": rule_verdicts(state, now_ms),
             "churn": {
                 "score": None if score is None else round(score, 4),
                 "reasons": model.reasons(rhythm, now_ms) if score is not None else [],
                 "value_at_risk": round(model.value_at_risk(rhythm, now_ms), 2) if score is not None else 0.0,
             },
         }
+
+
+def rule_verdicts(state: CustomerState, now_ms: int) -> dict[str, Any]:
+    """What the retail rules (``rules``) say about this customer, from the same facts the
+    offers read: so a sales assistant sees why a discount is withheld or a win-back is due."""
+    rhythm = state.rhythm
+    usual = rules.usual_gap_days(rhythm.gap_n, rhythm.gap_mean)
+    lapse = None
+    if state.last_purchase_ts is not None:
+        lapse = rules.lapse_stage(max(0, now_ms - state.last_purchase_ts) / decay.DAY_MS, usual)
+    return {
+        "usual_gap_days": None if usual is None else round(usual, 1),
+        "lapse": lapse,
+        "discount_driven_returner": rules.is_discount_driven_returner(
+            state.discount_share, state.return_rate, state.orders),
+    }
 
 
 def profile_view(
