@@ -43,7 +43,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
-from online_models import decay, tiers
+from online_models import decay, rules, tiers
 from online_models.clock import DAY_MS, HOUR_MS, WEEK_MS
 from online_models.events import Event
 
@@ -301,10 +301,7 @@ class Rhythm:
 
     def usual_gap_days(self, prior_log_days: float | None = None, prior_weight: float = 2.0) -> float | None:
         """Typical gap in days (geometric mean), shrunk towards the population's when given."""
-        if prior_log_days is None:
-            return math.exp(self.gap_mean) if self.gap_n else None
-        mean = (self.gap_n * self.gap_mean + prior_weight * prior_log_days) / (self.gap_n + prior_weight)
-        return math.exp(mean)
+        return rules.usual_gap_days(self.gap_n, self.gap_mean, prior_log_days, prior_weight)
 
     def carts_abandoned_at(self, now_ms: int) -> int:
         open_abandoned = self.cart_open_ts is not None and now_ms - self.cart_open_ts > ABANDON_AFTER_MS

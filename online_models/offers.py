@@ -22,11 +22,11 @@ from typing import Any
 
 from river import proba
 
+from online_models import rules
 from online_models.customer import CustomerState
 from online_models.events import DAY_MS, Product
 
-KINDS = ("discount", "bundle", "loyalty_points", "win_back", "service")
-MIN_ORDERS_FOR_RHYTHM = 3
+KINDS = rules.OFFER_KINDS
 TIMED_KINDS = frozenset({"discount", "bundle", "loyalty_points"})  # coupons that expire unused
 
 
@@ -132,7 +132,6 @@ def offer_from_dict(obj: Any) -> Offer:
 
 APPAREL = ("men", "women", "kids")
 LINE_SHARE = 0.10  # an apparel line counts when it holds this share of apparel interest
-DEAL_DISCOUNT_SHARE, DEAL_RETURN_RATE = 0.35, 0.25
 BIG_SPENDER_GROSS = 800.0
 INTEREST_FIT = 0.30  # share of interest in an offer's categories that makes it a good fit
 
@@ -140,15 +139,15 @@ INTEREST_FIT = 0.30  # share of interest in an offer's categories that makes it 
 def customer_cell(state: CustomerState | None, catalog: Mapping[str, Product], now_ms: int | None = None) -> str:
     """A behaviour cell for propensity: customers who answer offers alike.
 
-    `new` (no purchase yet), `discount_returner` (buys mostly on discount and returns a
-    lot), else `<lines>|<behaviour>`: the apparel lines shopped for (men, women,
+    `new` (no purchase yet), `discount_returner` (`rules.is_discount_driven_returner`),
+    else `<lines>|<behaviour>`: the apparel lines shopped for (men, women,
     kids/boys, kids/girls; or the main family, e.g. electronics) and how the customer
-    buys — `deal` (discount habit or many returns), `lapsing` (silent for much longer
-    than their rhythm), `big` (a big spender) or `regular`.
+    buys — `deal` (`rules.is_deal_seeker`), `lapsing` (`rules.is_lapsing`: silent for much
+    longer than their rhythm), `big` (a big spender) or `regular`.
     """
     if state is None or not state.orders:
         return "new"
-    if state.return_rate >= 0.35 and state.discount_share >= 0.5:
+    if rules.is_discount_driven_returner(state.discount_share, state.return_rate, state.orders):
         return "discount_returner"
     return f"{_lines(state.category_shares(catalog))}|{_behaviour(state, now_ms)}"
 
@@ -170,13 +169,12 @@ def _lines(shares: Mapping[str, float]) -> str:
 
 
 def _behaviour(state: CustomerState, now_ms: int | None) -> str:
-    if state.discount_share >= DEAL_DISCOUNT_SHARE or state.return_rate >= DEAL_RETURN_RATE:
+    if rules.is_deal_seeker(state.discount_share, state.return_rate):
         return "deal"
     now = now_ms if now_ms is not None else state.last_ts
-    if state.last_purchase_ts is not None and now is not None:
-        gap = purchase_gap_days(state) or 14.0
-        if (now - state.last_purchase_ts) / DAY_MS > max(14.0, 2.5 * gap):
-            return "lapsing"
+    if (state.last_purchase_ts is not None and now is not None
+            and rules.is_lapsing((now - state.last_purchase_ts) / DAY_MS, usual_gap(state))):
+        return "lapsing"
     return "big" if state.gross >= BIG_SPENDER_GROSS else "regular"
 
 
@@ -198,11 +196,10 @@ def _in_segments(cell: str, segments: tuple[str, ...]) -> bool:
     return any(segment in parts for segment in segments)
 
 
-def purchase_gap_days(state: CustomerState) -> float | None:
-    """The customer's mean days between purchases, once they have a rhythm."""
-    if state.orders < MIN_ORDERS_FOR_RHYTHM or state.first_purchase_ts is None or state.last_purchase_ts is None:
-        return None
-    return (state.last_purchase_ts - state.first_purchase_ts) / DAY_MS / (state.orders - 1)
+def usual_gap(state: CustomerState) -> float | None:
+    """The customer's usual days between purchases (`rules.usual_gap_days`), from their rhythm."""
+    n, mean_log_gap, _ = state.rhythm.gap_stats()
+    return rules.usual_gap_days(n, mean_log_gap)
 
 
 # --- gates --------------------------------------------------------------------------------
@@ -265,15 +262,11 @@ def _eligibility(offer, state, cell, situation, catalog, policy) -> GateResult:
 
 
 def _suitability(offer, state, cell, situation, catalog, policy) -> GateResult:
-    if offer.kind != "discount" or state is None:
+    if state is None:
         return GateResult(True, "suitability", "suitable")
-    if state.orders and state.net_value < 0:
-        return GateResult(False, "suitability", "no discount: net value after returns is negative")
-    if state.discount_share >= 0.7 and state.return_rate >= 0.4:
-        return GateResult(False, "suitability",
-                          f"no discount: buys {state.discount_share:.0%} on discount and returns "
-                          f"{state.return_rate:.0%}")
-    return GateResult(True, "suitability", "suitable")
+    ok, reason = rules.offer_suitability(offer.kind, purchases=state.orders, net_value=state.net_value,
+                                         discount_share=state.discount_share, return_rate=state.return_rate)
+    return GateResult(ok, "suitability", reason)
 
 
 def _contact_policy(offer, state, cell, situation, catalog, policy) -> GateResult:
@@ -297,7 +290,7 @@ def _timing(offer, state, cell, situation, catalog, policy) -> GateResult:
     """The offer must still be valid when the customer is expected to buy next."""
     if state is None or offer.kind not in TIMED_KINDS:
         return GateResult(True, "timing", "no timing constraint")
-    gap = purchase_gap_days(state)
+    gap = usual_gap(state) if rules.has_rhythm(state.rhythm.purchases) else None
     if gap is None or state.last_purchase_ts is None:
         return GateResult(True, "timing", "no purchase rhythm yet")
     since = (situation.now_ms - state.last_purchase_ts) / DAY_MS

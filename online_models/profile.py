@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from online_models import decay, tiers
+from online_models import decay, rules, tiers
 from online_models.churn import ChurnModel
 from online_models.customer import CustomerState
 from online_models.events import Product, format_ts
@@ -32,11 +32,11 @@ class Population:
         return cls({i: model for i, (model, _) in published.items()}, sketch, shards, value_tiers)
 
     def tier_of(self, state: CustomerState) -> str | None:
-        return self.value_tiers.tier_of_log(state.rhythm.value_log()) if self.value_tiers else None
+        return self.value_tiers.tier_of_log(state.rhythm_view().value_log()) if self.value_tiers else None
 
     def assess(self, state: CustomerState, now_ms: int) -> dict[str, Any]:
         """Tier, RFM cell, behaviour segment and churn score of one customer, with reasons."""
-        rhythm = state.rhythm
+        rhythm = state.rhythm_view()
         model = self.models.get(tiers.shard_of(state.customer_id, self.shards), ChurnModel())
         score = model.score(rhythm, now_ms)
         return {
@@ -45,12 +45,29 @@ class Population:
             if self.value_tiers else None,
             "segment": tiers.segment(rhythm, now_ms),
             "segments": tiers.segments(rhythm, now_ms),
+            "rules": rule_verdicts(state, now_ms),
             "churn": {
                 "score": None if score is None else round(score, 4),
                 "reasons": model.reasons(rhythm, now_ms) if score is not None else [],
                 "value_at_risk": round(model.value_at_risk(rhythm, now_ms), 2) if score is not None else 0.0,
             },
         }
+
+
+def rule_verdicts(state: CustomerState, now_ms: int) -> dict[str, Any]:
+    """What the retail rules (``rules``) say about this customer, from the same facts the
+    offers read: so a sales assistant sees why a discount is withheld or a win-back is due."""
+    rhythm = state.rhythm_view()
+    usual = rules.usual_gap_days(rhythm.gap_n, rhythm.gap_mean)
+    lapse = None
+    if state.last_purchase_ts is not None:
+        lapse = rules.lapse_stage(max(0, now_ms - state.last_purchase_ts) / decay.DAY_MS, usual)
+    return {
+        "usual_gap_days": None if usual is None else round(usual, 1),
+        "lapse": lapse,
+        "discount_driven_returner": rules.is_discount_driven_returner(
+            state.discount_share, state.return_rate, state.orders),
+    }
 
 
 def profile_view(

@@ -10,8 +10,8 @@ import heapq
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import lru_cache
 
+from online_models import rules as retail_rules
 from online_models.customer import CustomerState
 from online_models.events import Product
 from online_models.items import Neighbor, PopularityIndex
@@ -42,10 +42,12 @@ class Rules:
     line_dominance: float = 0.9
     min_line_interest: float = 0.1
 
-    def is_replenishable(self, product: Product) -> bool:
-        if product.attributes.get("replenishable") is True:
-            return True
-        return _category_under_any(product.category, self.replenishable)
+    def may_recommend_again(self, product: Product) -> bool:
+        """Bought items that may come back, and need not count as substitutes in a basket
+        (`rules.may_recommend_again`, fed by the catalog flag and the configured categories)."""
+        return retail_rules.may_recommend_again(
+            product.category, flagged_replenishable=product.attributes.get("replenishable") is True,
+            replenishable_categories=self.replenishable)
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +125,7 @@ def recommend(
         if product is None or cand.sku in excluded or not _allowed(product, state, shares, rules, outside_line):
             continue
         score = sum(getattr(weights, part) * value for part, value in cand.parts.items())
-        if product.category in basket_categories and not rules.is_replenishable(product):
+        if product.category in basket_categories and not rules.may_recommend_again(product):
             score *= SUBSTITUTE_PENALTY
         scored.append(_Scored(score, cand, product))
     if ranker is not None and ranker.trained_on and scored:
@@ -170,7 +172,7 @@ def _score_personal(state, shares, popularity, catalog, rules, candidates, conte
     top_count = max((times for times, _ in state.bought.values()), default=0.0)
     for sku, (times, _) in state.bought.items():
         product = catalog.get(sku)
-        if product is not None and rules.is_replenishable(product):
+        if product is not None and rules.may_recommend_again(product):
             # On the home page anything bought before outranks what is merely popular; with a
             # basket or product in view, complements of it come first.
             score = 0.5 + 0.5 * times / top_count if context == "home" else 0.3 * times / top_count
@@ -208,7 +210,7 @@ def _allowed(product: Product, state: CustomerState | None, shares, rules: Rules
         return False
     if state is None:
         return True
-    if state.bought_recently(product.sku) and not rules.is_replenishable(product):
+    if state.bought_recently(product.sku) and not rules.may_recommend_again(product):
         return False
     outside = memo.get(product.category)
     if outside is None:
@@ -272,11 +274,6 @@ def _margin_share(product: Product) -> float:
 
 def _categories(skus, catalog: Mapping[str, Product]) -> set[str]:
     return {catalog[sku].category for sku in skus if sku in catalog}
-
-
-@lru_cache(maxsize=65_536)
-def _category_under_any(category: str, prefixes: tuple[str, ...]) -> bool:
-    return any(_under(category, prefix) for prefix in prefixes)
 
 
 def _under(category: str, prefix: str) -> bool:

@@ -27,6 +27,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from online_models import rules
 from online_models.clock import DAY_MS
 
 VALUE_WIDTH = math.log(1.02)  # value buckets: 2 % wide
@@ -325,20 +326,18 @@ def rfm_cell(sketches: PopulationSketch, log_value: float | None, last_purchase_
 
 # --------------------------------------------------------------------------- segments
 
-NEW_DAYS = 30
-LAPSED_MIN_DAYS = 180
-LAPSED_GAPS = 3.0
-RETURNER_RATE = 0.3
-RETURNER_MIN_PURCHASES = 2
+# The retail rules (new, lapsed, returner) and their thresholds live in ``rules``; only the
+# channel-mix segments are defined here.
 BROWSER_MIN_DAYS = 3
+_T = rules.DEFAULT
 
 SEGMENT_RULES: dict[str, str] = {
     "prospect": "no purchase yet",
-    "new": f"first purchase less than {NEW_DAYS} days ago",
-    "lapsed": (f"no purchase for more than max({LAPSED_MIN_DAYS} days, {LAPSED_GAPS:g}× their "
+    "new": f"first purchase less than {_T.new_customer_days:g} days ago",
+    "lapsed": (f"no purchase for more than max({_T.lapsed_min_days:g} days, {_T.lapsed_gaps:g}× their "
                "usual gap between purchases)"),
-    "returner": (f"returned {RETURNER_RATE:.0%} or more of the value bought, over at least "
-                 f"{RETURNER_MIN_PURCHASES} purchases (discount-driven / returns most: no red carpet)"),
+    "returner": (f"returned {_T.returner_rate:.0%} or more of the value bought, over at least "
+                 f"{_T.returner_min_purchases} purchases"),
     "omnichannel": "bought both in store and on the web / app",
     "web_browses_store_buys": (f"buys only in store but browsed the web / app on at least "
                                f"{BROWSER_MIN_DAYS} days"),
@@ -355,13 +354,13 @@ def segments(rhythm: Any, now_ms: int) -> list[str]:
     out: list[str] = []
     if rhythm.purchases == 0:
         return ["prospect"]
-    if rhythm.first_purchase_ts is not None and now_ms - rhythm.first_purchase_ts < NEW_DAYS * DAY_MS:
+    if rhythm.first_purchase_ts is not None and rules.is_new_customer(
+            (now_ms - rhythm.first_purchase_ts) / DAY_MS):
         out.append("new")
     days_since = (now_ms - rhythm.last_purchase_ts) / DAY_MS
-    usual = rhythm.usual_gap_days()
-    if days_since > max(LAPSED_MIN_DAYS, LAPSED_GAPS * (usual or 0.0)):
+    if rules.is_lapsed(days_since, rules.usual_gap_days(rhythm.gap_n, rhythm.gap_mean)):
         out.append("lapsed")
-    if rhythm.purchases >= RETURNER_MIN_PURCHASES and rhythm.return_rate() >= RETURNER_RATE:
+    if rules.returns_a_lot(rhythm.return_rate(), rhythm.purchases):
         out.append("returner")
     store, web = rhythm.store_purchases, rhythm.web_purchases
     if store and web:

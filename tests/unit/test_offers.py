@@ -91,6 +91,36 @@ def test_discount_returner_never_gets_a_discount_but_can_get_service():
     assert gate(offer(kind="service"), state).passed
 
 
+def discount_customer(buys=4, returns=2, price=30.0, list_price=60.0):
+    """Every purchase on discount; `returns` of `buys` sent back."""
+    return customer(*[Event(f"p{i}", "purchase", day(7 * i), "web", customer_id="c-1", order_id=f"o{i}",
+                            items=(Item("TR-1", 1, price, list_price=list_price),)) for i in range(buys)],
+                    *[Event(f"r{i}", "return", day(7 * i + 1), "web", customer_id="c-1", order_id=f"o{i}",
+                            items=(Item("TR-1", 1, price),)) for i in range(returns)])
+
+
+def test_the_cell_and_the_discount_gate_use_one_returner_definition():
+    # 100 % on discount, returns 3 of 8 (37.5 %): once a discount_returner cell that still got
+    # discounts (the gate wanted 0.7 / 0.4 while the cell used 0.5 / 0.35); now both say no.
+    some = discount_customer(buys=8, returns=3)
+    assert customer_cell(some, CATALOG) == "discount_returner"
+    refused = gate(offer(kind="discount"), some, now=day(52))
+    assert not refused.passed and refused.reason == "no discount: buys 100% on discount and returns 38%"
+    # Returns a quarter: a deal seeker for propensity, still offered discounts.
+    quarter = discount_customer(buys=4, returns=1)
+    assert customer_cell(quarter, CATALOG).endswith("|deal")
+    assert gate(offer(kind="discount"), quarter, now=day(22)).passed
+
+
+def test_lapsing_follows_the_customers_own_rhythm():
+    weekly = customer(*[purchase(f"p{i}", ts=day(7 * i)) for i in range(3)])  # last purchase on day 14
+    assert customer_cell(weekly, CATALOG, now_ms=day(14 + 17)) == "men|regular"  # 17 days ≤ 2.5 × 7
+    assert customer_cell(weekly, CATALOG, now_ms=day(14 + 18)) == "men|lapsing"
+    monthly = customer(*[purchase(f"p{i}", ts=day(30 * i)) for i in range(2)])  # one gap: 30 days
+    assert customer_cell(monthly, CATALOG, now_ms=day(30 + 60)) == "men|regular"
+    assert customer_cell(monthly, CATALOG, now_ms=day(30 + 76)) == "men|lapsing"
+
+
 def test_negative_net_value_gets_no_discount():
     state = customer(purchase("p1", price=20.0),
                      Event("r1", "return", day(1), "web", customer_id="c-1", items=(Item("TR-1", 2, 20.0),)))

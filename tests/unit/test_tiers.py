@@ -182,3 +182,14 @@ def test_segments_on_crafted_histories():
 
     assert tiers.segment(Observed(), day(0)) == "prospect"
     assert set(tiers.SEGMENT_ORDER) == set(tiers.SEGMENT_RULES)  # every segment has its rule written
+
+
+def test_returner_segment_uses_the_one_returns_a_lot_rule():
+    # A third of the value returned: a returner at the old 0.3, not at rules' 0.35.
+    third = Observed()
+    for n in (0, 10, 20):
+        buy(third, n, "web", value=100.0)
+    third.observe(Event("r0", "return", day(21), "web", customer_id="c", items=(Item("SKU", 1, 100.0),)))
+    assert "returner" not in tiers.segments(third, day(25))
+    third.observe(Event("r1", "return", day(22), "web", customer_id="c", items=(Item("SKU", 1, 20.0),)))
+    assert "returner" in tiers.segments(third, day(25))  # 120 / 300 = 40 %

@@ -1,0 +1,254 @@
+"""The retail rules, written once: who is a discount-driven returner, who is lapsing, what a
+customer's usual purchase gap is, what may be recommended again, how much value is worth an
+alert or a red-carpet offer, and which kinds of offer suit a customer.
+
+Every rule is a small pure function of plain numbers (no state objects), so that the offers,
+the tiers and segments, churn, ranking and the profile all ask the same question the same
+way, and an evaluator can call it on any data. Every threshold is a field of ``Thresholds``;
+``DEFAULT`` holds the values in force. To change a rule's setting, change it there (or pass a
+``Thresholds`` built from settings): no other module keeps a copy. ``docs/relevance.md``
+states each rule in retail words with its setting and its test.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+
+OFFER_KINDS = ("discount", "bundle", "loyalty_points", "win_back", "service")
+
+
+@dataclass(frozen=True, slots=True)
+class Thresholds:
+    """The settings of every rule in this module (the only place they are written)."""
+
+    # Returns and discounts.
+    returner_rate: float = 0.35  # returned share of the value bought that counts as "returns a lot"
+    returner_min_purchases: int = 2  # ... over at least this many purchases
+    discount_driven_share: float = 0.5  # share bought below list price that is "mostly on discount"
+    deal_discount_share: float = 0.35  # a deal seeker: this much on discount ...
+    deal_return_rate: float = 0.25  # ... or returns this much (a weaker habit; learning cells only)
+    discount_min_net_value: float = 0.0  # no discount for a buyer whose net value is below this
+    # Purchase rhythm.
+    gap_prior_weight: float = 2.0  # how many gaps the population's prior gap is worth
+    rhythm_min_purchases: int = 3  # purchase days before a rhythm is trusted for timing offers
+    default_gap_days: float = 14.0  # usual gap assumed when nothing is known
+    # Lapsing (slipping away) and lapsed (gone).
+    lapsing_min_days: float = 14.0
+    lapsing_gaps: float = 2.5
+    lapsed_min_days: float = 180.0
+    lapsed_gaps: float = 3.0
+    # New customers.
+    new_customer_days: float = 30.0
+    # Value floor for churn alerts and red-carpet offers.
+    value_floor_share_of_median: float = 0.5
+    value_floor_min: float = 0.0
+
+
+DEFAULT = Thresholds()
+
+
+# --------------------------------------------------------------------------- returns and discounts
+
+
+def returns_a_lot(return_rate: float, purchases: int, t: Thresholds = DEFAULT) -> bool:
+    """A customer who sends back a large share of what they buy: at least
+    ``returner_rate`` (35 %) of the value bought, over at least ``returner_min_purchases`` (2)
+    purchases, so that one returned first order does not brand anyone.
+
+    >>> returns_a_lot(0.4, 3), returns_a_lot(0.4, 1), returns_a_lot(0.2, 5)
+    (True, False, False)
+    """
+    return purchases >= t.returner_min_purchases and return_rate >= t.returner_rate
+
+
+def is_discount_driven_returner(discount_share: float, return_rate: float, purchases: int,
+                                t: Thresholds = DEFAULT) -> bool:
+    """The customer a retailer does not roll the red carpet out for: buys mostly on discount
+    (at least ``discount_driven_share``, 50 %, of the value bought was below list price) *and*
+    returns a lot (``returns_a_lot``: 35 % of the value over at least 2 purchases). Such a
+    customer gets no discount offer, and learns offer propensity in a cell of their own.
+
+    This is the one definition; it replaces the offer cell's 0.35 / 0.5, the discount gate's
+    0.7 / 0.4 and the "returner" segment's 0.3 (which now uses ``returns_a_lot`` alone).
+
+    >>> is_discount_driven_returner(0.8, 0.5, 4), is_discount_driven_returner(0.2, 0.5, 4)
+    (True, False)
+    """
+    return discount_share >= t.discount_driven_share and returns_a_lot(return_rate, purchases, t)
+
+
+def is_deal_seeker(discount_share: float, return_rate: float, t: Thresholds = DEFAULT) -> bool:
+    """A weaker habit than the discount-driven returner: buys a fair share on discount
+    (``deal_discount_share``, 35 %) *or* returns a fair share (``deal_return_rate``, 25 %).
+    It only picks the cell an offer's propensity is learnt in (such customers answer offers
+    alike); it gates nothing.
+
+    >>> is_deal_seeker(0.4, 0.0), is_deal_seeker(0.0, 0.3), is_deal_seeker(0.1, 0.1)
+    (True, True, False)
+    """
+    return discount_share >= t.deal_discount_share or return_rate >= t.deal_return_rate
+
+
+# --------------------------------------------------------------------------- purchase rhythm
+
+
+def usual_gap_days(gap_n: int, mean_log_gap: float, prior_log_days: float | None = None,
+                   prior_weight: float = DEFAULT.gap_prior_weight) -> float | None:
+    """The customer's usual number of days between purchases: the geometric mean of the gaps
+    between their purchase days (``gap_n`` gaps whose log-days average ``mean_log_gap``).
+    With the population's typical log gap as ``prior_log_days``, the mean is shrunk towards it
+    as if the population had contributed ``prior_weight`` (2) gaps, so a customer with one or
+    two purchases gets a sensible rhythm. ``None`` when there is no gap and no prior.
+
+    >>> round(usual_gap_days(2, math.log(math.sqrt(10 * 20))), 6)
+    14.142136
+    >>> usual_gap_days(0, 0.0) is None
+    True
+    >>> round(usual_gap_days(0, 0.0, math.log(60.0)), 6)
+    60.0
+    """
+    if prior_log_days is None:
+        return math.exp(mean_log_gap) if gap_n > 0 else None
+    mean = (gap_n * mean_log_gap + prior_weight * prior_log_days) / (gap_n + prior_weight)
+    return math.exp(mean)
+
+
+def has_rhythm(purchases: int, t: Thresholds = DEFAULT) -> bool:
+    """Enough purchase days (``rhythm_min_purchases``, 3: two gaps) to time an offer's validity
+    to the customer's next expected purchase.
+
+    >>> has_rhythm(2), has_rhythm(3)
+    (False, True)
+    """
+    return purchases >= t.rhythm_min_purchases
+
+
+def lapse_stage(days_since_purchase: float, usual_gap: float | None,
+                t: Thresholds = DEFAULT) -> str | None:
+    """How far a buyer has slipped, against their own rhythm (``usual_gap``; when unknown,
+    ``default_gap_days``, 14):
+
+    - ``"lapsing"``: silent for longer than max(``lapsing_min_days`` 14, ``lapsing_gaps`` 2.5 ×
+      their usual gap): slipping away, time for a win-back;
+    - ``"lapsed"``: silent for longer than max(``lapsed_min_days`` 180, ``lapsed_gaps`` 3 ×
+      their usual gap): gone (the CRM segment);
+    - ``None``: still within their rhythm.
+
+    A lapsed customer is always lapsing as well (``is_lapsing``), since 180 ≥ 14 and 3 ≥ 2.5.
+
+    >>> lapse_stage(10, 7.0), lapse_stage(30, 7.0), lapse_stage(200, 7.0), lapse_stage(200, 70.0)
+    (None, 'lapsing', 'lapsed', 'lapsing')
+    """
+    gap = usual_gap if usual_gap is not None else t.default_gap_days
+    if days_since_purchase > max(t.lapsed_min_days, t.lapsed_gaps * gap):
+        return "lapsed"
+    if days_since_purchase > max(t.lapsing_min_days, t.lapsing_gaps * gap):
+        return "lapsing"
+    return None
+
+
+def is_lapsing(days_since_purchase: float, usual_gap: float | None, t: Thresholds = DEFAULT) -> bool:
+    """Slipping away or already gone (``lapse_stage`` is not ``None``)."""
+    return lapse_stage(days_since_purchase, usual_gap, t) is not None
+
+
+def is_lapsed(days_since_purchase: float, usual_gap: float | None, t: Thresholds = DEFAULT) -> bool:
+    """Gone: silent for longer than max(180 days, 3 × their usual gap)."""
+    return lapse_stage(days_since_purchase, usual_gap, t) == "lapsed"
+
+
+def is_new_customer(days_since_first_purchase: float, t: Thresholds = DEFAULT) -> bool:
+    """First purchase less than ``new_customer_days`` (30) days ago.
+
+    >>> is_new_customer(10), is_new_customer(30)
+    (True, False)
+    """
+    return days_since_first_purchase < t.new_customer_days
+
+
+# --------------------------------------------------------------------------- repeat purchase
+
+
+def may_recommend_again(category: str, *, flagged_replenishable: bool = False,
+                        replenishable_categories: tuple[str, ...] = ()) -> bool:
+    """May an item the customer already bought be suggested again (and a second one of its
+    category sit in the same basket without counting as a substitute)? Yes for consumables:
+    the catalog flags the item ``replenishable``, or its category lies under one of the
+    ``replenishable_categories`` (``OMNIREC_REPLENISHABLE_CATEGORIES``). A durable (trousers,
+    a phone) is not suggested again once bought.
+
+    Today these facts are a catalog flag and a setting; a learned rebuy cycle per item or
+    category will come in as further arguments here, and every caller follows.
+
+    >>> may_recommend_again("grocery/coffee", replenishable_categories=("grocery",))
+    True
+    >>> may_recommend_again("men/trousers", replenishable_categories=("grocery",))
+    False
+    >>> may_recommend_again("men/trousers", flagged_replenishable=True)
+    True
+    """
+    return flagged_replenishable or _under_any(category, replenishable_categories)
+
+
+@lru_cache(maxsize=65_536)
+def _under_any(category: str, prefixes: tuple[str, ...]) -> bool:
+    return any(category == p or category.startswith(p + "/") for p in prefixes)
+
+
+# --------------------------------------------------------------------------- value floor
+
+
+def value_floor(population_median: float | None, t: Thresholds = DEFAULT) -> float:
+    """The least value (value at risk for a churn alert, net value for a red-carpet offer)
+    worth acting on: ``value_floor_share_of_median`` (half) of the population's median, and
+    never below ``value_floor_min`` (0). Without a population yet, just ``value_floor_min``.
+
+    >>> value_floor(120.0), value_floor(None), value_floor(-5.0)
+    (60.0, 0.0, 0.0)
+    """
+    if population_median is None or population_median <= 0:
+        return t.value_floor_min
+    return max(t.value_floor_min, t.value_floor_share_of_median * population_median)
+
+
+def clears_value_floor(value: float, population_median: float | None, t: Thresholds = DEFAULT) -> bool:
+    """Strictly above the value floor: a customer worth nothing (value 0.00) never clears it.
+
+    >>> clears_value_floor(61.0, 120.0), clears_value_floor(59.0, 120.0), clears_value_floor(0.0, None)
+    (True, False, False)
+    """
+    return value > value_floor(population_median, t)
+
+
+# --------------------------------------------------------------------------- offer suitability
+
+
+def offer_suitability(kind: str, *, purchases: int = 0, net_value: float = 0.0,
+                      discount_share: float = 0.0, return_rate: float = 0.0,
+                      t: Thresholds = DEFAULT) -> tuple[bool, str]:
+    """Whether an offer of this ``kind`` suits the customer, and why, in plain words.
+
+    - ``discount``: never for a buyer whose net value after returns is below
+      ``discount_min_net_value`` (0), nor for a discount-driven returner
+      (``is_discount_driven_returner``);
+    - ``bundle``, ``loyalty_points``, ``win_back``, ``service``: no rule of their own yet
+      (the relevance issue adds them here).
+
+    A customer who never bought (``purchases`` 0) passes: there is nothing to hold against them.
+
+    >>> offer_suitability("discount", purchases=4, net_value=30.0, discount_share=1.0, return_rate=0.75)
+    (False, 'no discount: buys 100% on discount and returns 75%')
+    >>> offer_suitability("service", purchases=4, discount_share=1.0, return_rate=0.75)
+    (True, 'suitable')
+    """
+    if kind not in OFFER_KINDS:
+        raise ValueError(f"unknown offer kind {kind!r}; expected one of {list(OFFER_KINDS)}")
+    if kind == "discount" and purchases > 0:
+        if net_value < t.discount_min_net_value:
+            below = "negative" if t.discount_min_net_value == 0 else f"below {t.discount_min_net_value:g}"
+            return False, f"no discount: net value after returns is {below}"
+        if is_discount_driven_returner(discount_share, return_rate, purchases, t):
+            return False, f"no discount: buys {discount_share:.0%} on discount and returns {return_rate:.0%}"
+    return True, "suitable"

@@ -1,0 +1,159 @@
+"""The retail rules (online_models/rules.py): each rule on its edges, in plain numbers."""
+
+import math
+
+import pytest
+
+from online_models import rules
+from online_models.rules import (
+    DEFAULT,
+    OFFER_KINDS,
+    Thresholds,
+    clears_value_floor,
+    has_rhythm,
+    is_deal_seeker,
+    is_discount_driven_returner,
+    is_lapsed,
+    is_lapsing,
+    is_new_customer,
+    lapse_stage,
+    may_recommend_again,
+    offer_suitability,
+    returns_a_lot,
+    usual_gap_days,
+    value_floor,
+)
+
+# --- discount-driven returner ----------------------------------------------------------------
+
+
+def test_returns_a_lot_needs_the_rate_and_more_than_one_purchase():
+    assert returns_a_lot(0.35, 2)  # the threshold itself counts
+    assert not returns_a_lot(0.34, 10)
+    assert not returns_a_lot(1.0, 1)  # one returned first order brands no one
+    assert returns_a_lot(0.2, 2, Thresholds(returner_rate=0.2))
+
+
+def test_discount_driven_returner_needs_both_habits():
+    assert is_discount_driven_returner(0.5, 0.35, 2)
+    assert not is_discount_driven_returner(0.49, 0.9, 5)  # returns a lot, but pays full price
+    assert not is_discount_driven_returner(1.0, 0.34, 5)  # always on discount, keeps what they buy
+    assert not is_discount_driven_returner(1.0, 1.0, 1)  # too little history
+
+
+def test_the_discount_driven_returner_is_a_deal_seeker_but_not_the_other_way_round():
+    for share, rate in [(0.5, 0.35), (0.9, 0.9), (0.6, 0.5)]:
+        assert is_discount_driven_returner(share, rate, 3) and is_deal_seeker(share, rate)
+    assert is_deal_seeker(0.35, 0.0) and not is_discount_driven_returner(0.35, 0.0, 3)
+    assert is_deal_seeker(0.0, 0.25) and not is_deal_seeker(0.34, 0.24)
+
+
+# --- usual purchase gap ----------------------------------------------------------------------
+
+
+def test_usual_gap_is_the_geometric_mean_of_the_gaps():
+    assert usual_gap_days(2, (math.log(10) + math.log(20)) / 2) == pytest.approx(math.sqrt(200))
+    assert usual_gap_days(1, math.log(42)) == pytest.approx(42)
+    assert usual_gap_days(0, 0.0) is None
+
+
+def test_usual_gap_is_shrunk_towards_the_population():
+    prior = math.log(60)
+    assert usual_gap_days(0, 0.0, prior) == pytest.approx(60)  # no gap: the population's
+    one = usual_gap_days(1, math.log(6), prior)
+    many = usual_gap_days(50, math.log(6), prior)
+    assert one == pytest.approx(math.exp((math.log(6) + 2 * prior) / 3))
+    assert 6 < many < one < 60  # the more gaps, the closer to the customer's own
+    assert usual_gap_days(2, math.log(6), prior, prior_weight=0.0) == pytest.approx(6)
+
+
+def test_a_rhythm_needs_three_purchase_days():
+    assert not has_rhythm(2) and has_rhythm(3) and has_rhythm(2, Thresholds(rhythm_min_purchases=2))
+
+
+# --- lapsing ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("days, gap, stage", [
+    (14, 2.0, None),  # a weekly-or-faster buyer is never lapsing within 14 days
+    (14.5, 2.0, "lapsing"),
+    (25, 10.0, None), (25.5, 10.0, "lapsing"),  # 2.5 × their gap
+    (35, None, None), (35.5, None, "lapsing"),  # no gap known: 2.5 × 14 days
+    (180, 7.0, "lapsing"), (180.5, 7.0, "lapsed"),  # gone after 180 days ...
+    (300, 100.0, "lapsing"), (300.5, 100.0, "lapsed"),  # ... or 3 × a long gap
+    (0, None, None),
+])
+def test_lapse_stage(days, gap, stage):
+    assert lapse_stage(days, gap) == stage
+    assert is_lapsing(days, gap) == (stage is not None)
+    assert is_lapsed(days, gap) == (stage == "lapsed")
+
+
+def test_lapsed_always_implies_lapsing():
+    for gap in (None, 1.0, 7.0, 30.0, 90.0, 365.0):
+        for days in range(0, 2000, 5):
+            assert not is_lapsed(days, gap) or is_lapsing(days, gap)
+
+
+def test_new_customer():
+    assert is_new_customer(0) and is_new_customer(29.9) and not is_new_customer(30)
+
+
+# --- repeat purchase ---------------------------------------------------------------------------
+
+
+def test_may_recommend_again_follows_the_flag_and_the_categories():
+    categories = ("grocery", "home/cleaning")
+    assert may_recommend_again("grocery/coffee", replenishable_categories=categories)
+    assert may_recommend_again("home/cleaning", replenishable_categories=categories)
+    assert not may_recommend_again("home/cleaning-tools", replenishable_categories=categories)  # a prefix is a level
+    assert not may_recommend_again("men/trousers", replenishable_categories=categories)
+    assert may_recommend_again("men/trousers", flagged_replenishable=True)
+    assert not may_recommend_again("grocery/coffee")  # no setting: nothing comes back
+
+
+# --- value floor -------------------------------------------------------------------------------
+
+
+def test_value_floor_is_half_the_median_and_zero_value_never_clears_it():
+    assert value_floor(200.0) == 100.0
+    assert value_floor(None) == value_floor(0.0) == 0.0
+    assert value_floor(200.0, Thresholds(value_floor_share_of_median=0.25, value_floor_min=80.0)) == 80.0
+    assert clears_value_floor(100.01, 200.0) and not clears_value_floor(100.0, 200.0)
+    assert not clears_value_floor(0.0, None) and clears_value_floor(0.01, None)
+    assert not clears_value_floor(-3.0, 0.0)
+
+
+# --- offer suitability -------------------------------------------------------------------------
+
+
+def test_discounts_are_refused_to_discount_driven_returners_and_negative_net_value():
+    ok, reason = offer_suitability("discount", purchases=4, net_value=30.0, discount_share=1.0, return_rate=0.75)
+    assert not ok and reason == "no discount: buys 100% on discount and returns 75%"
+    ok, reason = offer_suitability("discount", purchases=1, net_value=-20.0)
+    assert not ok and reason == "no discount: net value after returns is negative"
+    assert offer_suitability("discount", purchases=3, net_value=120.0, discount_share=0.4, return_rate=0.1) == (
+        True, "suitable")
+    assert offer_suitability("discount") == (True, "suitable")  # never bought: nothing against them
+
+
+@pytest.mark.parametrize("kind", [k for k in OFFER_KINDS if k != "discount"])
+def test_other_kinds_have_no_rule_yet(kind):
+    assert offer_suitability(kind, purchases=4, net_value=-5.0, discount_share=1.0, return_rate=1.0) == (
+        True, "suitable")
+
+
+def test_suitability_follows_the_thresholds_and_rejects_unknown_kinds():
+    strict = Thresholds(discount_min_net_value=50.0)
+    ok, reason = offer_suitability("discount", purchases=2, net_value=40.0, t=strict)
+    assert not ok and reason == "no discount: net value after returns is below 50"
+    with pytest.raises(ValueError, match="unknown offer kind 'gift'"):
+        offer_suitability("gift")
+
+
+def test_defaults_are_the_documented_settings():
+    # docs/relevance.md quotes these; change both together.
+    assert (DEFAULT.returner_rate, DEFAULT.returner_min_purchases, DEFAULT.discount_driven_share) == (0.35, 2, 0.5)
+    assert (DEFAULT.lapsing_min_days, DEFAULT.lapsing_gaps, DEFAULT.lapsed_min_days, DEFAULT.lapsed_gaps) == (
+        14.0, 2.5, 180.0, 3.0)
+    assert rules.DEFAULT is DEFAULT and DEFAULT == Thresholds()
