@@ -346,6 +346,7 @@ class Runner:
     engine: Engine
     on_output: Callable[[Any], None] | None = None
     states: dict[str, dict[str, Any]] = field(default_factory=dict)
+    on_step: Callable[[str, Any], None] | None = None  # sees (step name, message) before each step
 
     def __post_init__(self) -> None:
         self.routes: dict[type, list[tuple[Step, KeyFn | None]]] = {}
@@ -364,6 +365,8 @@ class Runner:
             if kind in self._outputs and self.on_output is not None:
                 self.on_output(item)
             for step, key_fn in self.routes.get(kind, ()):
+                if self.on_step is not None:
+                    self.on_step(step.name, item)
                 if not step.stateful:
                     queue.extend(step.fn(item))
                     continue
