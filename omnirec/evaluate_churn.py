@@ -317,8 +317,13 @@ def run(file: str | Path | None = None, calibration_end: str | None = None,
         while index < len(holdout) and holdout[index][0] < stop:
             batch.append(holdout[index][1])
             index += 1
+        seen = len(replay.alerts)
         replay.feed(batch)
         replay.advance(stop - 1)
+        # as the API reads alerts, live: the tier from the population as it is when they are raised
+        population = replay.population()
+        replay.alerts[seen:] = [replace(a, tier=population.tier_of(replay.customers[a.customer_id]))
+                                for a in replay.alerts[seen:]]
         start = stop
     replay.feed(r for _, r in holdout[index:])  # lines without a timestamp: dead letters
     fired = replay.alerts[before:]
@@ -352,9 +357,6 @@ def run(file: str | Path | None = None, calibration_end: str | None = None,
     def correct(alert: churn.Alert) -> bool:  # they did not buy again before the holdout end
         state = replay.customers.get(alert.customer_id)
         return state is None or (state.last_purchase_ts or 0) <= alert.ts_ms
-    # As the API reads alerts: the tier from the population it holds (here: at the holdout end).
-    population = replay.population()
-    fired = [replace(a, tier=population.tier_of(replay.customers[a.customer_id])) for a in fired]
     top = [a for a in fired if a.tier in TOP_TIERS]
     result["alerts"] = {
         "total": len(fired),
