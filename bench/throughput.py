@@ -145,7 +145,13 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--no-2proc", action="store_true", help="skip the two-process run")
     p.add_argument("--profile", action="store_true", help="also run the 1-worker flow under py-spy")
     p.add_argument("--timeout", type=float, default=400, help="seconds per run")
+    p.add_argument("--scale", nargs=2, type=int, metavar=("SMALL", "LARGE"),
+                   help="the same number of events at two customer counts (e.g. 5000 100000): the "
+                        "flow's CPU per event at each, beside the bare pass; cost must grow with "
+                        "events, not customers")
     args = p.parse_args(argv)
+    if args.scale:
+        return scale(args)
 
     prefixes = [c.new_prefix() for _ in range(4)]
     runs: list[dict] = []
@@ -231,6 +237,59 @@ def main(argv: list[str] | None = None) -> dict:
                                 ["function", "samples", "share"],
                                 [[c.frame_label(r["function"]), r["samples"], f"{r['share']:.1%}"] for r in prof[kind]]))
     c.finish("throughput", result, args.json)
+    return result
+
+
+def _cpu_run(customers: int, events: int, timeout: float, tag: str) -> dict:
+    """One customer count: produce `events` events of `customers` shoppers to a fresh broker,
+    then the bare pass and the real flow (1 worker) over them; CPU seconds of each process."""
+    prefixes = [c.new_prefix() for _ in range(2)]
+    try:
+        with c.broker(f"scale-{tag}", prefixes[0]) as settings:
+            days = min(28.0, max(1.0, events / (1.1 * customers)))  # ~1.1 events/customer/day
+            catalog, stream = c.history(customers, days)
+            info = c.produce_events(settings, stream, catalog=catalog, limit=events)
+            if info.failed:
+                raise RuntimeError(f"{info.failed} messages failed to produce")
+            sentinels = c.produce_sentinels(settings, info.last_purchase, info.last_ts_ms, tag)
+            total = len(catalog) + info.count + len(sentinels)
+            c.log(f"{tag}: {info.count:,} events of {len(info.customers):,} customers over {days:.1f} days")
+            ceiling = run_ceiling(settings, total, settings.flow_batch_size, timeout)
+            real = run_real(settings.model_copy(update={"key_prefix": prefixes[1]}), total, sentinels, timeout,
+                            tag=tag)
+            profiles = c.count_keys(c.redis_client(), f"{prefixes[1]}:{{c:*")
+            return {"customers": len(info.customers), "events": info.count, "messages": total, "days": days,
+                    "cpu_us_per_event": real["cpu_s"] * 1e6 / total,
+                    "ceiling_cpu_us_per_event": ceiling["cpu_s"] * 1e6 / total,
+                    "events_per_s": real["events_per_s"], "ceiling_events_per_s": ceiling["events_per_s"],
+                    "rss_mib": real["rss_mib"], "profiles": profiles}
+    finally:
+        for pre in prefixes:
+            c.delete_prefix(pre)
+
+
+def scale(args) -> dict:
+    small_n, large_n = args.scale
+    small = _cpu_run(small_n, args.events, args.timeout, "small")
+    large = _cpu_run(large_n, args.events, args.timeout, "large")
+    result = {
+        "events": args.events, "customers_small": small["customers"], "customers_large": large["customers"],
+        "cpu_us_per_event_small": small["cpu_us_per_event"], "cpu_us_per_event_large": large["cpu_us_per_event"],
+        "cpu_growth": large["cpu_us_per_event"] / small["cpu_us_per_event"],
+        "ceiling_cpu_us_per_event": large["ceiling_cpu_us_per_event"],
+        "cpu_ratio_vs_ceiling": large["ceiling_cpu_us_per_event"] / large["cpu_us_per_event"],
+        "small": small, "large": large,
+    }
+    rows = [[name, r["customers"], r["events"], r["cpu_us_per_event"], r["ceiling_cpu_us_per_event"],
+             r["events_per_s"], r["ceiling_events_per_s"], r["rss_mib"]] for name, r in (("small", small), ("large", large))]
+    c.out.print(c.table(
+        f"Flow CPU per event at two customer counts, {args.events:,} events each",
+        ["run", "customers", "events", "flow CPU µs/msg", "bare pass CPU µs/msg", "flow msg/s", "bare msg/s",
+         "flow RSS MiB"], rows,
+        caption=(f"growth large ÷ small {result['cpu_growth']:.2f}× (goal ≤ 1.2×); bare pass ÷ flow CPU at the "
+                 f"large count {result['cpu_ratio_vs_ceiling']:.3f}; {os.cpu_count()} CPUs, "
+                 f"load {os.getloadavg()[0]:.1f}")))
+    c.finish("throughput_scale", result, args.json)
     return result
 
 
