@@ -10,6 +10,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from online_models import keys
+from online_models.answers import GLOBAL_LIST, STORE_LIST  # omnirec/evaluate.py reads them here
 from online_models.customer import CustomerState
 from online_models.events import Product
 from online_models.items import Neighbor, PopularityIndex
@@ -18,8 +19,6 @@ from online_models.offers import Offer, OfferStats
 from online_models.profile import Population
 
 log = logging.getLogger("omnirec.api")
-STORE_LIST = 50
-GLOBAL_LIST = 2000  # enough of the head to fill per-category lists
 
 
 class Store:
