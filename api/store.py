@@ -6,10 +6,12 @@ from __future__ import annotations
 import asyncio
 import logging
 
+import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from online_models import keys
+from online_models.answers import GLOBAL_LIST, STORE_LIST  # omnirec/evaluate.py reads them here
 from online_models.customer import CustomerState
 from online_models.events import Product
 from online_models.items import Neighbor, PopularityIndex
@@ -18,8 +20,6 @@ from online_models.offers import Offer, OfferStats
 from online_models.profile import Population
 
 log = logging.getLogger("omnirec.api")
-STORE_LIST = 50
-GLOBAL_LIST = 2000  # enough of the head to fill per-category lists
 
 
 class Store:
@@ -71,6 +71,24 @@ class Store:
             pipe.get(self.scheme.neighbors(sku))
         raws = await pipe.execute()
         return {sku: keys.decode_neighbors(raw, self.basket_counts) for sku, raw in zip(skus, raws) if raw}
+
+    async def alerts(self, start: str, count: int) -> list[dict]:
+        """Churn alerts from stream id `start` on (`-`: the oldest; `(id`: after it)."""
+        entries = await self.client.xrange(self.scheme.churn_alerts(), min=start, max="+", count=count)
+        return [_alert_entry(entry) for entry in entries]
+
+    async def alerts_after(self, last_id: str, block_ms: int) -> list[dict]:
+        """Alerts raised after `last_id` (`$`: from now on), waiting up to `block_ms` for one."""
+        reply = await self.client.xread({self.scheme.churn_alerts(): last_id}, count=100, block=block_ms)
+        return [_alert_entry(entry) for entry in reply[0][1]] if reply else []
+
+    async def flow_metrics(self, alerts_since_ms: int) -> tuple[int, int, int]:
+        """The flow's message count and last update, and the alerts raised since `alerts_since_ms`."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hgetall(self.scheme.flow_metrics())
+        pipe.xrange(self.scheme.churn_alerts(), min=str(alerts_since_ms), max="+", count=100_000)
+        flow, alerts = await pipe.execute()
+        return int(flow.get(b"messages", 0)), int(flow.get(b"updated_ms", 0)), len(alerts)
 
     async def refresh(self) -> None:
         """Reload the catalog and popularity lists (one pipeline, then one per store list)."""
@@ -126,6 +144,11 @@ class Store:
                 await self.refresh()
             except (RedisError, ValueError) as exc:  # keep serving from the last good copy
                 log.warning("catalog refresh failed: %s", exc)
+
+
+def _alert_entry(entry) -> dict:
+    entry_id, fields = entry
+    return {"id": entry_id.decode(), **orjson.loads(fields[b"alert"])}
 
 
 def _decode_all(raw: dict[bytes, bytes], decode) -> dict:

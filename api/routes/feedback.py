@@ -1,0 +1,31 @@
+"""Feedback on a served offer or recommended item, to Kafka (`recs.feedback`)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import orjson
+from confluent_kafka import KafkaException
+from fastapi import APIRouter, HTTPException, Response
+
+from api.auth import RecommendScope
+from api.deps import FeedbackDep, now_ms
+from api.responses import json_response
+from api.schemas import FeedbackRequest
+from online_models import answers
+
+router = APIRouter(tags=["offers"])
+
+
+@router.post("/v1/feedback", status_code=202)
+async def feedback(body: FeedbackRequest, _: RecommendScope, producer: FeedbackDep) -> Response:
+    try:
+        envelope = answers.feedback_envelope(body.decision_id, body.recommendation_id, body.event, body.ts,
+                                             now_ms())
+    except ValueError as exc:
+        raise HTTPException(422, str(exc)) from None
+    try:
+        await producer.send(envelope["customer_id"] or "", orjson.dumps(envelope))
+    except (asyncio.TimeoutError, KafkaException) as exc:
+        raise HTTPException(503, f"Feedback not accepted, the broker did not acknowledge it: {exc}") from None
+    return json_response({"accepted": True, "event_id": envelope["event_id"]}, 202)

@@ -1,0 +1,56 @@
+"""What a shopper should see next: home, product page and cart; cross-sell at the till."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, HTTPException, Query, Response
+
+from api.auth import RecommendScope
+from api.deps import RulesDep, StoreDep, now_ms
+from api.responses import json_response
+from api.schemas import MAX_K, CrossSellRequest
+from api.store import Store
+from online_models import answers, ranking
+
+router = APIRouter(tags=["recommend"])
+
+
+@router.get("/v1/recommendations")
+async def recommendations(
+    _: RecommendScope,
+    store: StoreDep,
+    rules: RulesDep,
+    customer_id: Annotated[str | None, Query(max_length=128)] = None,
+    anonymous_id: Annotated[str | None, Query(max_length=128)] = None,
+    context: Literal["home", "product", "cart"] = "home",
+    sku: Annotated[list[str] | None, Query(max_length=100)] = None,
+    channel: Literal["web", "app", "store"] | None = None,
+    store_id: Annotated[str | None, Query(max_length=64)] = None,
+    k: Annotated[int, Query(ge=1, le=MAX_K)] = 10,
+) -> Response:
+    skus = tuple(dict.fromkeys(sku or ()))
+    if context in ("product", "cart") and not skus:
+        raise HTTPException(422, f"context '{context}' needs at least one 'sku'")
+    req = ranking.Request(context=context, skus=skus, channel=channel, store_id=store_id, k=k)
+    return await _recommend(store, rules, customer_id, anonymous_id, req)
+
+
+@router.post("/v1/cross-sell")
+async def cross_sell(body: CrossSellRequest, _: RecommendScope, store: StoreDep, rules: RulesDep) -> Response:
+    req = ranking.Request(context="cart", skus=tuple(body.basket), channel=body.channel,
+                          store_id=body.store_id, k=body.k)
+    return await _recommend(store, rules, body.customer_id, None, req)
+
+
+async def _recommend(store: Store, rules: ranking.Rules, customer_id: str | None, anonymous_id: str | None,
+                     req: ranking.Request) -> Response:
+    state, neighbors = await store.fetch(customer_id, anonymous_id, req.skus)
+    missing = answers.anchors_to_fetch(state, req, neighbors)
+    if missing:  # home page anchors come from the profile, so they need a second trip
+        neighbors.update(await store.neighbors(missing))
+    suggestions = ranking.recommend(state, req, neighbors, store.popularity, store.catalog, rules,
+                                    ranker=store.ranker)
+    nonces = [secrets.randbits(32) for _ in suggestions]
+    return json_response(answers.recommendations_body(state, customer_id, req, suggestions, now_ms(), nonces))

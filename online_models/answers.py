@@ -1,0 +1,131 @@
+"""What the API answers, as pure functions: the HTTP edge reads Redis and the clock, and these
+turn what it read into the JSON bodies it serves (and the feedback envelopes it produces).
+
+No clock and no randomness in here: the caller passes `now_ms`, nonces and seeds, so an
+evaluator or a test gets the same bytes the API would serve.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from online_models import offers, ranking
+from online_models.customer import CustomerState
+from online_models.events import DAY_MS, Product
+from online_models.items import Neighbor
+from online_models.learning import feature_vector
+from online_models.refs import DecisionRef, RecommendationRef, decode_ref, encode_ref
+
+# How much of the popularity lists the API reads (and the evaluators index the same way).
+STORE_LIST = 50
+GLOBAL_LIST = 2000  # enough of the head to fill per-category lists
+
+
+def anchors_to_fetch(state: CustomerState | None, request: ranking.Request,
+                     neighbors: Mapping[str, list[Neighbor]]) -> list[str]:
+    """Anchor SKUs whose neighbour lists are not at hand yet (home-page anchors come from the
+    profile, so the caller learns them only after reading it)."""
+    return [sku for sku in ranking.anchors(state, request) if sku not in neighbors and sku not in request.skus]
+
+
+def recommendations_body(state: CustomerState | None, customer_id: str | None, request: ranking.Request,
+                         suggestions: Sequence[ranking.Suggestion], now_ms: int,
+                         nonces: Sequence[int]) -> dict[str, Any]:
+    """The recommendations answer; each item carries its `recommendation_id` (one nonce per item)."""
+    known_id = state.customer_id if state else customer_id
+    items = []
+    for suggestion, nonce in zip(suggestions, nonces, strict=True):
+        ref = RecommendationRef(known_id, request.context, request.channel, now_ms, nonce, suggestion.sku,
+                                tuple(feature_vector(suggestion.features)))
+        items.append({"sku": suggestion.sku, "score": suggestion.score, "reasons": suggestion.reasons,
+                      "name": suggestion.name, "category": suggestion.category, "price": suggestion.price,
+                      "recommendation_id": encode_ref(ref)})
+    return {"customer_id": known_id, "known_customer": state is not None, "context": request.context,
+            "items": items}
+
+
+def decision_body(customer_id: str, decision: offers.Decision, situation: offers.Situation,
+                  nonce: int) -> dict[str, Any]:
+    """The next-best-offer answer; a chosen offer carries its `decision_id`."""
+    body = {"customer_id": customer_id, "cell": decision.cell, "offer": None, "decision_id": None,
+            "control": decision.control, "exploration": decision.explored, "reasons": decision.reasons,
+            "runner_ups": [c.summary() for c in decision.runner_ups], "not_eligible": decision.rejected}
+    if decision.chosen is not None:
+        chosen = decision.chosen
+        ref = DecisionRef(customer_id, chosen.offer.offer_id, chosen.cell, situation.channel,
+                          decision.control, situation.now_ms, nonce)
+        body["decision_id"] = encode_ref(ref)
+        body["offer"] = {**chosen.summary(), "value": chosen.offer.value, "valid_days": chosen.offer.valid_days,
+                         "bundle_skus": list(chosen.offer.bundle_skus)}
+    return body
+
+
+def suggested_offer(decision: offers.Decision) -> dict[str, Any] | None:
+    """What a churn alert shows as its win-back suggestion."""
+    return decision.chosen.summary() if decision.chosen else None
+
+
+def feedback_envelope(decision_id: str | None, recommendation_id: str | None, event: str,
+                      ts_ms: int | None, now_ms: int) -> dict[str, Any]:
+    """The `recs.feedback` envelope for feedback on a decision or on a recommended item.
+
+    Its event_id is derived from the subject, so a client's retry of the same feedback is
+    counted once downstream. Raises ValueError naming what is wrong with an id we did not issue.
+    """
+    ref = decode_ref(decision_id, DecisionRef) if decision_id else decode_ref(recommendation_id, RecommendationRef)
+    subject = f"{decision_id or recommendation_id}|{event}"
+    envelope = {
+        "event_id": hashlib.sha256(subject.encode()).hexdigest()[:32],
+        "type": event, "ts": ts_ms or now_ms, "customer_id": ref.customer_id or "anonymous",
+        "channel": ref.channel, "recommendation_id": recommendation_id, "decision_id": decision_id,
+    }
+    if isinstance(ref, DecisionRef):
+        envelope.update(offer_id=ref.offer_id, cell=ref.cell, control=ref.control)
+    else:
+        envelope.update(sku=ref.sku, features=list(ref.features))
+    return envelope
+
+
+def search_catalog(catalog: Iterable[Product], q: str, limit: int) -> list[dict[str, Any]]:
+    """Products whose SKU or name contains every word of `q` (case-insensitive), in stock first,
+    then by name.
+
+    >>> shop = [Product("TR-1", "Slim trousers", "men/trousers", in_stock=False),
+    ...         Product("TR-2", "Wide trousers", "men/trousers"), Product("BL-1", "Belt", "men/belts")]
+    >>> [p["sku"] for p in search_catalog(shop, "TROUSERS", 10)]
+    ['TR-2', 'TR-1']
+    >>> [p["sku"] for p in search_catalog(shop, "tr 1", 10)]
+    ['TR-1']
+    """
+    words = q.lower().split()
+    found = [p for p in catalog if all(word in f"{p.sku} {p.name}".lower() for word in words)]
+    found.sort(key=lambda p: (not p.in_stock, p.name))
+    return [{"sku": p.sku, "name": p.name, "category": p.category, "brand": p.brand, "price": p.price,
+             "in_stock": p.in_stock} for p in found[:limit]]
+
+
+def day_start_ms(now_ms: int) -> int:
+    """Midnight (UTC) of the day `now_ms` falls in.
+
+    >>> day_start_ms(DAY_MS * 3 + 5)
+    259200000
+    """
+    return now_ms - now_ms % DAY_MS
+
+
+def metrics_summary(flow_messages: int, flow_updated_ms: int, alerts_today: int,
+                    offer_stats: Iterable[offers.OfferStats], now_ms: int) -> dict[str, Any]:
+    """For dashboards: messages the flow has processed, alerts raised today, offer acceptance."""
+    stats = list(offer_stats)
+    shown = sum(s.totals()[0] for s in stats)
+    accepted = sum(s.totals()[1] for s in stats)
+    return {
+        "flow_messages": flow_messages,
+        "flow_updated_ms": flow_updated_ms,
+        "alerts_today": alerts_today,
+        "offer_impressions": shown, "offer_accepts": accepted,
+        "offer_acceptance_rate": round(accepted / shown, 4) if shown else None,
+        "now_ms": now_ms,
+    }

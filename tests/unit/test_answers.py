@@ -1,0 +1,75 @@
+"""The API's answers as pure functions: same input, same body; ids round-trip into feedback."""
+
+import pytest
+
+from online_models import answers, ranking
+from online_models.offers import ArbitrationSettings, OfferStats, Situation, decide, offer_from_dict
+from online_models.refs import DecisionRef, RecommendationRef, decode_ref
+
+from .helpers import CATALOG, T0, day, purchase
+
+
+def test_recommendations_body_issues_one_id_per_item_that_feedback_accepts():
+    request = ranking.Request("cart", ("TR-1",), channel="web", k=2)
+    items = [ranking.Suggestion("BL-1", 0.9, ["bought with Slim trousers"], "Leather belt", "men/belts", 20.0,
+                                {"complement": 0.5}),
+             ranking.Suggestion("SK-1", 0.5, ["popular right now"], "Wool socks", "men/socks", 8.0)]
+    body = answers.recommendations_body(None, "c-9", request, items, T0, [7, 8])
+    assert body == answers.recommendations_body(None, "c-9", request, items, T0, [7, 8])
+    assert body["customer_id"] == "c-9" and body["known_customer"] is False and body["context"] == "cart"
+    assert [i["sku"] for i in body["items"]] == ["BL-1", "SK-1"]
+    ref = decode_ref(body["items"][0]["recommendation_id"], RecommendationRef)
+    assert (ref.customer_id, ref.ts_ms, ref.nonce, ref.sku, ref.features[0]) == ("c-9", T0, 7, "BL-1", 0.5)
+
+    envelope = answers.feedback_envelope(None, body["items"][0]["recommendation_id"], "click", None, T0 + 5)
+    assert envelope["ts"] == T0 + 5 and envelope["sku"] == "BL-1" and envelope["customer_id"] == "c-9"
+    again = answers.feedback_envelope(None, body["items"][0]["recommendation_id"], "click", day(1), T0)
+    assert again["event_id"] == envelope["event_id"] and again["ts"] == day(1)  # a retry counts once
+    with pytest.raises(ValueError, match="malformed DecisionRef id"):
+        answers.feedback_envelope("d1.garbage", None, "accept", None, T0)
+
+
+def test_decision_body_carries_the_chosen_offer_and_its_id():
+    offers = [offer_from_dict({"offer_id": "pts", "kind": "loyalty_points", "value": 10.0})]
+    state = None
+    situation = Situation(day(200), "web")
+    decision = decide(offers, {}, state, situation, CATALOG, ArbitrationSettings(control_share=0.0), seed=1)
+    body = answers.decision_body("c-1", decision, situation, nonce=42)
+    assert body["offer"]["offer_id"] == "pts" and body["offer"]["valid_days"] == offers[0].valid_days
+    ref = decode_ref(body["decision_id"], DecisionRef)
+    assert (ref.offer_id, ref.ts_ms, ref.nonce, ref.control) == ("pts", day(200), 42, False)
+    assert answers.suggested_offer(decision) == decision.chosen.summary()
+    envelope = answers.feedback_envelope(body["decision_id"], None, "accept", None, day(200))
+    assert (envelope["offer_id"], envelope["customer_id"], envelope["control"]) == ("pts", "c-1", False)
+
+    nothing = decide([], {}, state, situation, CATALOG, ArbitrationSettings(), seed=1)
+    empty = answers.decision_body("c-1", nothing, situation, nonce=42)
+    assert empty["offer"] is None and empty["decision_id"] is None
+    assert answers.suggested_offer(nothing) is None
+
+
+def test_anchors_to_fetch_skips_what_is_at_hand():
+    from online_models.customer import CustomerState
+    from online_models.decay import Decay
+
+    state = CustomerState("c-1")
+    state.apply(purchase("p1", skus=("TR-1", "SH-1")), Decay(14))
+    home = ranking.Request("home")
+    wanted = set(ranking.anchors(state, home))
+    assert set(answers.anchors_to_fetch(state, home, {})) == wanted
+    assert "TR-1" not in answers.anchors_to_fetch(state, home, {"TR-1": []})
+    assert answers.anchors_to_fetch(None, ranking.Request("cart", ("TR-1",)), {}) == []
+
+
+def test_catalog_search_and_metrics_summary():
+    found = answers.search_catalog(CATALOG.values(), "belt", 10)
+    assert [p["sku"] for p in found] == ["BL-1", "XX-1"]  # in stock first
+    assert answers.search_catalog(CATALOG.values(), "belt", 1) == found[:1]
+    assert answers.search_catalog(CATALOG.values(), "zzz", 10) == []
+
+    stats = OfferStats("pts", {"a": [3.0, 1.0], "b": [1.0, 0.0]})
+    summary = answers.metrics_summary(10, T0, 2, [stats], T0 + 1)
+    assert summary == {"flow_messages": 10, "flow_updated_ms": T0, "alerts_today": 2, "offer_impressions": 4.0,
+                       "offer_accepts": 1.0, "offer_acceptance_rate": 0.25, "now_ms": T0 + 1}
+    assert answers.metrics_summary(0, 0, 0, [], T0)["offer_acceptance_rate"] is None
+    assert answers.day_start_ms(T0) <= T0 < answers.day_start_ms(T0) + 86_400_000
