@@ -11,7 +11,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from online_models import keys
-from online_models.answers import GLOBAL_LIST, STORE_LIST  # omnirec/evaluate.py reads them here
+from online_models.answers import GLOBAL_LIST, STORE_LIST
 from online_models.customer import CustomerState
 from online_models.events import Product
 from online_models.items import Neighbor, PopularityIndex

@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from api.store import GLOBAL_LIST, STORE_LIST  # the API's read sizes: the same index as it builds
+from online_models.answers import GLOBAL_LIST, STORE_LIST  # the API's read sizes: the same index as it builds
 from omnirec import replay
 from omnirec.report import print_json_last
 from omnirec.settings import Settings

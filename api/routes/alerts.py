@@ -29,8 +29,10 @@ async def churn_alerts(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> Response:
     entries = await store.alerts(_stream_start(since), count=limit * 4)
-    alerts = [alert for alert in entries if tier is None or alert["tier"] == tier][:limit]
-    await _suggest_win_back(store, arbitration, alerts)
+    chosen = [(alert, state) for alert, state in zip(entries, await _with_tiers(store, entries))
+              if tier is None or alert["tier"] == tier][:limit]
+    await _suggest_win_back(store, arbitration, chosen)
+    alerts = [alert for alert, _ in chosen]
     return json_response({"alerts": alerts, "next": alerts[-1]["id"] if alerts else since})
 
 
@@ -56,11 +58,11 @@ async def churn_alert_stream(
             if not arrived:
                 yield ": keep-alive\n\n"
                 continue
-            for alert in arrived:
+            for alert, state in zip(arrived, await _with_tiers(store, arrived)):
                 last_id = alert["id"]
                 if tier is not None and alert["tier"] != tier:
                     continue
-                await _suggest_win_back(store, arbitration, [alert])
+                await _suggest_win_back(store, arbitration, [(alert, state)])
                 yield f"id: {alert['id']}\nevent: churn_alert\ndata: {orjson.dumps(alert).decode()}\n\n"
                 sent += 1
                 if max_events is not None and sent >= max_events:
@@ -81,13 +83,23 @@ def _stream_start(since: str | None) -> str:
         raise HTTPException(422, f"'since' must be an alert id, ISO-8601 time or epoch ms: {exc}") from None
 
 
-async def _suggest_win_back(store: Store, arbitration: offers.ArbitrationSettings, alerts: list[dict]) -> None:
-    """Attach the next best offer in a churn-alert context (one pipelined read for all)."""
+async def _with_tiers(store: Store, alerts: list[dict]) -> list:
+    """The alerted customers' profiles (one pipelined read), and each alert's value tier from
+    the population as it is now: the flow raises alerts without one (a rank in a population
+    that was still moving when the timer was set)."""
     if not alerts:
-        return
+        return []
     states = await store.profiles([alert["customer_id"] for alert in alerts])
-    now = now_ms()
     for alert, state in zip(alerts, states):
+        if alert.get("tier") is None:
+            alert["tier"] = store.population.tier_of(state) if state is not None else None
+    return states
+
+
+async def _suggest_win_back(store: Store, arbitration: offers.ArbitrationSettings, alerts: list[tuple]) -> None:
+    """Attach the next best offer in a churn-alert context to each (alert, profile)."""
+    now = now_ms()
+    for alert, state in alerts:
         situation = offers.Situation(now, None, None, "churn_alert", alert.get("tier"))
         decision = offers.decide(store.offers.values(), store.offer_stats, state, situation, store.catalog,
                                  arbitration, seed=secrets.randbits(63))
