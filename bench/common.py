@@ -258,6 +258,49 @@ def history(customers: int, days: float, seed: int = 42) -> tuple[list[dict], It
     return catalog, iter_events(customers, start, seed, catalog, days=days)
 
 
+COMPACT_MIX = (("product_view", 0.45), ("search", 0.05), ("add_to_cart", 0.15), ("purchase", 0.25),
+               ("store_visit", 0.06), ("return", 0.02), ("survey", 0.02))
+
+
+def compact_events(customers: int, events: int, days: float, seed: int = 42) -> tuple[list[dict], Iterator[dict]]:
+    """`events` envelopes of `customers` shoppers spread evenly over `days` ending today:
+    the same mix of event types whatever the customer count (so a per-event cost measured at
+    5k and at 200k customers compares like with like), and fast enough for large counts."""
+    import random
+
+    catalog = build_demo_catalog()
+    skus = [(p["sku"], p["price"]) for p in catalog]
+    kinds, weights = zip(*COMPACT_MIX)
+    now = time.time_ns() // 1_000_000
+    start = now - now % DAY_MS - int(days * DAY_MS)
+    step = days * DAY_MS / max(1, events)
+
+    def generate() -> Iterator[dict]:
+        rng = random.Random(seed)
+        for i in range(events):
+            who = rng.randrange(customers)
+            kind = rng.choices(kinds, weights)[0]
+            channel = "store" if kind == "store_visit" or (kind in ("purchase", "return") and who % 3 == 0) else "web"
+            event = {"event_id": f"cx-{seed}-{i}", "type": kind, "ts": format_ts(start + int(i * step)),
+                     "channel": channel, "customer_id": f"cx-{who:07d}",
+                     "store_id": f"s-{who % 5 + 1}" if channel == "store" else None}
+            if kind in ("purchase", "add_to_cart", "return"):
+                picked = rng.sample(skus, 1 + (rng.random() < 0.5) + (rng.random() < 0.2)) if kind == "purchase" \
+                    else [rng.choice(skus)]
+                event["items"] = [{"sku": sku, "qty": 1, "price": price} for sku, price in picked]
+                if kind == "purchase":
+                    event["order_id"] = f"o-{i}"
+            elif kind == "product_view":
+                event["sku"] = rng.choice(skus)[0]
+            elif kind == "search":
+                event["query"] = "belt"
+            elif kind == "survey":
+                event["score"] = rng.randrange(11)
+            yield event
+
+    return catalog, generate()
+
+
 def sentinel_purchase(template: dict, customer_id: str, ts_ms: int) -> dict:
     return {**template, "event_id": uuid.uuid4().hex, "customer_id": customer_id, "anonymous_id": None,
             "order_id": f"o-{uuid.uuid4().hex[:10]}", "ts": format_ts(ts_ms), "channel": "store",

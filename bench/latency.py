@@ -28,11 +28,11 @@ import urllib.request
 import orjson
 
 from bench import common as c
+from omnirec import stack
+from online_models import keys
 
 KIND = {"own": "own time", "cumulative": "cumulative time",
         "project": "cumulative time, project code only"}
-from omnirec import stack
-from online_models import keys
 
 API_KEY = "bench"
 P99_LIMIT_MS = 50.0

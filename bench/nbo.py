@@ -34,7 +34,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +47,6 @@ from online_models.clock import DAY_MS
 from online_models.customer import CustomerState
 from online_models.engine import Engine, Runner
 from online_models.events import Feedback, product_from_dict
-from online_models.messages import Raw
 from online_models.offers import ArbitrationSettings, Offer, OfferStats, Situation, check_gates
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -80,7 +79,6 @@ class World:
     applied: int = 0
     _next: dict | None = None
     _next_ts: int | None = None
-    _offsets: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.runner is None:
@@ -104,11 +102,9 @@ class World:
                 self._next_ts = simulate.parse_ts_ms(self._next["ts"])
             if self._next_ts > until_ms:
                 break
-            line = orjson.dumps(self._next)
+            record = next(replay.as_records([orjson.dumps(self._next)], self.settings))
             self._next = None
-            topic, key, _ = replay.route(line, self.settings)
-            offset = self._offsets[topic] = self._offsets.get(topic, -1) + 1
-            self.runner.feed(Raw(topic, 0, offset, key, line))
+            self.runner.feed(replace(record, offset=self.applied))
             self.applied += 1
         self.clock_ms = max(self.clock_ms, until_ms)
 

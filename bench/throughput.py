@@ -26,11 +26,11 @@ import time
 from pathlib import Path
 
 from bench import common as c
+from omnirec import stack
+from online_models import keys
 
 KIND = {"own": "own time", "cumulative": "cumulative time",
         "project": "cumulative time, project code only"}
-from omnirec import stack
-from online_models import keys
 
 
 def run_ceiling(settings, total: int, batch: int, timeout: float) -> dict:
@@ -246,8 +246,8 @@ def _cpu_run(customers: int, events: int, timeout: float, tag: str) -> dict:
     prefixes = [c.new_prefix() for _ in range(2)]
     try:
         with c.broker(f"scale-{tag}", prefixes[0]) as settings:
-            days = min(28.0, max(1.0, events / (1.1 * customers)))  # ~1.1 events/customer/day
-            catalog, stream = c.history(customers, days)
+            days = 28.0
+            catalog, stream = c.compact_events(customers, events, days)
             info = c.produce_events(settings, stream, catalog=catalog, limit=events)
             if info.failed:
                 raise RuntimeError(f"{info.failed} messages failed to produce")

@@ -44,11 +44,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from online_models.answers import GLOBAL_LIST, STORE_LIST  # the API's read sizes: the same index as it builds
 from omnirec import replay
 from omnirec.report import print_json_last
 from omnirec.settings import Settings
 from online_models import decay, keys, ranking
+from online_models.answers import (  # the API's read sizes: the same index as it builds
+    GLOBAL_LIST,
+    STORE_LIST,
+)
 from online_models.clock import DAY_MS
 from online_models.customer import CustomerState
 from online_models.engine import Engine, Runner, route
@@ -72,18 +75,16 @@ def read_records(paths: Iterable[str | Path], settings: Settings, progress=None)
     """Every line of JSONL files as the record the flow would read: on the topic
     `omnirec replay` would produce it to (products to the catalog, events by channel), one
     partition per topic, keyed as producers key it."""
-    offsets: dict[str, int] = {}
-    for path in paths:
-        with open(path, "rb") as f:
-            for raw in f:
-                if progress is not None:
-                    progress(len(raw))
-                line = raw.strip()
-                if not line:
-                    continue
-                topic, key, _ = replay.route(line, settings)
-                offset = offsets[topic] = offsets.get(topic, -1) + 1
-                yield Raw(topic, 0, offset, key, line)
+    def lines() -> Iterator[bytes]:
+        for path in paths:
+            with open(path, "rb") as f:
+                for raw in f:
+                    if progress is not None:
+                        progress(len(raw))
+                    if raw.strip():
+                        yield raw.strip()
+
+    return replay.as_records(lines(), settings)
 
 
 # ----------------------------------------------------------------------------- the engine
@@ -662,7 +663,7 @@ def _worker(args, shard, done, send) -> None:
     try:
         evaluator = _shard(*args, shard=shard, tick=tick)
         send.send(("ok", evaluator.tallies, evaluator.counts))
-    except BaseException as exc:  # report, never hang the parent
+    except BaseException as exc:  # noqa: BLE001 - report any failure, never hang the parent
         import traceback
 
         send.send(("error", f"worker {shard[0]}: {exc!r}\n{traceback.format_exc()}"))

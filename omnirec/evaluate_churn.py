@@ -71,13 +71,7 @@ def read_records(path: str | Path, settings: Settings) -> list[Raw]:
             if line:
                 keyed.append((_sort_key(line), index, line))
     keyed.sort()
-    offsets: dict[str, int] = {}
-    records = []
-    for _, _, line in keyed:
-        topic, key, _ = replay_file.route(line, settings)
-        offset = offsets[topic] = offsets.get(topic, -1) + 1
-        records.append(Raw(topic, 0, offset, key, line))
-    return records
+    return list(replay_file.as_records((line for _, _, line in keyed), settings))
 
 
 def _sort_key(line: bytes) -> int:

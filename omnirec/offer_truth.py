@@ -46,7 +46,7 @@ import random
 from collections.abc import Mapping
 from typing import Literal
 
-from omnirec.simulate import Customer
+from omnirec.shoppers import Customer
 from online_models.offers import Offer
 
 TRUTH_SEED = "omnirec-offer-truth:1"

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import orjson
 
 from omnirec.settings import Settings
 from online_models.events import partition_key
+from online_models.messages import Raw
 
 STORE_CHANNELS = frozenset({"store"})
 
@@ -48,6 +50,17 @@ def route(line: bytes, settings: Settings) -> tuple[str, bytes | None, str]:
     key_b = key.encode() if key is not None else None
     topic = settings.topic_store if obj.get("channel") in STORE_CHANNELS else settings.topic_web
     return topic, key_b, "event"
+
+
+def as_records(lines: Iterable[bytes], settings: Settings) -> Iterator[Raw]:
+    """JSONL lines as the records the flow would read had `omnirec replay` produced them: each
+    on its topic (products to the catalog, events by channel), keyed as producers key them,
+    one partition per topic, offsets in order (what the evaluators and benches feed the engine)."""
+    offsets: dict[str, int] = {}
+    for line in lines:
+        topic, key, _ = route(line, settings)
+        offset = offsets[topic] = offsets.get(topic, -1) + 1
+        yield Raw(topic, 0, offset, key, line)
 
 
 def _lines(path: str | Path):

@@ -33,13 +33,15 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import orjson
 
+from omnirec import offer_truth
+from omnirec.shoppers import Customer
 from online_models.clock import DAY_MS, HOUR_MS
 from online_models.events import partition_key
 
@@ -248,24 +250,6 @@ SEGMENTS = {"regular": 0.8, "vip": 0.08, "discount": 0.12}
 SESSIONS_PER_WEEK = {"regular": 1.0, "vip": 2.5, "discount": 1.6}
 RETURN_RATE = {"regular": 0.05, "vip": 0.03, "discount": 0.5}
 LAPSING_SHARE = 0.2
-
-
-@dataclass
-class Customer:
-    """The latent truth behind one customer's events (what the models should discover)."""
-
-    customer_id: str
-    household: str
-    lines: tuple[str, ...]
-    segment: str
-    channel_mix: tuple[float, float, float]
-    sessions_per_week: float
-    category_weights: dict[str, float]
-    favourite_brands: tuple[str, ...]
-    home_store: str
-    lapse_after_days: float | None
-    staples: dict[str, str] = field(default_factory=dict)  # replenished category → sku
-    replenish_days: dict[str, float] = field(default_factory=dict)
 
 
 class CatalogIndex:
@@ -907,7 +891,6 @@ def react_to_offers(settings=None, api_url: str = "http://127.0.0.1:8000", api_k
     """
     import httpx
 
-    from omnirec import offer_truth
     from online_models.offers import offer_from_dict
 
     path = Path(offers_path) if offers_path else Path(__file__).parent / "data" / "demo_offers.json"

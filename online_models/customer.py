@@ -20,6 +20,7 @@ from typing import Any
 
 from online_models import decay, tiers
 from online_models.churn import WEB_CHANNELS, Rhythm, RhythmState
+from online_models.clock import DAY_MS
 from online_models.contacts import Contacts
 from online_models.events import Event, Item, Product
 
@@ -36,7 +37,7 @@ MAX_ALIASES = 8
 # How much each kind of interest counts towards affinities: a purchase says more than a look.
 INTEREST = {"product_view": 0.1, "add_to_cart": 0.3, "purchase": 1.0}
 CART_PAIR_WEIGHT = 0.3
-CART_SESSION_MS = 86_400_000  # cart adds this close together count as one basket
+CART_SESSION_MS = DAY_MS  # cart adds this close together count as one basket
 
 
 @dataclass(frozen=True, slots=True)

@@ -367,34 +367,28 @@ class Runner:
             for step, key_fn in self.routes.get(kind, ()):
                 if self.on_step is not None:
                     self.on_step(step.name, item)
-                if not step.stateful:
-                    queue.extend(step.fn(item))
-                    continue
-                key = key_fn(item)
-                if key is None:
-                    continue
-                states = self.states[step.name]
-                state, emits = step.fn(states.get(key), item)
-                if state is None:
-                    states.pop(key, None)
-                else:
-                    states[key] = state
-                queue.extend(emits)
+                queue.extend(self._run(step, key_fn, item))
 
     def apply(self, step_name: str, message: Any) -> list:
         """Run one step on one message and return what it emits, without passing it on (an
         evaluator parses, looks at the event, then feeds the emits)."""
         step = self.steps[step_name]
+        return list(self._run(step, step.accepts[type(message)], message))
+
+    def _run(self, step: Step, key_fn: KeyFn | None, message: Any) -> Iterable[Any]:
+        """One step on one message, its state kept per key as bytewax keeps it."""
         if not step.stateful:
-            return list(step.fn(message))
-        key = step.accepts[type(message)](message)
+            return step.fn(message)
+        key = key_fn(message)
+        if key is None:
+            return ()
         states = self.states[step.name]
         state, emits = step.fn(states.get(key), message)
         if state is None:
             states.pop(key, None)
         else:
             states[key] = state
-        return list(emits)
+        return emits
 
     def feed_all(self, messages: Iterable[Any]) -> None:
         for message in messages:

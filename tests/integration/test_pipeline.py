@@ -208,7 +208,8 @@ def test_feedback_round_trips_through_the_broker_and_changes_the_next_decision(s
                                         "nbo_max_offers_per_day": 1})
     with TestClient(create_app(quiet)) as api:
         till = {"Authorization": "Bearer till-key"}
-        nbo = lambda: api.get("/v1/customers/c-1/next-best-offer?channel=store", headers=till).json()
+        def nbo():
+            return api.get("/v1/customers/c-1/next-best-offer?channel=store", headers=till).json()
         first = wait_for(lambda: (d := nbo())["offer"] and d, 20, "offers to reach the API")
         assert first["offer"]["offer_id"] in {"belt-bundle", "coffee-points"}
         assert first["not_eligible"]["kids-10"] == "eligibility: customer never buys kids"

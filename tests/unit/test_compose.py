@@ -8,7 +8,7 @@ import pytest
 
 yaml = pytest.importorskip("yaml")
 
-from omnirec.settings import Settings
+from omnirec.settings import Settings  # noqa: E402 - after the importorskip
 
 ROOT = Path(__file__).resolve().parents[2]
 
