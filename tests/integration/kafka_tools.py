@@ -38,13 +38,14 @@ def consume(settings: Settings, topic: str, expected: int, timeout: float = 30.0
         consumer.close()
 
 
-def wait_for(condition: Callable[[], object], timeout: float = 60.0, what: str = "condition"):
+def wait_for(condition: Callable[[], object], timeout: float = 60.0, what: str = "condition",
+             every: float = 0.2):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         result = condition()
         if result:
             return result
-        time.sleep(0.2)
+        time.sleep(every)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
