@@ -198,6 +198,16 @@ def diff_states(expected: State, actual: State, expected_label: str = "expected"
     return "\n".join(lines)
 
 
+def assert_same_state(expected: State, actual: State, expected_label: str, actual_label: str,
+                      context: str = "") -> None:
+    """Fail with the diff report only (no traceback through dumps of a thousand keys)."""
+    import pytest
+
+    report = diff_states(expected, actual, expected_label, actual_label)
+    if report is not None:
+        pytest.fail(report + (f"\n  ({context})" if context else ""), pytrace=False)
+
+
 def value_diff(expected: Value, actual: Value, expected_label: str = "expected",
                actual_label: str = "actual", limit: int = 6) -> list[str]:
     """A few lines saying how two values of one key differ (JSON blobs by path)."""
@@ -341,6 +351,27 @@ def wait_until_settled(redis_url: str, prefix: str, produced: int, *, quiet_s: f
                 f"messages, last batch {time.time() - updated / 1000:.1f} s ago"
                 + (f"\n{describe()[-3000:]}" if describe else ""))
         time.sleep(1.0)
+
+
+def recovery_progress(recovery_dir: str) -> tuple[int, int]:
+    """(epoch the latest execution resumed at, last epoch committed) of a flow's recovery
+    partition (bytewax's sqlite; one process: ``part-0``). An execution resumes at the epoch
+    after the last one committed, so ``committed >= resumed`` means it has made a snapshot."""
+    import sqlite3
+    from pathlib import Path
+
+    parts = sorted(Path(recovery_dir).glob("part-*.sqlite3"))
+    if not parts:
+        return (0, 0)
+    db = sqlite3.connect(f"file:{parts[0]}?mode=ro", uri=True, timeout=5)
+    try:
+        resumed = db.execute("SELECT resume_epoch FROM exs ORDER BY ex_num DESC LIMIT 1").fetchone()
+        committed = db.execute("SELECT MAX(commit_epoch) FROM commits").fetchone()
+        return (resumed[0] if resumed else 0, committed[0] if committed and committed[0] is not None else 0)
+    except sqlite3.OperationalError:  # locked or not created yet: no progress to report
+        return (0, 0)
+    finally:
+        db.close()
 
 
 def main(argv: list[str]) -> int:

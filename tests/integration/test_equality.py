@@ -27,7 +27,14 @@ from tests.conftest import FlowHandle
 
 from .equality_input import Record, build_input, describe, produce_records
 from .kafka_tools import wait_for
-from .state_dump import State, count_families, diff_states, flow_metrics, wait_until_settled
+from .state_dump import (
+    State,
+    assert_same_state,
+    count_families,
+    flow_metrics,
+    recovery_progress,
+    wait_until_settled,
+)
 
 # What the reference run must contain, so that "equal" is never "both empty".
 FAMILIES_WRITTEN = ("profiles", "aliases", "neighbours", "popularity", "store popularity", "catalog",
@@ -137,10 +144,7 @@ def reference(lab, records, shared_topics) -> State:
 
 
 def assert_same(reference: State, state: State, label: str, context: str = "") -> None:
-    """Fail with the diff report only (no tracebacks through dumps of a thousand keys)."""
-    report = diff_states(reference, state, "1 worker", label)
-    if report is not None:
-        pytest.fail(report + (f"\n  ({context})" if context else ""), pytrace=False)
+    assert_same_state(reference, state, "1 worker", label, context)
 
 
 def test_the_reference_run_writes_every_key_family(reference, records):
@@ -185,22 +189,6 @@ def test_input_produced_in_flushes_of_37_writes_every_key_like_one_flush(lab, re
     settings = lab.run_settings("flush37", topics)
     flow = lab.start(settings)
     assert_same(reference, lab.settle(settings, len(records), [flow]), "produced in flushes of 37")
-
-
-def recovery_progress(recovery_dir: str) -> tuple[int, int]:
-    """(epoch the latest execution resumed from, epoch last committed) of a recovery partition."""
-    import sqlite3
-
-    [part] = Path(recovery_dir).glob("part-*.sqlite3")
-    db = sqlite3.connect(f"file:{part}?mode=ro", uri=True, timeout=5)
-    try:
-        resumed = db.execute("SELECT resume_epoch FROM exs ORDER BY ex_num DESC LIMIT 1").fetchone()
-        committed = db.execute("SELECT MAX(commit_epoch) FROM commits").fetchone()
-        return (resumed[0] if resumed else 0, committed[0] if committed and committed[0] is not None else 0)
-    except sqlite3.OperationalError:  # locked or not created yet: no progress to report
-        return (0, 0)
-    finally:
-        db.close()
 
 
 # Live input: the catalogue, the offers and the first quarter of the stream are there before the
