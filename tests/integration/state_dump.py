@@ -353,25 +353,40 @@ def wait_until_settled(redis_url: str, prefix: str, produced: int, *, quiet_s: f
         time.sleep(1.0)
 
 
-def recovery_progress(recovery_dir: str) -> tuple[int, int]:
-    """(epoch the latest execution resumed at, last epoch committed) of a flow's recovery
-    partition (bytewax's sqlite; one process: ``part-0``). An execution resumes at the epoch
-    after the last one committed, so ``committed >= resumed`` means it has made a snapshot."""
+def recovery_progress(recovery_dir: str) -> tuple[int, int, int] | None:
+    """(executions started, epoch the latest one resumed at, last epoch committed) of a flow's
+    recovery partition (bytewax's sqlite; one process: ``part-0``), or None while it cannot be
+    read. An execution resumes at the epoch after the last one committed, so an execution
+    has made a snapshot once ``committed >= resumed``."""
     import sqlite3
     from pathlib import Path
 
     parts = sorted(Path(recovery_dir).glob("part-*.sqlite3"))
     if not parts:
-        return (0, 0)
+        return None
     db = sqlite3.connect(f"file:{parts[0]}?mode=ro", uri=True, timeout=5)
     try:
-        resumed = db.execute("SELECT resume_epoch FROM exs ORDER BY ex_num DESC LIMIT 1").fetchone()
-        committed = db.execute("SELECT MAX(commit_epoch) FROM commits").fetchone()
-        return (resumed[0] if resumed else 0, committed[0] if committed and committed[0] is not None else 0)
-    except sqlite3.OperationalError:  # locked or not created yet: no progress to report
-        return (0, 0)
+        latest = db.execute("SELECT ex_num, resume_epoch FROM exs ORDER BY ex_num DESC LIMIT 1").fetchone()
+        committed = db.execute("SELECT MAX(commit_epoch) FROM commits").fetchone()[0]
+        started = db.execute("SELECT COUNT(*) FROM exs").fetchone()[0]
+    except sqlite3.OperationalError:  # locked, or not created yet
+        return None
     finally:
         db.close()
+    if latest is None:
+        return (0, 0, -1)
+    return (started, latest[1], -1 if committed is None else committed)
+
+
+def snapshot_since(recovery_dir: str, executions_before: int) -> bool:
+    """A flow started after ``executions_before`` executions has committed a snapshot."""
+    progress = recovery_progress(recovery_dir)
+    return progress is not None and progress[0] > executions_before and progress[2] >= progress[1]
+
+
+def executions(recovery_dir: str) -> int:
+    progress = recovery_progress(recovery_dir)
+    return progress[0] if progress else 0
 
 
 def main(argv: list[str]) -> int:

@@ -31,8 +31,10 @@ from .state_dump import (
     State,
     assert_same_state,
     count_families,
+    executions,
     flow_metrics,
     recovery_progress,
+    snapshot_since,
     wait_until_settled,
 )
 
@@ -207,11 +209,9 @@ def parsed(lab: Lab, settings: Settings) -> int:
     return flow_metrics(lab.redis_url, settings.key_prefix).get("messages", 0)
 
 
-def snapshot_committed(flow: FlowHandle, settings: Settings) -> bool:
-    """This execution has committed an epoch since it started (or the flow is dead); an execution
-    resumes at the epoch after the last one committed."""
-    resumed, committed = recovery_progress(settings.recovery_dir)
-    return not flow.alive() or committed >= resumed
+def snapshot_committed(flow: FlowHandle, settings: Settings, executions_before: int) -> bool:
+    """This execution has committed a snapshot (or the flow is dead)."""
+    return not flow.alive() or snapshot_since(settings.recovery_dir, executions_before)
 
 
 def parsed_past(lab: Lab, flow: FlowHandle, settings: Settings, count: int) -> int | bool:
@@ -229,7 +229,7 @@ def test_input_produced_live_in_chunks_writes_every_key_like_one_flush(lab, reco
     sent = len(chunks[0])
     for chunk in chunks[1:]:
         wait_for(partial(parsed_past, lab, flow, settings, sent), 90, "the flow to catch up")
-        wait_for(partial(snapshot_committed, flow, settings), 90, "a snapshot")
+        wait_for(partial(snapshot_committed, flow, settings, 0), 90, "a snapshot")
         produce_records(settings, chunk)
         sent += len(chunk)
     assert_same(reference, lab.settle(settings, len(records), [flow]), "produced live in chunks")
@@ -245,18 +245,20 @@ def test_kill_9_restarts_write_every_key_like_a_clean_run(lab, records, referenc
     produce_records(settings, chunks[0])
     crashes = []
     for crash, chunk in enumerate(chunks[1:4], 1):
+        before_start = executions(settings.recovery_dir)
         flow = lab.start(settings)
         base = parsed(lab, settings)
 
-        wait_for(partial(snapshot_committed, flow, settings), 90, f"a snapshot before crash {crash}", every=0.05)
+        wait_for(partial(snapshot_committed, flow, settings, before_start), 90, f"a snapshot before crash {crash}",
+                 every=0.05)
         before = parsed(lab, settings)
         produce_records(settings, chunk)
         at = wait_for(partial(parsed_past, lab, flow, settings, before + 1), 90,
                       f"the flow to be busy with chunk {crash}", every=0.01)
         assert flow.alive(), flow.log()[-3000:]
         flow.kill()
-        committed = recovery_progress(settings.recovery_dir)[1]
-        crashes.append(f"crash {crash} after {before - base} re-read and {at - before} of {len(chunk)} new parsed, "
+        committed = (recovery_progress(settings.recovery_dir) or (0, 0, -1))[2]
+        crashes.append(f"crash {crash} after {before - base} read (head or replay) and {at - before} of {len(chunk)} new parsed, "
                        f"epoch {committed} committed")
     for chunk in chunks[4:]:
         produce_records(settings, chunk)
