@@ -6,7 +6,6 @@ import time
 from collections.abc import Callable, Iterable
 
 import orjson
-import redis
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from omnirec.settings import Settings
@@ -38,32 +37,12 @@ def consume(settings: Settings, topic: str, expected: int, timeout: float = 30.0
         consumer.close()
 
 
-def wait_for(condition: Callable[[], object], timeout: float = 60.0, what: str = "condition"):
+def wait_for(condition: Callable[[], object], timeout: float = 60.0, what: str = "condition",
+             every: float = 0.2):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         result = condition()
         if result:
             return result
-        time.sleep(0.2)
+        time.sleep(every)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
-def snapshot(redis_url: str, prefix: str) -> dict[str, object]:
-    """Everything under a key prefix, with the prefix stripped, for comparing two runs."""
-    client = redis.Redis.from_url(redis_url)
-    try:
-        state: dict[str, object] = {}
-        for key in client.scan_iter(match=f"{prefix}:*", count=1000):
-            kind = client.type(key)
-            name = key.decode()[len(prefix):]
-            if kind == b"string":
-                state[name] = client.get(key)
-            elif kind == b"hash":
-                state[name] = client.hgetall(key)
-            elif kind == b"zset":
-                state[name] = dict(client.zrange(key, 0, -1, withscores=True))
-            elif kind == b"set":
-                state[name] = client.smembers(key)
-        return state
-    finally:
-        client.close()

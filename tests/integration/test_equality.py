@@ -1,0 +1,268 @@
+"""Same input, same bytes: every key the flow writes, whatever the workers, processes, batch
+sizes, input pacing or kill -9 restarts (DESIGN.md, "Scale" and "Redis").
+
+One seeded simulator input (tests/integration/equality_input.py: ~200 shoppers over 75
+days on web, app and store, stitching, returns, surveys, offer and recommendation feedback,
+duplicates and malformed messages) is produced once; a reference flow (1 worker, input
+batches of 1,000) reads it, and each test runs one variant on the same records and compares
+the full dumps (tests/integration/state_dump.py) byte for byte. A failure names the key
+families and keys that differ, with counts and a short diff: run one test with ``-k`` to
+measure how far the flow is from deterministic.
+
+    .venv/bin/python -m pytest tests/integration/test_equality.py -v
+"""
+
+from __future__ import annotations
+
+import subprocess
+import uuid
+from functools import partial
+from pathlib import Path
+
+import pytest
+import redis
+
+from omnirec.settings import Settings
+from tests.conftest import FlowHandle
+
+from .equality_input import Record, build_input, describe, produce_records
+from .kafka_tools import wait_for
+from .state_dump import (
+    State,
+    assert_same_state,
+    count_families,
+    executions,
+    flow_metrics,
+    recovery_progress,
+    snapshot_since,
+    wait_until_settled,
+)
+
+# What the reference run must contain, so that "equal" is never "both empty".
+FAMILIES_WRITTEN = ("profiles", "aliases", "neighbours", "popularity", "store popularity", "catalog",
+                    "offer definitions", "offer stats", "ranker", "churn shards", "alert stream")
+
+
+class Lab:
+    """Topics, prefixes, recovery directories and flows of this module; all removed at the end."""
+
+    def __init__(self, kafka_bootstrap: str, redis_url: str, root: Path) -> None:
+        self.tag = f"t-{uuid.uuid4().hex[:8]}"
+        self.base = Settings(kafka_bootstrap=kafka_bootstrap, redis_url=redis_url, key_prefix=self.tag,
+                             snapshot_interval_s=1.0)
+        self.root = root
+        self.redis_url = redis_url
+        self.prefixes: list[str] = []
+        self.topic_sets: list[Settings] = []
+        self.flows: list[FlowHandle] = []
+
+    def topics(self, name: str, records: list[Record] = (), flush_every: int | None = None) -> Settings:
+        """Own topics holding ``records``, produced in one go or in flushes of ``flush_every``."""
+        from omnirec.stack import create_topics
+
+        t = f"{self.tag}-{name}"
+        s = self.base.model_copy(update={
+            "topic_web": f"{t}.web.events", "topic_store": f"{t}.store.events",
+            "topic_catalog": f"{t}.catalog.products", "topic_offers": f"{t}.offers",
+            "topic_feedback": f"{t}.recs.feedback", "topic_churn_alerts": f"{t}.alerts.churn",
+            "topic_deadletter": f"{t}.events.deadletter"})
+        create_topics(s)
+        self.topic_sets.append(s)
+        if records:
+            produce_records(s, records, flush_every)
+        return s
+
+    def run_settings(self, name: str, topics: Settings, **overrides) -> Settings:
+        prefix = f"{self.tag}-{name}"
+        self.prefixes.append(prefix)
+        return topics.model_copy(update={"key_prefix": prefix, "recovery_dir": str(self.root / name / "recovery"),
+                                         **overrides})
+
+    def start(self, settings: Settings, workers: int | None = 1, process_id: int | None = None,
+              addresses: str | None = None) -> FlowHandle:
+        from omnirec.stack import flow_argv, settings_env
+
+        argv = flow_argv(settings, workers, process_id, addresses)
+        env = settings_env(settings)
+        env["PYTHONUNBUFFERED"] = "1"
+        log_path = self.root / f"flow-{settings.key_prefix}-{len(self.flows)}.log"
+        with open(log_path, "ab") as logf:
+            proc = subprocess.Popen(argv, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    env=env, start_new_session=True)
+        handle = FlowHandle(proc, log_path)
+        self.flows.append(handle)
+        return handle
+
+    def settle(self, settings: Settings, produced: int, flows: list[FlowHandle], timeout: float = 150.0) -> State:
+        return wait_until_settled(self.redis_url, settings.key_prefix, produced, timeout=timeout,
+                                  alive=lambda: all(f.alive() for f in flows),
+                                  describe=lambda: "\n".join(f.log()[-2000:] for f in flows))
+
+    def close(self) -> None:
+        from omnirec.stack import delete_topics
+
+        for handle in self.flows:  # their state is read already: no clean stop needed
+            handle.kill()
+        client = redis.Redis.from_url(self.redis_url)
+        try:
+            for prefix in self.prefixes:
+                found = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+                for i in range(0, len(found), 500):
+                    client.delete(*found[i:i + 500])
+        finally:
+            client.close()
+        for s in self.topic_sets:
+            delete_topics(s, s.all_topics)
+
+
+@pytest.fixture(scope="module")
+def records() -> list[Record]:
+    return build_input()
+
+
+@pytest.fixture(scope="module")
+def lab(kafka_bootstrap, redis_url, tmp_path_factory):
+    lab = Lab(kafka_bootstrap, redis_url, tmp_path_factory.mktemp("equality"))
+    try:
+        yield lab
+    finally:
+        lab.close()
+
+
+@pytest.fixture(scope="module")
+def shared_topics(lab, records) -> Settings:
+    """The input, produced once with the default producer settings (large batches)."""
+    return lab.topics("input", records)
+
+
+@pytest.fixture(scope="module")
+def reference(lab, records, shared_topics) -> State:
+    """1 worker, 1 process, input batches of 1,000, never interrupted."""
+    settings = lab.run_settings("ref", shared_topics)
+    flow = lab.start(settings)
+    state = lab.settle(settings, len(records), [flow])
+    flow.stop()
+    return state
+
+
+def assert_same(reference: State, state: State, label: str, context: str = "") -> None:
+    assert_same_state(reference, state, "1 worker", label, context)
+
+
+def test_the_reference_run_writes_every_key_family(reference, records):
+    families = count_families(reference)
+    missing = [name for name in FAMILIES_WRITTEN if not families.get(name)]
+    assert not missing, f"the input ({describe(records)}) wrote no {missing}; written: {dict(families)}"
+    assert families.get("other", 0) == 0, "keys of an unknown family: add it to state_dump.FAMILIES"
+    assert families["profiles"] >= 150 and families["neighbours"] >= 200
+
+
+def test_a_second_identical_run_writes_every_key_like_the_first(lab, records, shared_topics, reference):
+    """The baseline: the same flow, the same settings, the same records read again. What differs
+    here is run-to-run noise (wall clock, scheduling), and it shows up in every comparison below."""
+    settings = lab.run_settings("again", shared_topics)
+    flow = lab.start(settings)
+    assert_same(reference, lab.settle(settings, len(records), [flow]), "the same again")
+
+
+def test_two_workers_write_every_key_like_one(lab, records, shared_topics, reference):
+    settings = lab.run_settings("w2", shared_topics)
+    flow = lab.start(settings, workers=2)
+    assert_same(reference, lab.settle(settings, len(records), [flow]), "2 workers")
+
+
+def test_two_processes_write_every_key_like_one_worker(lab, records, shared_topics, reference):
+    from omnirec.stack import free_port
+
+    settings = lab.run_settings("p2", shared_topics)
+    addresses = f"127.0.0.1:{free_port()};127.0.0.1:{free_port()}"
+    flows = [lab.start(settings, workers=None, process_id=i, addresses=addresses) for i in (0, 1)]
+    assert_same(reference, lab.settle(settings, len(records), flows), "2 processes")
+
+
+def test_reading_in_batches_of_37_writes_every_key_like_batches_of_1000(lab, records, shared_topics, reference):
+    settings = lab.run_settings("read37", shared_topics, flow_batch_size=37)
+    flow = lab.start(settings)
+    assert_same(reference, lab.settle(settings, len(records), [flow]), "read in batches of 37")
+
+
+def test_input_produced_in_flushes_of_37_writes_every_key_like_one_flush(lab, records, reference):
+    topics = lab.topics("flush37", records, flush_every=37)
+    settings = lab.run_settings("flush37", topics)
+    flow = lab.start(settings)
+    assert_same(reference, lab.settle(settings, len(records), [flow]), "produced in flushes of 37")
+
+
+# Live input: the catalogue, the offers and the first quarter of the stream are there before the
+# flow starts; the rest arrives in chunks while it runs.
+LIVE_CHUNKS = 4
+
+
+def live_chunks(records: list[Record]) -> list[list[Record]]:
+    head = sum(1 for r in records if r.topic in ("topic_catalog", "topic_offers")) + len(records) // 4
+    rest = records[head:]
+    size = -(-len(rest) // LIVE_CHUNKS)
+    return [records[:head]] + [rest[i:i + size] for i in range(0, len(rest), size)]
+
+
+def parsed(lab: Lab, settings: Settings) -> int:
+    return flow_metrics(lab.redis_url, settings.key_prefix).get("messages", 0)
+
+
+def snapshot_committed(flow: FlowHandle, settings: Settings, executions_before: int) -> bool:
+    """This execution has committed a snapshot (or the flow is dead)."""
+    return not flow.alive() or snapshot_since(settings.recovery_dir, executions_before)
+
+
+def parsed_past(lab: Lab, flow: FlowHandle, settings: Settings, count: int) -> int | bool:
+    """The parsed count once it reaches ``count`` (True if the flow is dead)."""
+    return not flow.alive() or ((n := parsed(lab, settings)) >= count and n)
+
+
+def test_input_produced_live_in_chunks_writes_every_key_like_one_flush(lab, records, reference):
+    """The same records, arriving while the flow runs: a chunk each time the flow has caught up
+    and committed a snapshot (the pacing of the kill -9 test below, without the kills)."""
+    settings = lab.run_settings("live", lab.topics("live"))
+    chunks = live_chunks(records)
+    produce_records(settings, chunks[0])
+    flow = lab.start(settings)
+    sent = len(chunks[0])
+    for chunk in chunks[1:]:
+        wait_for(partial(parsed_past, lab, flow, settings, sent), 90, "the flow to catch up")
+        wait_for(partial(snapshot_committed, flow, settings, 0), 90, "a snapshot")
+        produce_records(settings, chunk)
+        sent += len(chunk)
+    assert_same(reference, lab.settle(settings, len(records), [flow]), "produced live in chunks")
+
+
+def test_kill_9_restarts_write_every_key_like_a_clean_run(lab, records, reference):
+    """Three crashes in the middle of a chunk of live input, each resumed from the recovery
+    directory. Each crash comes after this execution has committed a snapshot (so the restart
+    resumes mid-stream, not from scratch) and as soon as the first batch of the chunk that has
+    just arrived reaches the Redis sink; the chunks after the third crash arrive while the flow is down."""
+    settings = lab.run_settings("kill9", lab.topics("kill9"))
+    chunks = live_chunks(records)
+    produce_records(settings, chunks[0])
+    crashes = []
+    for crash, chunk in enumerate(chunks[1:4], 1):
+        before_start = executions(settings.recovery_dir)
+        flow = lab.start(settings)
+        base = parsed(lab, settings)
+
+        wait_for(partial(snapshot_committed, flow, settings, before_start), 90, f"a snapshot before crash {crash}",
+                 every=0.05)
+        before = parsed(lab, settings)
+        produce_records(settings, chunk)
+        at = wait_for(partial(parsed_past, lab, flow, settings, before + 1), 90,
+                      f"the flow to be busy with chunk {crash}", every=0.01)
+        assert flow.alive(), flow.log()[-3000:]
+        flow.kill()
+        committed = (recovery_progress(settings.recovery_dir) or (0, 0, -1))[2]
+        crashes.append(f"crash {crash} after {before - base} read (head or replay) and {at - before} of {len(chunk)} new parsed, "
+                       f"epoch {committed} committed")
+    for chunk in chunks[4:]:
+        produce_records(settings, chunk)
+    flow = lab.start(settings)
+    state = lab.settle(settings, len(records), [flow])
+    reread = parsed(lab, settings) - len(records)
+    assert_same(reference, state, "3 × kill -9", f"{'; '.join(crashes)}; {reread} messages re-read in all")
