@@ -61,6 +61,7 @@ class Settings(BaseSettings):
     churn_catch_up_s: float = Field(3600.0, ge=0, description="wall clock drives timers only this close to it")
     churn_tick_s: float = Field(1.0, gt=0, description="how often timers are checked")
     churn_timer_bucket_s: float = Field(900.0, gt=0, description="timers fire once the clock passes their bucket")
+    churn_settle_s: float = Field(5.0, ge=0, description="wall time the churn clock lags the parsed events")
     churn_alerts_maxlen: int = Field(10_000, gt=0, description="alerts kept in the Redis stream")
 
     api_keys: dict[str, list[str]] = Field(default_factory=dict)
@@ -113,7 +114,8 @@ class Settings(BaseSettings):
                                earliest_ts_ms=parse_ts(self.earliest_event_date + "T00:00:00Z")),
             churn_shards=self.churn_shards, churn_threshold=self.churn_threshold,
             clock=ClockSettings(use_wall_clock=self.churn_wall_clock, catch_up_ms=int(self.churn_catch_up_s * 1000),
-                                bucket_ms=int(self.churn_timer_bucket_s * 1000), lookback_ms=lateness_ms),
+                                bucket_ms=int(self.churn_timer_bucket_s * 1000), lookback_ms=lateness_ms,
+                                settle_ms=int(self.churn_settle_s * 1000)),
             alerts_maxlen=self.churn_alerts_maxlen,
         )
 

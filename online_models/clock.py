@@ -46,6 +46,7 @@ class ClockSettings:
     idle_ms: int = 5_000
     bucket_ms: int = HOUR_MS  # churn timers are filed in buckets of this much event time
     lookback_ms: int = 30 * DAY_MS  # first timer bucket: this far behind the first event (late events)
+    settle_ms: int = 5_000  # wall time the clock lags: events parsed are through every step by then
 
 
 @dataclass(slots=True)
@@ -57,8 +58,11 @@ class StreamClock:
     wall_ms: int | None = None
     now_ms: int | None = None  # the last clock value told downstream
     open_bucket: int | None = None  # the first timer bucket not yet finished
+    history: list[list[int]] = field(default_factory=list)  # [wall ms, event time] samples, oldest first
 
     def progress(self, partition: str, ts_ms: int, wall_ms: int | None) -> None:
+        if partition not in self.partitions:
+            self.history.clear()  # samples taken before this partition was seen could run ahead of it
         if ts_ms > self.partitions.get(partition, ts_ms - 1):
             self.partitions[partition] = ts_ms
             if wall_ms is not None:
@@ -78,10 +82,30 @@ class StreamClock:
         return min(active) if active else max(self.partitions.values())
 
     def current(self, settings: ClockSettings) -> int | None:
-        """Event time, or the wall clock when live and caught up; never goes back."""
+        """Event time, or the wall clock when live and caught up, as it was ``settle_ms`` of wall
+        time ago: an event the parser has seen may still be on its way to the alert gates (at
+        replay speed that is hours of event time), and a timer must not fire before the events
+        that would cancel it arrive. Never goes back."""
         now = self.event_time(settings)
         if now is None:
             return self.now_ms
-        if settings.use_wall_clock and self.wall_ms is not None and self.wall_ms - now <= settings.catch_up_ms:
-            now = max(now, self.wall_ms)
+        wall = self.wall_ms
+        if settings.use_wall_clock and wall is not None and wall - now <= settings.catch_up_ms:
+            now = max(now, wall)
+        if wall is not None and settings.settle_ms > 0:
+            now = self._settled(wall, now, settings.settle_ms)
+        if now is None:
+            return self.now_ms
         return now if self.now_ms is None else max(now, self.now_ms)
+
+    def _settled(self, wall: int, now: int, settle_ms: int) -> int | None:
+        if self.history and wall - self.history[-1][0] < settle_ms // 50:
+            self.history[-1][1] = max(self.history[-1][1], now)  # one sample per 1/50 of the lag
+        else:
+            self.history.append([wall, now])
+        settled = None
+        while self.history and self.history[0][0] <= wall - settle_ms:
+            settled = self.history.pop(0)[1]
+        if settled is not None:
+            self.history.insert(0, [wall - settle_ms, settled])  # still the clock until a newer one settles
+        return settled

@@ -79,7 +79,7 @@ class CustomerState:
     stores: dict[str, int] = field(default_factory=dict)
     last_store: str | None = None
     last_store_ts: int | None = None
-    seen_ids: list[str] = field(default_factory=list)
+    seen_ids: dict[str, int] = field(default_factory=dict)  # event id → event time, the newest MAX_SEEN_IDS
     contacts: Contacts = field(default_factory=Contacts)
     rhythm: RhythmState = field(default_factory=RhythmState)  # what churn needs beyond the above
     churn_keys: tuple[int | None, int | None, int | None] | None = None  # as last told to the shard
@@ -92,7 +92,7 @@ class CustomerState:
 
         A duplicate (an `event_id` seen recently for this customer) changes nothing.
         """
-        if not self.remember(event.event_id):
+        if not self.remember(event.event_id, event.ts_ms):
             return []
         self._touch(event)
         self.rhythm.observe(event)
@@ -102,19 +102,23 @@ class CustomerState:
     def is_duplicate(self, event_id: str) -> bool:
         return event_id in self.seen_ids
 
-    def remember(self, event_id: str) -> bool:
-        """Record an event id in the bounded dedup window; False if it was already there."""
+    def remember(self, event_id: str, ts_ms: int) -> bool:
+        """Record an event id in the bounded dedup window; False if it was already there.
+
+        The window keeps the newest ids by *event time*, not by arrival: a customer's events
+        come from several topics in an order that depends on how they were read, and which
+        retry is recognised must not."""
         if self.is_duplicate(event_id):
             return False
-        self.seen_ids.append(event_id)
+        self.seen_ids[event_id] = ts_ms
         if len(self.seen_ids) > MAX_SEEN_IDS:
-            del self.seen_ids[0]
+            del self.seen_ids[min(self.seen_ids, key=lambda i: (self.seen_ids[i], i))]
         return True
 
     def merge(self, other: CustomerState) -> None:
         """Fold a stitched anonymous / loyalty-card state into this customer's state."""
-        if other.customer_id not in self.aliases:
-            self.aliases = (self.aliases + [other.customer_id])[-MAX_ALIASES:]
+        if other.customer_id not in self.aliases:  # sorted: merges arrive in any order
+            self.aliases = sorted([*self.aliases, other.customer_id])[-MAX_ALIASES:]
         self.first_ts = _min(self.first_ts, other.first_ts)
         self.last_ts = _max(self.last_ts, other.last_ts)
         self.first_purchase_ts = _min(self.first_purchase_ts, other.first_purchase_ts)
@@ -144,7 +148,8 @@ class CustomerState:
         if other.last_store_ts is not None and (self.last_store_ts is None or (other.last_store_ts, other.last_store)
                                                 > (self.last_store_ts, self.last_store or "")):
             self.last_store, self.last_store_ts = other.last_store, other.last_store_ts
-        self.seen_ids = (self.seen_ids + other.seen_ids)[-MAX_SEEN_IDS:]
+        for event_id, ts in other.seen_ids.items():
+            self.remember(event_id, ts)
         self.rhythm.merge(other.rhythm)
         self._bound()
 
@@ -164,15 +169,16 @@ class CustomerState:
         return self.discounted / self.gross if self.gross > 0 else 0.0
 
     def category_shares(self, catalog: Mapping[str, Product]) -> dict[str, float]:
-        return decay.shares(self._resolved(catalog, "category", self.categories))
+        return decay.shares(self._resolved(catalog, "category", decay.top(self.categories, MAX_CATEGORIES)))
 
     def brand_shares(self, catalog: Mapping[str, Product]) -> dict[str, float]:
-        return decay.shares(self._resolved(catalog, "brand", self.brands))
+        return decay.shares(self._resolved(catalog, "brand", decay.top(self.brands, MAX_BRANDS)))
 
     def _resolved(self, catalog: Mapping[str, Product], attribute: str, known: dict[str, float]):
-        """`known` plus the bare SKUs' interest, attributed through the catalog."""
+        """`known` plus the bare SKUs' interest, attributed through the catalog (the heaviest
+        of each, as stored: readers of the stored profile and of the live state agree)."""
         merged = dict(known)
-        for sku, log_w in self.sku_interest.items():
+        for sku, log_w in decay.top(self.sku_interest, MAX_SKU_INTEREST).items():
             product = catalog.get(sku)
             if product is not None and getattr(product, attribute):
                 decay.add(merged, getattr(product, attribute), log_w)
@@ -362,8 +368,8 @@ class CustomerState:
 
 
 _DICT_FIELDS = ("channel_orders", "channel_events", "categories", "brands", "sku_interest", "cart", "cart_ts",
-                "stores", "views")
-_LIST_FIELDS = ("aliases", "seen_ids")
+                "stores", "views", "seen_ids")
+_LIST_FIELDS = ("aliases",)
 
 _HANDLERS = {
     "product_view": CustomerState._on_view,

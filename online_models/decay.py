@@ -44,11 +44,20 @@ def add(counter: dict[str, float], key: str, log_weight: float) -> None:
 
 
 def prune(counter: dict[str, float], keep: int) -> None:
-    """Bound a counter to its `keep` heaviest keys (heaviest as of any common time)."""
-    if len(counter) <= keep:
+    """Bound a counter: past twice `keep` keys, back to the 1.5 × `keep` heaviest (heaviest as of
+    any common time). The slack makes pruning rare, so that the `keep` heaviest (what readers
+    use, ``top``) rarely depend on the order in which contributions arrived."""
+    if len(counter) <= 2 * keep:
         return
-    for key in sorted(counter, key=counter.__getitem__)[: len(counter) - keep]:
+    for key in sorted(counter, key=lambda k: (counter[k], k))[: len(counter) - (3 * keep) // 2]:
         del counter[key]
+
+
+def top(counter: dict[str, float], keep: int) -> dict[str, float]:
+    """The `keep` heaviest keys of a counter (ties by key)."""
+    if len(counter) <= keep:
+        return dict(counter)
+    return dict(sorted(counter.items(), key=lambda kv: (-kv[1], kv[0]))[:keep])
 
 
 def shares(counter: dict[str, float]) -> dict[str, float]:

@@ -204,7 +204,7 @@ class Engine:
     def ranker(self, state: RecRanker | None, feedback: Feedback):
         """One small model for the whole catalogue: feedback volume is low, so one key is enough."""
         state = state or RecRanker()
-        if not state.learn(as_features(list(feedback.features)), feedback.type):
+        if not state.learn_at(as_features(list(feedback.features)), feedback.type, feedback.ts_ms, feedback.event_id):
             return state, []
         return state, [Put(self.scheme.ranker(), state, keys.encode_ranker)]
 

@@ -22,6 +22,7 @@ class Merge:
     alias_id: str
     profile: CustomerState
     event_id: str
+    ts_ms: int  # of the identify event
 
 
 @dataclass(slots=True)
@@ -46,7 +47,7 @@ class AliasState:
         if event.type == "identify" and event.customer_id:
             if self.customer_id != event.customer_id:
                 profile = self.profile or CustomerState(self.alias_id)
-                outcome.forward.append((event.customer_id, Merge(self.alias_id, profile, event.event_id)))
+                outcome.forward.append((event.customer_id, Merge(self.alias_id, profile, event.event_id, event.ts_ms)))
                 self.customer_id, self.profile = event.customer_id, None
                 outcome.linked_to = event.customer_id
             return outcome
@@ -65,12 +66,12 @@ def apply_to_customer(
 ) -> list[BasketSignal]:
     """The customer step's one verb: an event, offer feedback, or the merge of a stitched alias."""
     if isinstance(message, Feedback):
-        if state.remember(message.event_id):
+        if state.remember(message.event_id, message.ts_ms):
             state.record_feedback(message.type, message.offer_id, message.ts_ms, message.channel)
         return []
     if isinstance(message, Merge):
         if not state.is_duplicate(message.event_id):
             state.merge(message.profile)  # first: the merge rebuilds the dedup window
-            state.remember(message.event_id)
+            state.remember(message.event_id, message.ts_ms)
         return []
     return state.apply(message, decay_)

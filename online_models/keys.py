@@ -13,8 +13,9 @@ from typing import Any
 
 import orjson
 
+from online_models import decay
 from online_models.churn import Alert, ChurnModel, PopulationShard
-from online_models.customer import CustomerState
+from online_models.customer import MAX_BRANDS, MAX_CATEGORIES, MAX_SKU_INTEREST, CustomerState
 from online_models.events import Product, format_ts, product_from_dict
 from online_models.items import ItemNeighbors, Neighbor, complements
 from online_models.learning import RankerWeights, RecRanker
@@ -96,8 +97,8 @@ def encode_customer(state: CustomerState) -> bytes:
     those bits out of the stored bytes (same input, same bytes)."""
     data = state.to_dict()
     data.pop("seen_ids")
-    for name in ("categories", "brands", "sku_interest"):
-        data[name] = {key: round(value, 4) for key, value in data[name].items()}
+    for name, keep in (("categories", MAX_CATEGORIES), ("brands", MAX_BRANDS), ("sku_interest", MAX_SKU_INTEREST)):
+        data[name] = {key: round(value, 4) for key, value in decay.top(data[name], keep).items()}
     return orjson.dumps({"v": SCHEMA_VERSION, "kind": "customer", "state": _rounded(data)},
                         option=orjson.OPT_SORT_KEYS)  # dict order follows arrival order
 

@@ -11,6 +11,8 @@ feature), lives under one key in the flow, and is read by the API as plain weigh
 
 from __future__ import annotations
 
+import bisect
+import copy
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -53,9 +55,25 @@ class RecRanker:
     True
     """
 
+    # Feedback from several partitions arrives in an order that depends on how they were read,
+    # and SGD depends on the order it sees examples in: the newest this many wait in a buffer
+    # sorted by event time, and are learnt oldest first as newer ones push them out.
+    BUFFER = 256
+
     def __init__(self) -> None:
         self.model = linear_model.LogisticRegression(optimizer=optim.SGD(0.05), intercept_lr=0.01, l2=1e-4)
         self.trained_on = 0
+        self.pending: list[tuple[int, str, tuple[float, ...], str]] = []  # (ts, event id, features, event)
+
+    def learn_at(self, features: Mapping[str, float], event: str, ts_ms: int, event_id: str) -> bool:
+        """Learn one feedback event in event-time order (see ``BUFFER``)."""
+        if event not in LABELS:
+            return False
+        bisect.insort(self.pending, (ts_ms, event_id, tuple(float(features.get(n, 0.0)) for n in FEATURES), event))
+        if len(self.pending) > self.BUFFER:
+            _, _, vector, oldest = self.pending.pop(0)
+            self.learn(dict(zip(FEATURES, vector)), oldest)
+        return True
 
     def learn(self, features: Mapping[str, float], event: str) -> bool:
         label = LABELS.get(event)
@@ -66,5 +84,12 @@ class RecRanker:
         return True
 
     def weights(self) -> RankerWeights:
-        return RankerWeights(float(self.model.intercept), {k: float(v) for k, v in self.model.weights.items()},
-                             self.trained_on)
+        """The weights after every example, the buffered ones included (learnt by a copy)."""
+        ranker = self
+        if self.pending:
+            ranker = copy.deepcopy(self)
+            for _, _, vector, event in ranker.pending:
+                ranker.learn(dict(zip(FEATURES, vector)), event)
+        model = ranker.model
+        return RankerWeights(float(model.intercept), {k: float(v) for k, v in model.weights.items()},
+                             ranker.trained_on)

@@ -106,10 +106,34 @@ def test_a_sparse_partition_running_ahead_does_not_make_others_late():
     _, out = engine.parse(web, Raw("web.events", 3, 10, None, envelope(ts=TS_MS + 1000)))
     assert isinstance(out[0], Event)
 
-    clock, settings = StreamClock(), ClockSettings(use_wall_clock=False, idle_ms=5_000)
+    clock, settings = StreamClock(), ClockSettings(use_wall_clock=False, idle_ms=5_000, settle_ms=0)
     clock.progress("web.events/3", TS_MS, wall_ms=1_000)
     clock.progress("store.events/0", TS_MS + 60 * DAY_MS, wall_ms=2_000)
     clock.heartbeat(3_000)
     assert clock.current(settings) == TS_MS  # the slowest active one
     clock.heartbeat(6_500)
     assert clock.current(settings) == TS_MS + 60 * DAY_MS  # a silent partition stops holding it back
+
+
+def test_the_churn_clock_lags_the_parsed_events_by_the_settle_time():
+    from online_models.clock import ClockSettings, StreamClock
+
+    clock, settings = StreamClock(), ClockSettings(use_wall_clock=False, settle_ms=5_000)
+
+    def tell(wall, source=None, ts=None):  # what the clock step does with each message
+        if source is None:
+            clock.heartbeat(wall)
+        else:
+            clock.progress(source, ts, wall)
+        now = clock.current(settings)
+        clock.now_ms = now if now is not None else clock.now_ms
+        return now
+
+    assert tell(1_000, "web.events/0", TS_MS) is None  # nothing has settled yet
+    tell(3_000, "web.events/0", TS_MS + DAY_MS)
+    assert tell(6_000) == TS_MS  # as it was 5 s of wall time ago
+    tell(6_500, "store.events/1", TS_MS - DAY_MS)  # a partition seen late
+    assert tell(9_000) == TS_MS  # never back; nothing settles past the late partition
+    tell(9_500, "store.events/1", TS_MS + 2 * DAY_MS)
+    tell(9_600, "web.events/0", TS_MS + 2 * DAY_MS)
+    assert tell(15_000) == TS_MS + 2 * DAY_MS
