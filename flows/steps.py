@@ -62,15 +62,38 @@ def alert_message(alert: Alert):
     return KafkaSinkMessage(key=alert.customer_id.encode(), value=keys.encode_alert(alert))
 
 
-def dead_letter_message(letter: DeadLetter):
-    """Original key and bytes, with the reason and the source position in headers."""
+# A record must fit the broker's message.max.bytes (Kafka's default is about 1 MB; tansu rejects a
+# larger one with MSG_SIZE_TOO_LARGE, and the output step would die on it). A dead letter's value
+# is cut to this, its key and reason to less, so that the whole record stays well below 1 MB.
+DEAD_LETTER_MAX_VALUE_BYTES = 512 * 1024
+DEAD_LETTER_MAX_KEY_BYTES = 4096
+DEAD_LETTER_MAX_REASON_BYTES = 2048
+
+
+def dead_letter_message(letter: DeadLetter, max_value_bytes: int = DEAD_LETTER_MAX_VALUE_BYTES):
+    """Original key and bytes, with the reason and the source position in headers.
+
+    A value (or key) too large to re-produce whole is written truncated, with the headers
+    ``truncated: true`` and ``original_size`` (bytes of the value as read), so the dead-letter
+    output never fails on the message it is meant to keep."""
     from bytewax.connectors.kafka import KafkaSinkMessage
 
     raw = letter.raw
+    value = raw.value if raw.value is not None else b""
+    key = raw.key
+    reason = letter.reason.encode("utf-8", "replace")
     headers = [
-        ("reason", letter.reason.encode()),
-        ("source_topic", raw.topic.encode()),
+        ("reason", reason[:DEAD_LETTER_MAX_REASON_BYTES]),
+        ("source_topic", raw.topic.encode("utf-8", "replace")[:DEAD_LETTER_MAX_KEY_BYTES]),
         ("source_partition", str(raw.partition).encode()),
         ("source_offset", str(raw.offset).encode()),
     ]
-    return KafkaSinkMessage(key=raw.key, value=raw.value if raw.value is not None else b"", headers=headers)
+    if letter.step is not None:
+        headers.append(("step", letter.step.encode()))
+    if len(value) > max_value_bytes or (key is not None and len(key) > DEAD_LETTER_MAX_KEY_BYTES):
+        headers += [("truncated", b"true"), ("original_size", str(len(value)).encode())]
+        if key is not None and len(key) > DEAD_LETTER_MAX_KEY_BYTES:
+            headers.append(("original_key_size", str(len(key)).encode()))
+            key = key[:DEAD_LETTER_MAX_KEY_BYTES]
+        value = value[:max_value_bytes]
+    return KafkaSinkMessage(key=key, value=value, headers=headers)

@@ -41,6 +41,11 @@ class Settings(BaseSettings):
     max_event_future_hours: float = Field(24.0, gt=0)
     earliest_event_date: str = Field("2000-01-01", pattern=r"^\d{4}-\d{2}-\d{2}$",
                                      description="older timestamps are dead-lettered (epoch seconds sent as ms?)")
+    latest_event_date: str = Field("2100-01-01", pattern=r"^\d{4}-\d{2}-\d{2}$",
+                                   description="newer timestamps are dead-lettered, even in replays of history")
+    max_item_qty: float = Field(10_000.0, gt=0, le=1e9, description="larger quantities per line are dead-lettered")
+    max_item_price: float = Field(1_000_000.0, gt=0, le=1e12,
+                                  description="larger unit (and list) prices and product prices are dead-lettered")
 
     recovery_dir: str = ".omnirec/recovery"
     snapshot_interval_s: float = Field(2.0, gt=0)
@@ -111,7 +116,9 @@ class Settings(BaseSettings):
             cooccurrence_half_life_days=self.cooccurrence_half_life_days,
             limits=ParseLimits(max_bytes=self.max_event_bytes, max_lateness_ms=lateness_ms,
                                max_future_ms=int(self.max_event_future_hours * HOUR_MS),
-                               earliest_ts_ms=parse_ts(self.earliest_event_date + "T00:00:00Z")),
+                               earliest_ts_ms=parse_ts(self.earliest_event_date + "T00:00:00Z"),
+                               latest_ts_ms=parse_ts(self.latest_event_date + "T00:00:00Z"),
+                               max_item_qty=self.max_item_qty, max_item_price=self.max_item_price),
             churn_shards=self.churn_shards, churn_threshold=self.churn_threshold,
             clock=ClockSettings(use_wall_clock=self.churn_wall_clock, catch_up_ms=int(self.churn_catch_up_s * 1000),
                                 bucket_ms=int(self.churn_timer_bucket_s * 1000), lookback_ms=lateness_ms,

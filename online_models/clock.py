@@ -31,6 +31,9 @@ WEEK_MS = 7 * DAY_MS
 class PartitionClock:
     newest_ts: int | None = None
 
+    def __deepcopy__(self, memo: dict) -> PartitionClock:
+        return PartitionClock(self.newest_ts)  # copied before each message (engine.guard) and each epoch
+
     def advance(self, ts_ms: int) -> bool:
         """Move to ``ts_ms`` if it is newer; True when the watermark moved."""
         if self.newest_ts is None or ts_ms > self.newest_ts:
@@ -59,6 +62,9 @@ class StreamClock:
     now_ms: int | None = None  # the last clock value told downstream
     open_bucket: int | None = None  # the first timer bucket not yet finished
     history: list[list[int]] = field(default_factory=list)  # [wall ms, event time] samples, oldest first
+
+    def __deepcopy__(self, memo: dict) -> StreamClock:
+        return StreamClock(dict(self.partitions), dict(self.moved_at), self.wall_ms, self.now_ms, self.open_bucket)
 
     def progress(self, partition: str, ts_ms: int, wall_ms: int | None) -> None:
         if partition not in self.partitions:

@@ -26,9 +26,10 @@ only in ``Raw.received_ms`` and ``Heartbeat`` messages, stamped by the edge.
 
 from __future__ import annotations
 
+import copy
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
@@ -302,10 +303,99 @@ class Step:
 
 
 OUTPUT_TYPES = (*WRITE_TYPES, DeadLetter, Alert)
+FAILED_MESSAGE_BYTES = 4096  # of a derived message's repr, in the dead letter of a failed step
+
+
+def guard(step: Step) -> Step:
+    """The step, made safe for one bad message: if it raises, the message becomes a
+    ``DeadLetter`` naming the step and the exception, the key's state stays as it was before
+    the message (the step runs on a copy; the copy is kept only if the step returns), and the
+    flow goes on with the next message. No message can then crash the flow, nor crash it again
+    on every restart from recovery (a crash loop). Both drivers run guarded steps: ``graph``
+    returns them."""
+    fn = step.fn
+    if step.stateful:
+        def run(state, message):
+            work = _copy_state(state)
+            try:
+                new_state, emits = fn(work, message)
+                return new_state, list(emits)  # a lazy emit must fail here, not downstream
+            except Exception as exc:  # noqa: BLE001 - one message must never stop the flow: it is dead-lettered
+                return state, [step_failure(step, message, exc)]
+    else:
+        def run(message):
+            try:
+                return list(fn(message))
+            except Exception as exc:  # noqa: BLE001 - one message must never stop the flow: it is dead-lettered
+                return [step_failure(step, message, exc)]
+    run.__name__ = run.__qualname__ = f"guarded_{step.name}"
+    run.__wrapped__ = fn
+    return replace(step, fn=run, emits=tuple(dict.fromkeys((*step.emits, DeadLetter))))
+
+
+def _copy_state(state: Any) -> Any:
+    """An independent copy of a step's state, to run the step on. Each state class has a cheap
+    ``__deepcopy__`` (bytewax copies touched states at every epoch too): call it directly, not
+    through ``copy.deepcopy``'s dispatch, which costs more than most of them."""
+    if state is None:
+        return None
+    own = getattr(type(state), "__deepcopy__", None)
+    return own(state, {}) if own is not None else copy.deepcopy(state)
+
+
+def step_failure(step: Step, message: Any, exc: BaseException) -> DeadLetter:
+    """The dead letter of a step that raised on ``message``: the original record when the message
+    is one, else a synthetic record that identifies the message (its key and repr)."""
+    key = None
+    try:
+        key_fn = step.accepts.get(type(message))
+        key = key_fn(message) if key_fn is not None else None
+    except Exception:  # noqa: BLE001 - the key only labels the dead letter; a failing key fn must not lose it
+        key = None
+    if isinstance(message, Raw):  # the record itself is dead-lettered: its headers say where it was
+        reason = f"step {step.name!r} failed on the record: {type(exc).__name__}: {_text(exc)}"
+        return DeadLetter(message, reason, step.name)
+    ident = _identify(message)
+    reason = (f"step {step.name!r} failed on {type(message).__name__}{f' {ident!r}' if ident else ''}"
+              f"{f' (key {key!r})' if key is not None else ''}: {type(exc).__name__}: {_text(exc)}")
+    try:
+        shown = repr(message)
+    except Exception:  # noqa: BLE001 - a message whose repr fails is still dead-lettered, by type
+        shown = f"<{type(message).__name__}>"
+    value = shown.encode("utf-8", "replace")[:FAILED_MESSAGE_BYTES]
+    raw = Raw(f"step:{step.name}", None, None, None if key is None else str(key).encode(), value)
+    return DeadLetter(raw, reason, step.name)
+
+
+def _identify(message: Any) -> str | None:
+    """What names a derived message for a person: its event id, through any wrapper."""
+    for attr in ("message", "feedback", "timer", "signal"):
+        inner = getattr(message, attr, None)
+        if inner is not None and not isinstance(inner, (str, bytes)):
+            message = inner
+            break
+    for attr in ("event_id", "customer_id", "sku", "offer_id"):
+        value = getattr(message, attr, None)
+        if isinstance(value, str) and value:
+            return value[:80]
+    return None
+
+
+def _text(exc: BaseException, limit: int = 300) -> str:
+    try:
+        text = str(exc)
+    except Exception:  # noqa: BLE001 - str() of a foreign exception may itself fail
+        text = ""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def graph(engine: Engine) -> list[Step]:
-    """The steps in topological order: the one description of how messages move."""
+    """The steps in topological order: the one description of how messages move. Each step is
+    ``guard``ed: an exception in it dead-letters the one message and the flow goes on."""
+    return [guard(step) for step in _steps(engine)]
+
+
+def _steps(engine: Engine) -> list[Step]:
     e = engine
     return [
         Step("parse", {Raw: lambda raw: raw.source}, e.parse,

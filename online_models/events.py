@@ -3,6 +3,11 @@
 Bad input is data, not an exception: `parse_event` never raises, it returns a
 `Rejected` whose reason says what was expected, where, and what arrived, so the
 flow can dead-letter the original bytes and keep going.
+
+Every number that gets through is finite and bounded (`ParseLimits`): a quantity of 1e308,
+or a price that makes quantity × price overflow, is rejected here, so no step downstream
+ever adds up to infinity. Timestamps are integers of epoch milliseconds within
+`earliest_ts_ms` .. `latest_ts_ms`, whatever form they arrived in.
 """
 
 from __future__ import annotations
@@ -25,6 +30,14 @@ ITEM_EVENTS = frozenset({"add_to_cart", "remove_from_cart", "purchase", "return"
 CHANNELS = frozenset({"web", "app", "store"})
 # Nothing a retailer sends predates this; an epoch-seconds value mistaken for ms lands here.
 EARLIEST_TS_MS = 946_684_800_000  # 2000-01-01T00:00:00Z
+# Nothing a retailer sends is this far ahead (an offline replay has no wall clock to judge by).
+LATEST_TS_MS = 4_102_444_800_000  # 2100-01-01T00:00:00Z
+# What a timestamp can be at all, before any setting: what `datetime` can show (year 1 .. 9999).
+MIN_TS_MS = -62_135_596_800_000  # 0001-01-01T00:00:00Z
+MAX_TS_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
+MAX_ITEM_QTY = 10_000.0  # per line of a basket
+MAX_ITEM_PRICE = 1_000_000.0  # per unit, in the shop's currency
+MAX_FEATURE = 1_000.0  # ranking features sent back with feedback are clamped to ± this
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +133,9 @@ class ParseLimits:
     max_lateness_ms: int = 30 * DAY_MS
     max_future_ms: int = DAY_MS
     earliest_ts_ms: int = EARLIEST_TS_MS  # older: epoch seconds sent as ms, most likely
+    latest_ts_ms: int = LATEST_TS_MS  # newer: microseconds sent as ms, or garbage
+    max_item_qty: float = MAX_ITEM_QTY
+    max_item_price: float = MAX_ITEM_PRICE  # also bounds list prices, product prices and margins
 
 
 class _Invalid(ValueError):
@@ -148,7 +164,7 @@ def parse_event(
     """
     try:
         obj = _load_object(raw, limits)
-        event = _build_event(obj)
+        event = _build_event(obj, limits)
         _check_time(event.ts_ms, stream_ts_ms, limits, now_ms)
         return event
     except _Invalid as exc:
@@ -158,7 +174,7 @@ def parse_event(
 def parse_product(raw: bytes | None, *, limits: ParseLimits = ParseLimits()) -> Product | Rejected:
     try:
         obj = _load_object(raw, limits)
-        return product_from_dict(obj)
+        return product_from_dict(obj, limits)
     except _Invalid as exc:
         return Rejected(str(exc))
 
@@ -177,7 +193,7 @@ def parse_feedback(raw: bytes | None, *, limits: ParseLimits = ParseLimits()) ->
             decision_id=_opt_str(obj, "decision_id"), offer_id=_opt_str(obj, "offer_id"),
             cell=_opt_str(obj, "cell"), control=_bool(obj, "control", default=False),
             recommendation_id=_opt_str(obj, "recommendation_id"), sku=_opt_str(obj, "sku"),
-            features=_floats(obj, "features"),
+            features=_features(obj, "features"),
         )
         if not (feedback.offer_id or feedback.sku):
             raise _Invalid("feedback needs 'offer_id' (an offer) or 'sku' (a recommendation)")
@@ -187,7 +203,7 @@ def parse_feedback(raw: bytes | None, *, limits: ParseLimits = ParseLimits()) ->
         return Rejected(str(exc))
 
 
-def product_from_dict(obj: dict[str, Any]) -> Product:
+def product_from_dict(obj: dict[str, Any], limits: ParseLimits = ParseLimits()) -> Product:
     """Raises `_Invalid` on a bad product; use `parse_product` for untrusted bytes."""
     attributes = obj.get("attributes") or {}
     if not isinstance(attributes, dict):
@@ -197,35 +213,61 @@ def product_from_dict(obj: dict[str, Any]) -> Product:
         name=_opt_str(obj, "name") or _req_str(obj, "sku"),
         category=_req_str(obj, "category").strip("/").lower(),
         brand=_opt_str(obj, "brand") or "",
-        price=_non_negative(obj, "price", default=0.0),
-        margin=_number(obj, "margin", default=0.0),
+        price=_bounded(obj, "price", default=0.0, high=limits.max_item_price),
+        margin=_bounded(obj, "margin", default=0.0, low=-limits.max_item_price, high=limits.max_item_price),
         in_stock=_bool(obj, "in_stock", default=True),
         attributes=attributes,
     )
 
 
 def parse_ts(value: Any) -> int:
-    """ISO-8601 with a zone, or epoch milliseconds → epoch milliseconds."""
+    """ISO-8601 with a zone, or epoch milliseconds → epoch milliseconds, within the years
+    1 .. 9999 (anything else raises `_Invalid`, a `ValueError`, never an overflow).
+
+    >>> parse_ts("2026-11-25T10:15:00Z"), parse_ts("1795601700000"), parse_ts(1.7956017e12)
+    (1795601700000, 1795601700000, 1795601700000)
+    >>> parse_ts("²")
+    Traceback (most recent call last):
+    ...
+    online_models.events._Invalid: field 'ts' is not ISO-8601; got '²'
+    """
     if isinstance(value, bool):
         raise _Invalid(f"field 'ts' must be ISO-8601 or epoch milliseconds; got {value!r}")
     if isinstance(value, (int, float)):
-        return int(value)
+        if not (isinstance(value, int) or math.isfinite(value)):
+            raise _Invalid(f"field 'ts' must be finite; got {value}")
+        return _ts_in_range(value)
     if isinstance(value, str):
         text = value.strip()
-        if text.isdigit():
-            return int(text)
+        if text.isascii() and text.isdigit():  # str.isdigit() is also true of '²' and '٣'
+            if len(text) > 18:
+                raise _Invalid(f"field 'ts' is out of range: {_show(value)} epoch ms is not within the years 1 to 9999")
+            return _ts_in_range(int(text))
         try:
             moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-        except ValueError:
+            if moment.tzinfo is None:
+                raise _Invalid(f"field 'ts' needs a time zone (e.g. 'Z'); got {_show(value)}")
+            ms = int(moment.timestamp() * 1000)
+        except (ValueError, OverflowError, OSError) as exc:
+            if isinstance(exc, _Invalid):
+                raise
             raise _Invalid(f"field 'ts' is not ISO-8601; got {_show(value)}") from None
-        if moment.tzinfo is None:
-            raise _Invalid(f"field 'ts' needs a time zone (e.g. 'Z'); got {_show(value)}")
-        return int(moment.timestamp() * 1000)
+        return _ts_in_range(ms)
     raise _Invalid(f"field 'ts' must be ISO-8601 or epoch milliseconds; got {_show(value)}")
 
 
+def _ts_in_range(ms: int | float) -> int:
+    if not MIN_TS_MS <= ms <= MAX_TS_MS:
+        raise _Invalid(f"field 'ts' is out of range: {_show_number(ms)} epoch ms is not within the years 1 to 9999")
+    return int(ms)
+
+
 def format_ts(ts_ms: int) -> str:
-    moment = datetime.fromtimestamp(ts_ms / 1000, tz=timezone.utc)
+    """Epoch ms → ISO-8601 in UTC; a value no calendar can show comes back as its number."""
+    try:
+        moment = datetime.fromtimestamp(ts_ms / 1000, tz=timezone.utc)
+    except (ValueError, OverflowError, OSError):
+        return f"{_show_number(ts_ms)} epoch ms"
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
@@ -246,7 +288,7 @@ def _load_object(raw: bytes | None, limits: ParseLimits) -> dict[str, Any]:
     return obj
 
 
-def _build_event(obj: dict[str, Any]) -> Event:
+def _build_event(obj: dict[str, Any], limits: ParseLimits) -> Event:
     kind = _req_str(obj, "type")
     if kind not in EVENT_TYPES:
         raise _Invalid(f"unknown event type {kind!r}; expected one of {sorted(EVENT_TYPES)}")
@@ -266,7 +308,7 @@ def _build_event(obj: dict[str, Any]) -> Event:
         store_id=_opt_str(obj, "store_id"),
         session_id=_opt_str(obj, "session_id"),
         order_id=_opt_str(obj, "order_id"),
-        items=_items(obj) if kind in ITEM_EVENTS else (),
+        items=_items(obj, limits) if kind in ITEM_EVENTS else (),
         sku=_opt_str(obj, "sku"),
         query=_opt_str(obj, "query"),
         score=_number(obj, "score", default=None),
@@ -286,28 +328,28 @@ def _check_type_rules(event: Event) -> None:
         raise _Invalid(f"survey needs field 'score' between 0 and 10; got {event.score!r}")
 
 
-def _items(obj: dict[str, Any]) -> tuple[Item, ...]:
+def _items(obj: dict[str, Any], limits: ParseLimits) -> tuple[Item, ...]:
     raw_items = obj.get("items")
     if not isinstance(raw_items, list) or not raw_items:
         raise _Invalid(f"field 'items' must be a non-empty list; got {_show(raw_items)}")
-    return tuple(_item(raw, index) for index, raw in enumerate(raw_items))
+    return tuple(_item(raw, index, limits) for index, raw in enumerate(raw_items))
 
 
-def _item(raw: Any, index: int) -> Item:
+def _item(raw: Any, index: int, limits: ParseLimits) -> Item:
     where = f"items[{index}]"
     if not isinstance(raw, dict):
         raise _Invalid(f"{where} must be an object; got {_show(raw)}")
     qty = _number(raw, "qty", default=1, where=where)
     if qty <= 0:
         raise _Invalid(f"field '{where}.qty' must be > 0; got {qty:g}")
+    if qty > limits.max_item_qty:
+        raise _Invalid(f"field '{where}.qty' must be <= {limits.max_item_qty:g}; got {qty:g}")
     category = _opt_str(raw, "category", where=where)
-    list_price = _number(raw, "list_price", default=None, where=where)
-    if list_price is not None and list_price < 0:
-        raise _Invalid(f"field '{where}.list_price' must be >= 0; got {list_price:g}")
+    list_price = _bounded(raw, "list_price", default=None, high=limits.max_item_price, where=where)
     return Item(
         sku=_req_str(raw, "sku", where=where),
         qty=qty,
-        price=_non_negative(raw, "price", default=0.0, where=where),
+        price=_bounded(raw, "price", default=0.0, high=limits.max_item_price, where=where),
         category=category.strip("/").lower() if category else None,
         brand=_opt_str(raw, "brand", where=where),
         list_price=list_price,
@@ -318,6 +360,9 @@ def _check_time(ts_ms: int, stream_ts_ms: int | None, limits: ParseLimits, now_m
     if ts_ms < limits.earliest_ts_ms:
         raise _Invalid(f"timestamp {ts_ms} is before {format_ts(limits.earliest_ts_ms)[:10]}; "
                        "epoch seconds sent as ms?")
+    if ts_ms > limits.latest_ts_ms:
+        raise _Invalid(f"timestamp {ts_ms} is after {format_ts(limits.latest_ts_ms)[:10]}; "
+                       "microseconds sent as ms?")
     # The future is judged against the wall clock only: a quiet day on a partition is no reason
     # to reject its next event, and an offline replay of history has no "now".
     if now_ms is not None and ts_ms > now_ms + limits.max_future_ms:
@@ -365,20 +410,40 @@ def _number(obj: dict[str, Any], name: str, *, default: Any, where: str | None =
     return value
 
 
-def _non_negative(obj: dict[str, Any], name: str, *, default: float, where: str | None = None) -> float:
+def _bounded(obj: dict[str, Any], name: str, *, default: Any, high: float, low: float = 0.0,
+             where: str | None = None) -> Any:
+    """A finite number within [low, high] (``default`` when absent), as a float."""
     value = _number(obj, name, default=default, where=where)
-    if value < 0:
-        raise _Invalid(f"field '{_field(where, name)}' must be >= 0; got {value:g}")
+    if value is None:
+        return None
+    if value < low:
+        raise _Invalid(f"field '{_field(where, name)}' must be >= {low:g}; got {value:g}")
+    if value > high:
+        raise _Invalid(f"field '{_field(where, name)}' must be <= {high:g}; got {value:g}")
     return float(value)
 
 
-def _floats(obj: dict[str, Any], name: str) -> tuple[float, ...]:
+def _features(obj: dict[str, Any], name: str) -> tuple[float, ...]:
+    """Ranking features sent back with feedback: finite, at most 64, each clamped to ± MAX_FEATURE
+    (they come from the client, so they must not be able to blow up the ranker's weights)."""
     value = obj.get(name) or []
     if not isinstance(value, list) or len(value) > 64 or not all(
         isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value
     ):
         raise _Invalid(f"field '{name}' must be a list of at most 64 finite numbers")
-    return tuple(float(v) for v in value)
+    return tuple(clamp_feature(v) for v in value)
+
+
+def clamp_feature(value: float) -> float:
+    """One ranking feature, finite and within ± MAX_FEATURE (NaN counts as 0).
+
+    >>> clamp_feature(1e308), clamp_feature(-5), clamp_feature(float("nan"))
+    (1000.0, -5.0, 0.0)
+    """
+    value = float(value)
+    if value != value:
+        return 0.0
+    return max(-MAX_FEATURE, min(MAX_FEATURE, value))
 
 
 def _bool(obj: dict[str, Any], name: str, *, default: bool) -> bool:
@@ -386,6 +451,10 @@ def _bool(obj: dict[str, Any], name: str, *, default: bool) -> bool:
     if not isinstance(value, bool):
         raise _Invalid(f"field '{name}' must be true or false; got {_show(value)}")
     return value
+
+
+def _show_number(value: int | float) -> str:
+    return f"{value:.6g}" if isinstance(value, float) else _show(value)
 
 
 def _show(value: Any) -> str:

@@ -42,8 +42,14 @@ class Raw:
 
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
+    """A message the engine could not use, and why. ``raw`` is the record as read when the
+    message was one (a parse rejection, or any step failing on a ``Raw``); for a message a step
+    derived, it is a synthetic record (topic ``step:<name>``, the step's key, the message's repr)
+    and ``step`` names the step that failed on it."""
+
     raw: Raw
     reason: str
+    step: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

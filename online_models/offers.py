@@ -15,6 +15,7 @@ so no timer is needed to close an ignored impression.
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from online_models.events import DAY_MS, Product
 
 KINDS = rules.OFFER_KINDS
 TIMED_KINDS = frozenset({"discount", "bundle", "loyalty_points"})  # coupons that expire unused
+MAX_OFFER_NUMBER = 1e9  # no value, cost, validity or lever of an offer is larger: 1e308 would overflow
 
 
 class OfferError(ValueError):
@@ -85,6 +87,9 @@ def offer_from_dict(obj: Any) -> Offer:
         value = obj.get(name, default)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise OfferError(f"{where}: field '{name}' must be a number; got {value!r}")
+        if not math.isfinite(value) or abs(value) > MAX_OFFER_NUMBER:
+            raise OfferError(f"{where}: field '{name}' must be finite and within ± {MAX_OFFER_NUMBER:g}; "
+                             f"got {value!r}")
         if (low is not None and value < low) or (high is not None and value > high):
             raise OfferError(f"{where}: field '{name}' must be in [{low}, {high}]; got {value!r}")
         return float(value)

@@ -137,3 +137,81 @@ def test_the_churn_clock_lags_the_parsed_events_by_the_settle_time():
     tell(9_500, "store.events/1", TS_MS + 2 * DAY_MS)
     tell(9_600, "web.events/0", TS_MS + 2 * DAY_MS)
     assert tell(15_000) == TS_MS + 2 * DAY_MS
+
+
+# --- poison: values that once crashed steps (issue 13); each must be a rejection with a reason
+
+
+@pytest.mark.parametrize("raw, reason", [
+    (envelope(ts=1.5e15), "field 'ts' is out of range: 1.5e+15 epoch ms is not within the years 1 to 9999"),
+    (envelope(ts=1_500_000_000_000_000), "is not within the years 1 to 9999"),
+    (envelope(ts="²"), "field 'ts' is not ISO-8601; got '²'"),
+    (envelope(ts="٣٣٣٣٣٣٣٣٣٣٣٣٣"), "field 'ts' is not ISO-8601"),
+    (envelope(ts="99999999999999999999999"),
+     "field 'ts' is out of range: '99999999999999999999999' epoch ms is not within the years 1 to 9999"),
+    (envelope(ts="9" * 5000), "field 'ts' is out of range"),
+    (envelope(ts=-1e18), "is not within the years 1 to 9999"),
+    (envelope(ts="9999-12-31T23:59:59+00:00"), "is after 2100-01-01; microseconds sent as ms?"),
+    (envelope(ts="0001-01-01T00:00:00+14:00"), "is not within the years 1 to 9999"),
+    (envelope(ts=4_200_000_000_000), "is after 2100-01-01"),
+    (b'{"event_id": "e1", "type": "purchase", "channel": "store", "customer_id": "c", '
+     b'"ts": 99999999999999999999999, "items": [{"sku": "A"}]}', "is not within the years 1 to 9999"),
+    (envelope(items=[{"sku": "A", "qty": 1e308, "price": 49.9}]), "field 'items[0].qty' must be <= 10000; got 1e+308"),
+    (envelope(items=[{"sku": "A", "qty": 2, "price": 1e308}]), "field 'items[0].price' must be <= 1e+06; got 1e+308"),
+    (envelope(items=[{"sku": "A", "qty": 1, "price": 5, "list_price": 1e300}]), "'items[0].list_price' must be <= 1e+06"),
+    (envelope(type="return", items=[{"sku": "A", "qty": 1e308, "price": 1}]), "'items[0].qty' must be <= 10000"),
+    (envelope(type="survey", items=..., score=1e308), "survey needs field 'score' between 0 and 10"),
+    (b'{"event_id": "e1", "type": "purchase", "ts": 1e400}', "not valid JSON"),
+    (b'{"event_id": "e1", "type": "purchase", "ts": NaN}', "not valid JSON"),
+])
+def test_poison_values_are_rejected_with_a_reason(raw, reason):
+    result = parse_event(raw, now_ms=TS_MS)
+    assert isinstance(result, Rejected), result
+    assert reason in result.reason
+
+
+def test_two_huge_purchases_cannot_make_gross_infinite():
+    from online_models.engine import Engine, Runner
+    from online_models.messages import DeadLetter, Raw
+
+    outputs = []
+    runner = Runner(Engine(), on_output=outputs.append)
+    for n in range(2):
+        runner.feed(Raw("store.events", 0, n, b"c-42", envelope(event_id=f"e{n}", items=[
+            {"sku": "A", "qty": 1e308, "price": 1.0}]), TS_MS))
+    runner.feed(Raw("store.events", 0, 2, b"c-42", envelope(event_id="e2"), TS_MS))
+    letters = [o for o in outputs if isinstance(o, DeadLetter)]
+    assert [letter.raw.offset for letter in letters] == [0, 1]
+    assert all("must be <= 10000" in letter.reason for letter in letters)
+    assert runner.state("customers", "c-42").gross == 49.9  # the good event after them still counts
+
+
+def test_limits_come_from_settings():
+    from omnirec.settings import Settings
+
+    limits = Settings(max_item_qty=5, max_item_price=100, latest_event_date="2030-01-01").engine().limits
+    assert isinstance(parse_event(envelope(items=[{"sku": "A", "qty": 5, "price": 100}]), limits=limits), Event)
+    assert "must be <= 5" in parse_event(envelope(items=[{"sku": "A", "qty": 6, "price": 1}]), limits=limits).reason
+    assert "must be <= 100" in parse_event(envelope(items=[{"sku": "A", "price": 101}]), limits=limits).reason
+    assert "after 2030-01-01" in parse_event(envelope(ts="2031-01-01T00:00:00Z"), limits=limits).reason
+
+
+def test_products_and_feedback_are_bounded_too():
+    from online_models.events import parse_feedback
+
+    product = {"sku": "A", "category": "men/belts", "price": 1e308}
+    assert "field 'price' must be <= 1e+06" in parse_product(orjson.dumps(product)).reason
+    assert "field 'margin' must be >= -1e+06" in parse_product(orjson.dumps({**product, "price": 1,
+                                                                            "margin": -1e300})).reason
+    click = {"event_id": "f1", "type": "click", "ts": TS_MS, "customer_id": "c", "sku": "A",
+             "features": [1e308, -1e308, 0.5]}
+    assert parse_feedback(orjson.dumps(click)).features == (1000.0, -1000.0, 0.5)
+    assert "is not within the years" in parse_feedback(orjson.dumps({**click, "ts": 9e18})).reason
+
+
+def test_offer_numbers_are_finite_and_bounded():
+    from online_models.engine import parse_offer
+
+    offer = {"offer_id": "o1", "kind": "discount", "value": 1e308}
+    assert "field 'value' must be finite and within" in parse_offer(orjson.dumps(offer)).reason
+    assert not isinstance(parse_offer(orjson.dumps({**offer, "value": 5})), Rejected)
