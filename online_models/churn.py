@@ -244,6 +244,7 @@ class Rhythm:
     web_days: int = 0
     store_visit_days: int = 0
     last_ts: int | None = None
+    purchase_days: tuple[int, ...] = ()  # the recent ones, sorted (what a population sample truncates)
 
     @classmethod
     def of(cls, state: RhythmState, *, first_purchase_ts: int | None, last_purchase_ts: int | None,
@@ -262,7 +263,7 @@ class Rhythm:
             visit_days=state.visit_days, visits_short_lw=visits_short_lw,
             visits_long_lw=visits_long_lw, web_purchases=web_purchases,
             store_purchases=store_purchases, web_days=state.web_days,
-            store_visit_days=state.store_visit_days, last_ts=last_ts,
+            store_visit_days=state.store_visit_days, last_ts=last_ts, purchase_days=tuple(state.purchase_days),
         )
 
     # --- derived figures ----------------------------------------------------------------
@@ -468,7 +469,8 @@ class PopulationSample:
         if row is None and self.cutoff is not None and len(self.rows) >= self.size and h >= self.cutoff:
             return
         self.rows[customer_id] = [h, rhythm.purchases, rhythm.first_purchase_ts, rhythm.last_purchase_ts,
-                                  rhythm.gap_n, rhythm.gap_mean, rhythm.avg_order_value(), rhythm.last_ts or 0]
+                                  rhythm.gap_n, rhythm.gap_mean, rhythm.avg_order_value(), rhythm.last_ts or 0,
+                                  rhythm.purchase_days]
         if row is None:
             self._trim()
 
@@ -487,24 +489,48 @@ class PopulationSample:
         self._trim()
         return self
 
+    def as_of(self, now_ms: int) -> list[tuple[int, int, int, float | None, float]]:
+        """Each sampled customer as they were at ``now_ms``: (repeat purchases, first and last
+        purchase day, mean log gap or None, average order value), in hash order.
+
+        A row holds the customer's newest summary, which may already include purchases after
+        ``now_ms`` (updates keep arriving while the clock passes a refit boundary, in an order
+        that depends on how topics were read): those days are cut off again, so a refit sees
+        the same data however the updates were interleaved."""
+        day_now = now_ms // DAY_MS
+        out = []
+        for row in sorted(self.rows.values()):
+            _, purchases, first, _last, _, _, aov, _, days = row
+            if first > now_ms:
+                continue
+            kept = [d for d in days if d <= day_now]
+            later = len(days) - len(kept)
+            first_day = first // DAY_MS
+            last_day = kept[-1] if kept else first_day
+            gaps = [math.log(b - a) for a, b in itertools.pairwise(kept)]
+            out.append((max(0, int(purchases) - later - 1), first_day, last_day,
+                        sum(gaps) / len(gaps) if gaps else None, aov))
+        return out
+
     def bgnbd_data(self, now_ms: int) -> list[tuple[int, float, float, float]]:
         """(x, t_x, T, count) rows in weeks as of ``now_ms``, identical rows grouped."""
         grouped: dict[tuple[int, float, float], int] = {}
-        for _, purchases, first, last, *_ in self.rows.values():
-            if first > now_ms:
-                continue
-            key = (int(purchases) - 1, round((last - first) / WEEK_MS, 4), round((now_ms - first) / WEEK_MS, 4))
+        day_now = now_ms / DAY_MS
+        for x, first_day, last_day, _, _ in self.as_of(now_ms):
+            key = (x, round((last_day - first_day) / 7, 4), round((day_now - first_day) / 7, 4))
             grouped[key] = grouped.get(key, 0) + 1
-        return [(x, t_x, T, float(w)) for (x, t_x, T), w in grouped.items()]
+        return [(x, t_x, T, float(w)) for (x, t_x, T), w in sorted(grouped.items())]
 
-    def gap_prior(self) -> float | None:
+    def gap_prior(self, now_ms: int) -> float | None:
         """Population mean of customers' mean log gap (days), over customers with a gap."""
-        values = [row[5] for row in self.rows.values() if row[4] > 0]
+        values = [gap for _, _, _, gap, _ in self.as_of(now_ms) if gap is not None]
         return sum(values) / len(values) if values else None
 
-    def log_order_value(self) -> float | None:
-        values = [math.log1p(row[6]) for row in self.rows.values() if row[6] > 0]
-        return sum(values) / len(values) if values else None
+    def log_order_value(self, now_ms: int) -> float | None:
+        # Order values as of the newest summary (not cut off): rounded, so that a few rows'
+        # newer purchases do not move the population mean's stored bytes.
+        values = [math.log1p(aov) for _, _, _, _, aov in self.as_of(now_ms) if aov > 0]
+        return round(sum(values) / len(values), 3) if values else None
 
 
 # --------------------------------------------------------------------------- the score
@@ -549,8 +575,8 @@ class ChurnModel:
         start = self.params if self.fitted_at is not None else PRIOR_PARAMS
         params = fit_bgnbd(data, start=start, max_iter=max_iter,
                            step=0.5 if self.fitted_at is None else 0.15)
-        gap = sample.gap_prior()
-        aov = sample.log_order_value()
+        gap = sample.gap_prior(now_ms)
+        aov = sample.log_order_value(now_ms)
         return replace(
             self, params=params,
             gap_prior_log_days=self.gap_prior_log_days if gap is None else gap,

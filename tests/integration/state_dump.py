@@ -54,6 +54,7 @@ FAMILIES: tuple[tuple[str, re.Pattern], ...] = tuple((name, re.compile(pattern))
     ("aliases", r"^:\{a:.*\}:profile$"),
     ("neighbours", r"^:\{i:.*\}:neighbors$"),
     ("popularity", r"^:\{pop\}:global$"),
+    ("basket counts", r"^:\{pop\}:baskets$"),
     ("store popularity", r"^:\{pop(:.*)?\}:stores?$"),
     ("catalog", r"^:\{catalog\}:products$"),
     ("offer definitions", r"^:\{offers\}:definitions$"),
