@@ -64,10 +64,10 @@ _VISIT_LONG = decay.Decay(VISIT_HALF_LIVES_DAYS[1])
 # --------------------------------------------------------------------------- rhythm
 
 
-RECENT_PURCHASE_DAYS = 16  # the purchase rhythm is read from the last this many purchase days
+RECENT_PURCHASE_DAYS = 16  # the purchase rhythm (gaps) is read from the last this many purchase days
 RECENT_RETURNS = 3  # returns in a row count up to 3
 RECENT_CART_ADDS = 8
-RECENT_VISIT_DAYS = 24  # visit rates are read from the last this many visit days
+DAY_WINDOW = 730  # days kept day by day; older ones are only counted
 
 
 def _insert_recent(days: list[int], value: int, keep: int) -> bool:
@@ -85,17 +85,82 @@ def _insert_recent(days: list[int], value: int, keep: int) -> bool:
 
 
 @dataclass(slots=True)
+class DayWindow:
+    """The distinct days something happened on: the last ``DAY_WINDOW`` days as a bit mask
+    ending at the newest day, earlier ones as a count. Adding days commutes (a day older than
+    the window is counted as a new one whenever it arrives), so the count does not depend on
+    the order in which a customer's topics were read."""
+
+    newest: int | None = None
+    mask: int = 0  # bit i: the day newest − i
+    older: int = 0
+
+    def add(self, day: int) -> bool:
+        if self.newest is None:
+            self.newest, self.mask = day, 1
+            return True
+        if day > self.newest:
+            shift = day - self.newest
+            dropped = self.mask >> max(0, DAY_WINDOW - shift)
+            self.older += dropped.bit_count()
+            self.mask = ((self.mask << shift) | 1) & ((1 << DAY_WINDOW) - 1)
+            self.newest = day
+            return True
+        age = self.newest - day
+        if age >= DAY_WINDOW:
+            self.older += 1
+            return True
+        if self.mask >> age & 1:
+            return False
+        self.mask |= 1 << age
+        return True
+
+    @property
+    def count(self) -> int:
+        return self.mask.bit_count() + self.older
+
+    def recent(self, n: int) -> list[int]:
+        """The ``n`` most recent days, oldest first."""
+        out, mask, age = [], self.mask, 0
+        while mask and len(out) < n:
+            if mask & 1:
+                out.append(self.newest - age)
+            mask >>= 1
+            age += 1
+        return out[::-1]
+
+    def merge(self, other: DayWindow) -> None:
+        for day in other.recent(DAY_WINDOW):
+            self.add(day)
+        self.older += other.older
+
+    def copy(self) -> DayWindow:
+        return DayWindow(self.newest, self.mask, self.older)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"newest": self.newest, "mask": format(self.mask, "x"), "older": self.older}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> DayWindow:
+        if not data:
+            return cls()
+        return cls(data.get("newest"), int(data.get("mask") or "0", 16), int(data.get("older") or 0))
+
+
+_WINDOWS = ("purchase_days", "visit_days", "web_days", "store_days")
+
+
+@dataclass(slots=True)
 class RhythmState:
     """What churn needs of a customer beyond what ``CustomerState`` already holds (purchase
-    times, gross, returned, channel orders live there): recent purchase *days* (whose gaps are
-    the rhythm), value forward-decayed after returns, recent returns and cart adds, survey,
-    visit days decayed at two half-lives.
+    times, gross, returned, channel orders live there): the days they bought and visited on
+    (the rhythm is the gaps between purchase days), value forward-decayed after returns,
+    recent returns and cart adds, survey.
 
     Every update commutes: the state depends on the set of events, not the order in which
     topics delivered them. ``observe`` is called by ``CustomerState.apply`` after de-duplication."""
 
-    purchases: int = 0  # purchase days (same-day purchases are one occasion)
-    purchase_days: list[int] = field(default_factory=list)  # the last RECENT_PURCHASE_DAYS, sorted
+    purchase_days: DayWindow = field(default_factory=DayWindow)
     gross_lw: float | None = None  # forward-decayed log of gross spend (VALUE_HALF_LIFE_DAYS)
     returned_lw: float | None = None
     returns: int = 0
@@ -103,26 +168,28 @@ class RhythmState:
     survey_score: float | None = None
     survey_ts: int | None = None
     cart_adds: list[int] = field(default_factory=list)  # recent add-to-cart timestamps, sorted
-    visit_days: int = 0
-    recent_visit_days: list[int] = field(default_factory=list)
-    web_days: int = 0  # days with web / app activity
-    recent_web_days: list[int] = field(default_factory=list)
-    store_visit_days: int = 0
-    recent_store_days: list[int] = field(default_factory=list)
+    visit_days: DayWindow = field(default_factory=DayWindow)
+    web_days: DayWindow = field(default_factory=DayWindow)  # days with web / app activity
+    store_days: DayWindow = field(default_factory=DayWindow)
+
+    @property
+    def purchases(self) -> int:
+        """Purchase days (same-day purchases are one occasion)."""
+        return self.purchase_days.count
 
     def observe(self, event: Event) -> None:
         """Fold one (de-duplicated) event in."""
         ts = event.ts_ms
         day = ts // DAY_MS
         if event.type in VISIT_TYPES:
-            self._visit(day, event.channel)
+            self.visit_days.add(day)
+            (self.web_days if event.channel in WEB_CHANNELS else self.store_days).add(day)
         kind = event.type
         if kind == "purchase":
             value = sum(item.value for item in event.items)
             if value > 0:
                 self.gross_lw = decay.log_add(self.gross_lw, _VALUE_DECAY.log_weight(value, ts))
-            if _insert_recent(self.purchase_days, day, RECENT_PURCHASE_DAYS):
-                self.purchases += 1
+            self.purchase_days.add(day)
         elif kind == "return":
             value = sum(item.value for item in event.items)
             self.returns += 1
@@ -136,19 +203,11 @@ class RhythmState:
             self.survey_score = float(event.score)
             self.survey_ts = ts
 
-    def _visit(self, day: int, channel: str) -> None:
-        self.visit_days += _insert_recent(self.recent_visit_days, day, RECENT_VISIT_DAYS)
-        if channel in WEB_CHANNELS:
-            self.web_days += _insert_recent(self.recent_web_days, day, RECENT_VISIT_DAYS)
-        else:
-            self.store_visit_days += _insert_recent(self.recent_store_days, day, RECENT_VISIT_DAYS)
-
     def merge(self, other: RhythmState) -> None:
         """Fold a stitched alias's rhythm in: the same result as if one state had seen both
-        histories (day lists are unions, decayed sums add)."""
-        for day in other.purchase_days:
-            self.purchases += _insert_recent(self.purchase_days, day, RECENT_PURCHASE_DAYS)
-        self.purchases += other.purchases - len(other.purchase_days)  # days older than the window
+        histories (day sets are unions, decayed sums add)."""
+        for name in _WINDOWS:
+            getattr(self, name).merge(getattr(other, name))
         for name in ("gross_lw", "returned_lw"):
             theirs = getattr(other, name)
             if theirs is not None:
@@ -161,17 +220,11 @@ class RhythmState:
         if other.survey_ts is not None and (self.survey_ts is None or (other.survey_ts, other.survey_score)
                                             > (self.survey_ts, self.survey_score)):
             self.survey_score, self.survey_ts = other.survey_score, other.survey_ts
-        for days, theirs, count in (("recent_visit_days", other.recent_visit_days, "visit_days"),
-                                    ("recent_web_days", other.recent_web_days, "web_days"),
-                                    ("recent_store_days", other.recent_store_days, "store_visit_days")):
-            mine = getattr(self, days)
-            added = sum(_insert_recent(mine, day, RECENT_VISIT_DAYS) for day in theirs)
-            setattr(self, count, getattr(self, count) + added + getattr(other, count) - len(theirs))
 
     def visit_weights(self) -> tuple[float | None, float | None]:
-        """Recent visit days, forward-decayed at the short and the long half-life (log space)."""
+        """Visit days, forward-decayed at the short and the long half-life (log space)."""
         short = long = None
-        for day in self.recent_visit_days:
+        for day in self.visit_days.recent(DAY_WINDOW):
             ts = day * DAY_MS
             short = decay.log_add(short, _VISIT_SHORT.log_weight(1.0, ts))
             long = decay.log_add(long, _VISIT_LONG.log_weight(1.0, ts))
@@ -180,8 +233,7 @@ class RhythmState:
     def gap_stats(self) -> tuple[int, float, float]:
         """(n, mean, M2) of log(gap in days) between the recent purchase days."""
         n, mean, m2 = 0, 0.0, 0.0
-        days = self.purchase_days
-        for before, after in itertools.pairwise(days):
+        for before, after in itertools.pairwise(self.purchase_days.recent(RECENT_PURCHASE_DAYS)):
             gap = math.log(after - before)
             n += 1
             delta = gap - mean
@@ -195,24 +247,30 @@ class RhythmState:
         adds = [ts for ts in self.cart_adds if last_purchase_ts is None or ts > last_purchase_ts]
         if not adds:
             return None, 0
-        starts = [adds[0]] + [after for before, after in itertools.pairwise(adds) if after - before > ABANDON_AFTER_MS]
+        starts = [adds[0]] + [after for before, after in zip(adds, adds[1:]) if after - before > ABANDON_AFTER_MS]
         return starts[-1], len(starts) - 1
 
     def copy(self) -> RhythmState:
         return RhythmState(
-            self.purchases, list(self.purchase_days), self.gross_lw, self.returned_lw, self.returns,
-            list(self.recent_returns), self.survey_score, self.survey_ts, list(self.cart_adds),
-            self.visit_days, list(self.recent_visit_days),
-            self.web_days, list(self.recent_web_days), self.store_visit_days, list(self.recent_store_days),
+            self.purchase_days.copy(), self.gross_lw, self.returned_lw, self.returns, list(self.recent_returns),
+            self.survey_score, self.survey_ts, list(self.cart_adds), self.visit_days.copy(), self.web_days.copy(),
+            self.store_days.copy(),
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        for name in _WINDOWS:
+            data[name] = data[name].to_dict()
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RhythmState:
         names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
+        known = {k: v for k, v in data.items() if k in names}
+        for name in _WINDOWS:
+            value = known.get(name)
+            known[name] = DayWindow.from_dict(value if isinstance(value, Mapping) else None)
+        return cls(**known)
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,10 +318,11 @@ class Rhythm:
             gross_lw=state.gross_lw, returned_lw=state.returned_lw, returns=state.returns,
             returns_streak=streak, survey_score=state.survey_score,
             cart_open_ts=cart_open_ts, carts_abandoned=carts_abandoned,
-            visit_days=state.visit_days, visits_short_lw=visits_short_lw,
+            visit_days=state.visit_days.count, visits_short_lw=visits_short_lw,
             visits_long_lw=visits_long_lw, web_purchases=web_purchases,
-            store_purchases=store_purchases, web_days=state.web_days,
-            store_visit_days=state.store_visit_days, last_ts=last_ts, purchase_days=tuple(state.purchase_days),
+            store_purchases=store_purchases, web_days=state.web_days.count,
+            store_visit_days=state.store_days.count, last_ts=last_ts,
+            purchase_days=tuple(state.purchase_days.recent(RECENT_PURCHASE_DAYS)),
         )
 
     # --- derived figures ----------------------------------------------------------------

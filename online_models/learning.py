@@ -58,7 +58,7 @@ class RecRanker:
     # Feedback from several partitions arrives in an order that depends on how they were read,
     # and SGD depends on the order it sees examples in: the newest this many wait in a buffer
     # sorted by event time, and are learnt oldest first as newer ones push them out.
-    BUFFER = 256
+    BUFFER = 2048
 
     def __init__(self) -> None:
         self.model = linear_model.LogisticRegression(optimizer=optim.SGD(0.05), intercept_lr=0.01, l2=1e-4)

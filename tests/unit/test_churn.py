@@ -180,3 +180,25 @@ def test_bottom_k_sample_is_order_free_and_mergeable():
     for part in parts:
         merged.merge(part)
     assert set(merged.rows) == set(one.rows) and len(one.rows) == 50
+
+
+def test_day_windows_count_the_same_days_in_any_order():
+    import random as random_module
+
+    days = [100, 101, 101, 350, 900, 901, 1500, 99, 1500, 60]
+    windows = []
+    for seed in range(20):
+        order = days[:]
+        random_module.Random(seed).shuffle(order)
+        window = churn.DayWindow()
+        for day in order:
+            window.add(day)
+        windows.append(window)
+    assert {(w.count, w.newest, w.mask, w.older) for w in windows} == {(windows[0].count, 1500, windows[0].mask,
+                                                                      windows[0].older)}
+    assert windows[0].count == len(set(days))
+    assert windows[0].recent(3) == [900, 901, 1500]
+    merged = churn.DayWindow()
+    merged.add(5)
+    merged.merge(windows[0])
+    assert merged.count == len(set(days)) + 1
