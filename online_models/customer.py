@@ -105,14 +105,14 @@ class CustomerState:
     def remember(self, event_id: str, ts_ms: int) -> bool:
         """Record an event id in the bounded dedup window; False if it was already there.
 
-        The window keeps the newest ids by *event time*, not by arrival: a customer's events
-        come from several topics in an order that depends on how they were read, and which
-        retry is recognised must not."""
+        The window keeps the last ids *to arrive*: a producer's retry follows its original
+        closely on the same partition, whatever other topics interleave. (Evicting the oldest
+        by event time instead would evict a late-arriving event at once, and count its retry.)"""
         if self.is_duplicate(event_id):
             return False
         self.seen_ids[event_id] = ts_ms
         if len(self.seen_ids) > MAX_SEEN_IDS:
-            del self.seen_ids[min(self.seen_ids, key=lambda i: (self.seen_ids[i], i))]
+            del self.seen_ids[next(iter(self.seen_ids))]
         return True
 
     def merge(self, other: CustomerState) -> None:
