@@ -64,7 +64,8 @@ class StreamClock:
     history: list[list[int]] = field(default_factory=list)  # [wall ms, event time] samples, oldest first
 
     def __deepcopy__(self, memo: dict) -> StreamClock:
-        return StreamClock(dict(self.partitions), dict(self.moved_at), self.wall_ms, self.now_ms, self.open_bucket)
+        return StreamClock(dict(self.partitions), dict(self.moved_at), self.wall_ms, self.now_ms, self.open_bucket,
+                           [list(sample) for sample in self.history])
 
     def progress(self, partition: str, ts_ms: int, wall_ms: int | None) -> None:
         if partition not in self.partitions:

@@ -215,3 +215,14 @@ def test_offer_numbers_are_finite_and_bounded():
     offer = {"offer_id": "o1", "kind": "discount", "value": 1e308}
     assert "field 'value' must be finite and within" in parse_offer(orjson.dumps(offer)).reason
     assert not isinstance(parse_offer(orjson.dumps({**offer, "value": 5})), Rejected)
+
+
+def test_a_copied_stream_clock_keeps_its_samples():
+    import copy
+
+    from online_models.clock import ClockSettings, StreamClock
+
+    clock = StreamClock()
+    clock.progress("web.events/0", TS_MS, wall_ms=1_000)
+    clock.current(ClockSettings(settle_ms=5_000))
+    assert copy.deepcopy(clock) == clock and copy.deepcopy(clock).history == [[1_000, TS_MS]]
