@@ -56,7 +56,13 @@ class FeedbackProducer:
     def _poll(self) -> None:
         while self._running:
             producer = self._producer
-            producer.poll(0.05)
+            try:
+                producer.poll(0.05)
+            except KafkaException as exc:  # poll raises a fatal error once it is reported
+                error = exc.args[0] if exc.args else None
+                if not (isinstance(error, KafkaError) and is_fatal(error)):
+                    raise
+                self._fatal = producer
             if self._fatal is not None:
                 self._rebuild(self._fatal)
 
@@ -69,8 +75,11 @@ class FeedbackProducer:
             self._fatal = None
             self.rebuilds += 1
         print(f"feedback producer: fatal error, rebuilt (rebuild {self.rebuilds})", file=sys.stderr, flush=True)
-        failed.purge()  # what it still held fails now (its requests answer 503) …
-        failed.poll(0)  # … by firing their delivery reports
+        try:
+            failed.purge()  # what it still held fails now (its requests answer 503) …
+            failed.poll(0)  # … by firing their delivery reports
+        except KafkaException:
+            pass  # it is fatal: it may say so again
 
     async def send(self, key: str, value: bytes) -> None:
         """Returns once the broker acknowledged the message; raises KafkaException otherwise."""

@@ -195,8 +195,10 @@ def check(settings: Settings, rdir: str | Path, timeout: float = 10.0) -> Broker
     ends = end_offsets(settings, list(stored), timeout) if stored else {}
     found = mismatches(recorded, current, stored, ends)
     if found:
+        made_on = recorded.describe() if recorded else "an unrecorded broker"
         raise RecoveryMismatch(
-            f"the recovery directory {rdir} does not match the broker at {settings.kafka_bootstrap}:\n  - "
+            f"the recovery directory {rdir} does not match the broker at {settings.kafka_bootstrap}\n"
+            f"  (the directory was made on {made_on}; this broker is {current.describe()}):\n  - "
             + "\n  - ".join(found)
             + "\nResuming would skip or wait for messages that are not there. Run `omnirec flow "
               "--reset-recovery` to start again from the beginning of the topics, or point "
