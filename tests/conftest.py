@@ -23,13 +23,18 @@ TEST_SESSION_TIMEOUT_MS = 6000
 
 
 def pytest_collection_modifyitems(config, items):
-    integration_dir = Path(__file__).parent / "integration"
+    """Tests under integration/ and faults/ need the real broker and Redis: marked integration
+    (and faults/ also ``faults``)."""
+    here = Path(__file__).parent.resolve()
     for item in items:
         try:
-            Path(str(item.fspath)).resolve().relative_to(integration_dir.resolve())
-        except ValueError:
+            first = Path(str(item.fspath)).resolve().relative_to(here).parts[0]
+        except (ValueError, IndexError):
             continue
-        item.add_marker(pytest.mark.integration)
+        if first in ("integration", "faults"):
+            item.add_marker(pytest.mark.integration)
+        if first == "faults":
+            item.add_marker(pytest.mark.faults)
 
 
 @pytest.fixture(scope="session")
