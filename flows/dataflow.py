@@ -12,6 +12,11 @@ this module turns that table into bytewax operators, and adds the edges.
       → dead letters                         DeadLetter → events.deadletter (bytes + reason headers)
       → alerts                               Alert → alerts.churn
     clock (a tick source)                    Heartbeat: lets silence move the churn clock, live
+    broker_watch (emits nothing)             stops the flow when the input topics are lost or
+                                             re-created on the broker (flows/broker_watch.py)
+
+Outages: the Redis sink retries forever (flows/redis_sink.py); the Kafka clients reconnect; an
+offset out of range stops the flow (source_error) rather than jumping to the end.
 """
 
 from __future__ import annotations
