@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import pickle
 import sqlite3
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -130,21 +131,39 @@ def stored_offsets(rdir: str | Path) -> dict[tuple[str, int], int]:
     return offsets
 
 
-def end_offsets(settings: Settings, partitions: list[tuple[str, int]],
+def end_offsets(settings: Settings, stored: dict[tuple[str, int], int],
                 timeout: float = 10.0) -> dict[tuple[str, int], int | None]:
-    """(topic, partition) → its high watermark, None where the broker has no such partition."""
+    """(topic, partition) → its end as far as ``stored`` needs it: the high watermark, or the
+    stored offset itself where a read shows the partition reaches it; None where the broker has
+    no such partition.
+
+    tansu reports the start of a partition's last batch + 1 as its high watermark (a caught-up
+    flow's offset would look beyond it), so an offset above the watermark is checked by reading
+    the message just before it."""
     from confluent_kafka import Consumer, KafkaException, TopicPartition
 
     consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": "omnirec-recovery-check",
-                         "enable.auto.commit": False, "log_level": 0})
+                         "enable.auto.commit": False, "auto.offset.reset": "error", "log_level": 0})
     try:
         ends: dict[tuple[str, int], int | None] = {}
-        for topic, partition in partitions:
+        for topic, partition in stored:
             try:
                 ends[(topic, partition)] = consumer.get_watermark_offsets(
                     TopicPartition(topic, partition), timeout=timeout, cached=False)[1]
             except KafkaException:
                 ends[(topic, partition)] = None
+        doubtful = {tp: o for tp, o in stored.items() if ends[tp] is not None and o > ends[tp]}
+        if doubtful:
+            consumer.assign([TopicPartition(t, p, o - 1) for (t, p), o in doubtful.items()])
+            deadline = time.monotonic() + min(timeout, 3.0)
+            while doubtful and time.monotonic() < deadline:
+                msg = consumer.poll(0.2)
+                if msg is None or msg.error():
+                    continue  # out of range: the message is not there
+                tp = (msg.topic(), msg.partition())
+                if tp in doubtful and msg.offset() >= doubtful[tp] - 1:
+                    ends[tp] = max(ends[tp], msg.offset() + 1)
+                    del doubtful[tp]
         return ends
     finally:
         consumer.close()
@@ -192,7 +211,7 @@ def check(settings: Settings, rdir: str | Path, timeout: float = 10.0) -> Broker
     current = current_identity(settings, timeout)
     recorded = read_identity(rdir)
     stored = stored_offsets(rdir)
-    ends = end_offsets(settings, list(stored), timeout) if stored else {}
+    ends = end_offsets(settings, stored, timeout) if stored else {}
     found = mismatches(recorded, current, stored, ends)
     if found:
         made_on = recorded.describe() if recorded else "an unrecorded broker"
