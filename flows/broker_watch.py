@@ -31,6 +31,7 @@ class _Watch(StatelessSourcePartition[None]):
         self._every = timedelta(seconds=every_s)
         self._next = datetime.now(timezone.utc) + self._every
         self._problem: str | None = None
+        self._raised = False
         self._stop = threading.Event()
         self._thread = None
         if active:
@@ -53,7 +54,7 @@ class _Watch(StatelessSourcePartition[None]):
                 if expected is not None:
                     self._problem = (f"input topic {missing} is gone from the broker at {bootstrap} "
                                      f"(it had id {expected.get(str(missing))}): the broker lost it")
-                    return
+                    break
                 unreachable = True
                 continue
             except KafkaException as exc:
@@ -73,13 +74,28 @@ class _Watch(StatelessSourcePartition[None]):
             if changed:
                 self._problem = (f"input topics were created again on the broker at {bootstrap}: "
                                  f"{', '.join(changed)}; the stored offsets refer to the old data")
-                return
+                break
+        if self._problem is not None:
+            self._exit_unless_raised(max(10.0, 3 * every_s))
+
+    def _exit_unless_raised(self, grace_s: float) -> None:
+        """The worker raises at its next poll of this source; a worker blocked elsewhere (a sink
+        waiting for Redis or the broker) never polls it, so after ``grace_s`` the process exits."""
+        import os
+
+        if self._stop.wait(grace_s) or self._raised:
+            return
+        print(f"omnirec flow: {self._problem}. The worker did not stop within {grace_s:.0f} s "
+              "(blocked in a sink?): exiting (3); restart with `omnirec flow --reset-recovery`.",
+              file=sys.stderr, flush=True)
+        os._exit(3)
 
     def next_batch(self) -> list[None]:
         if self._problem is not None:
             message = (f"{self._problem}. Stopping rather than waiting for offsets that will not "
                        f"come; restart with `omnirec flow --reset-recovery` to read the topics again.")
             print(f"omnirec flow: {message}", file=sys.stderr, flush=True)
+            self._raised = True
             raise BrokerChanged(message)
         self._next = datetime.now(timezone.utc) + self._every
         return []

@@ -117,7 +117,10 @@ def build_flow(settings: Settings | None = None) -> Dataflow:
     op.output("redis_out", writes, RedisSink(
         settings.redis_url, engine.scheme,
         Backoff(settings.redis_retry_base_s, settings.redis_retry_max_s), settings.redis_socket_timeout_s))
-    sink_config = {"reconnect.backoff.max.ms": str(settings.kafka_reconnect_backoff_max_ms)}
+    # alerts and dead letters wait for a broker that is away (message.timeout.ms 0: forever) rather
+    # than being dropped after librdkafka's default 5 minutes (bytewax's KafkaSink ignores delivery reports)
+    sink_config = {"reconnect.backoff.max.ms": str(settings.kafka_reconnect_backoff_max_ms),
+                   "message.timeout.ms": "0"}
     kop.output("alerts_out", op.map("alerts_to_kafka", alerts, alert_message),
                brokers=[settings.kafka_bootstrap], topic=settings.topic_churn_alerts, add_config=sink_config)
     kop.output("deadletter_out", op.map("to_kafka", all_letters, dead_letter_message),

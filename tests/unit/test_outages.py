@@ -89,3 +89,21 @@ def test_an_offset_out_of_range_stops_the_flow_and_client_errors_are_not_dead_le
     assert source_error(_error(KafkaError._TRANSPORT, topic=None)) is None
     letter = source_error(_error(KafkaError._MSG_TIMED_OUT))
     assert letter.raw.topic == "web.events"
+
+
+def test_the_broker_watch_raises_at_its_next_poll_or_exits_when_the_worker_is_blocked(monkeypatch):
+    import os
+
+    from flows.broker_watch import BrokerChanged, _Watch
+
+    watch = _Watch("127.0.0.1:1", ["web"], 1.0, {}, active=False)
+    assert watch.next_batch() == []
+    watch._problem = "input topic web is gone"
+    exits: list[int] = []
+    monkeypatch.setattr(os, "_exit", exits.append)
+    watch._exit_unless_raised(0.01)  # a worker blocked in a sink never polls the watch
+    assert exits == [3]
+    with pytest.raises(BrokerChanged, match="--reset-recovery"):
+        watch.next_batch()
+    watch._exit_unless_raised(0.01)  # it raised: no exit on top
+    assert exits == [3]
