@@ -20,9 +20,11 @@ from api.main import create_app
 from omnirec.stack import create_topics, free_port
 from online_models import keys
 from tests.integration.kafka_tools import produce, wait_for
+from tests.integration.test_pipeline import _delete_prefix
 from tests.seed import CATALOG, history
 
 from .proxy import TcpProxy
+from .state import differences
 
 CUSTOMERS = 20
 
@@ -78,9 +80,17 @@ def test_a_broker_that_comes_back_with_its_data_is_read_on(settings, run_flow, o
         wait_for(lambda: min(_orders(s)) == 2, 60, "the flow to read on after the broker came back")
         assert flow.alive(), flow.log()[-3000:]
         wait_for(lambda: _delivers(producer), 30, "feedback to be delivered again")
+
+        clean = s.model_copy(update={"key_prefix": s.key_prefix + "-clean",
+                                     "recovery_dir": s.recovery_dir + "-clean"})
+        run_flow(clean)  # the same topics, read once without a cut
+        wait_for(lambda: min(_orders(clean)) == 2, 60, "the clean run")
+        wait_for(lambda: not differences(s.redis_url, s.key_prefix, clean.key_prefix), 30,
+                 "every key to hold the clean run's bytes")
     finally:
         producer.close()
         proxy.close()
+        _delete_prefix(s.redis_url, s.key_prefix + "-clean")
 
 
 def test_a_broker_that_lost_its_topics_stops_the_flow_loudly(settings, run_flow, own_broker):

@@ -14,6 +14,7 @@ from tests.integration.kafka_tools import produce, snapshot, wait_for
 from tests.seed import CATALOG, history
 
 from .proxy import TcpProxy
+from .state import differences
 
 OUTAGE_S = 10.0
 CUSTOMERS = 60
@@ -23,13 +24,6 @@ def _orders(client, prefix: str) -> list[int]:
     scheme = keys.KeyScheme(prefix)
     raws = client.mget([scheme.customer(f"c-{c}") for c in range(CUSTOMERS)])
     return [keys.decode_profile(raw).orders if raw else 0 for raw in raws]
-
-
-def _differences(redis_url: str, a: str, b: str) -> list[str]:
-    left, right = snapshot(redis_url, a), snapshot(redis_url, b)
-    metrics = keys.KeyScheme(a).flow_metrics().removeprefix(a)  # counts wall-clock things
-    names = (set(left) | set(right)) - {metrics}
-    return sorted(k for k in names if left.get(k) != right.get(k))
 
 
 def test_a_redis_outage_neither_stops_the_flow_nor_changes_its_state(settings, run_flow, redis_url):
@@ -69,7 +63,7 @@ def test_a_redis_outage_neither_stops_the_flow_nor_changes_its_state(settings, r
         wait_for(lambda: "Redis is back" in flow.log(), 30, "the sink to reconnect")
         wait_for(lambda: min(_orders(client, settings.key_prefix)) == 2 and
                  min(_orders(client, clean.key_prefix)) == 2, 60, "both runs to see every event")
-        wait_for(lambda: not _differences(redis_url, settings.key_prefix, clean.key_prefix), 30,
+        wait_for(lambda: not differences(redis_url, settings.key_prefix, clean.key_prefix), 30,
                  "every key to hold the clean run's bytes")
         assert flow.alive(), flow.log()[-3000:]
         scheme = keys.KeyScheme(settings.key_prefix)
