@@ -77,9 +77,20 @@ def topic_ids(admin, topics: list[str], timeout: float = 10.0) -> dict[str, str 
     return found
 
 
+class BrokerUnavailable(RecoveryMismatch):
+    """The broker did not answer, so the recovery directory could not be checked."""
+
+
 def current_identity(settings: Settings, timeout: float = 10.0) -> BrokerIdentity:
+    from confluent_kafka import KafkaException
+
     admin = admin_client(settings.kafka_bootstrap)
-    metadata = admin.list_topics(timeout=timeout)
+    try:
+        metadata = admin.list_topics(timeout=timeout)
+    except KafkaException as exc:
+        raise BrokerUnavailable(f"no Kafka broker answered at {settings.kafka_bootstrap} within "
+                                f"{timeout:.0f} s ({exc}); the recovery directory cannot be checked "
+                                "against it. Start the broker (or `omnirec stack up`) and retry.") from None
     topics = input_topics(settings)
     missing = [t for t in topics if t not in metadata.topics]
     if missing:
