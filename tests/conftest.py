@@ -23,18 +23,18 @@ TEST_SESSION_TIMEOUT_MS = 6000
 
 
 def pytest_collection_modifyitems(config, items):
-    """Tests under integration/ and faults/ need the real broker and Redis: marked integration
-    (and faults/ also ``faults``)."""
+    """Tests under integration/ are marked ``integration``; under faults/, ``faults`` and
+    ``integration`` (they need the real broker and Redis too, so ``-m "not integration"`` skips them)."""
     here = Path(__file__).parent.resolve()
     for item in items:
         try:
             first = Path(str(item.fspath)).resolve().relative_to(here).parts[0]
         except (ValueError, IndexError):
             continue
-        if first in ("integration", "faults"):
-            item.add_marker(pytest.mark.integration)
         if first == "faults":
             item.add_marker(pytest.mark.faults)
+        if first in ("integration", "faults"):
+            item.add_marker(pytest.mark.integration)
 
 
 @pytest.fixture(scope="session")

@@ -20,11 +20,10 @@ from api.main import create_app
 from omnirec.stack import create_topics, free_port
 from online_models import keys
 from tests.integration.kafka_tools import produce, wait_for
-from tests.integration.test_pipeline import _delete_prefix
 from tests.seed import CATALOG, history
 
 from .proxy import TcpProxy
-from .state import differences
+from .state import delete_prefix, differences
 
 CUSTOMERS = 20
 
@@ -90,7 +89,7 @@ def test_a_broker_that_comes_back_with_its_data_is_read_on(settings, run_flow, o
     finally:
         producer.close()
         proxy.close()
-        _delete_prefix(s.redis_url, s.key_prefix + "-clean")
+        delete_prefix(s.redis_url, s.key_prefix + "-clean")
 
 
 def test_a_broker_that_lost_its_topics_stops_the_flow_loudly(settings, run_flow, own_broker):

@@ -10,11 +10,11 @@ from __future__ import annotations
 import time
 
 from online_models import keys
-from tests.integration.kafka_tools import produce, snapshot, wait_for
+from tests.integration.kafka_tools import produce, wait_for
 from tests.seed import CATALOG, history
 
 from .proxy import TcpProxy
-from .state import differences
+from .state import delete_prefix, differences, snapshot
 
 OUTAGE_S = 10.0
 CUSTOMERS = 60
@@ -30,8 +30,6 @@ def test_a_redis_outage_neither_stops_the_flow_nor_changes_its_state(settings, r
     from urllib.parse import urlparse
 
     import redis
-
-    from tests.integration.test_pipeline import _delete_prefix
 
     target = urlparse(redis_url)
     proxy = TcpProxy((target.hostname or "127.0.0.1", target.port or 6379)).start()
@@ -71,5 +69,5 @@ def test_a_redis_outage_neither_stops_the_flow_nor_changes_its_state(settings, r
         assert len(snapshot(redis_url, settings.key_prefix)) > CUSTOMERS  # profiles and the rest
     finally:
         proxy.close()
-        _delete_prefix(redis_url, clean.key_prefix)
+        delete_prefix(redis_url, clean.key_prefix)
         client.close()
