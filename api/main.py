@@ -36,7 +36,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             pass  # /readyz says so; the refresher retries
         refresher = asyncio.create_task(store.refresh_forever(settings.api_catalog_refresh_s))
         app.state.store = store
-        app.state.feedback = FeedbackProducer(settings.kafka_bootstrap, settings.topic_feedback)
+        app.state.feedback = FeedbackProducer(settings.kafka_bootstrap, settings.topic_feedback,
+                                              reconnect_backoff_max_ms=settings.kafka_reconnect_backoff_max_ms)
         yield
         refresher.cancel()
         app.state.feedback.close()

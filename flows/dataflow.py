@@ -12,15 +12,23 @@ this module turns that table into bytewax operators, and adds the edges.
       → dead letters                         DeadLetter → events.deadletter (bytes + reason headers)
       → alerts                               Alert → alerts.churn
     clock (a tick source)                    Heartbeat: lets silence move the churn clock, live
+    broker_watch (emits nothing)             stops the flow when the input topics are lost or
+                                             re-created on the broker (flows/broker_watch.py)
+
+Outages: the Redis sink retries forever (flows/redis_sink.py); the Kafka clients reconnect; an
+offset out of range stops the flow (source_error) rather than jumping to the end.
 """
 
 from __future__ import annotations
+
+import sys
 
 from bytewax import operators as op
 from bytewax.connectors.kafka import operators as kop
 from bytewax.dataflow import Dataflow, Stream
 
-from flows.redis_sink import RedisSink
+from flows.broker_watch import BrokerWatch
+from flows.redis_sink import Backoff, RedisSink
 from flows.steps import (
     alert_message,
     dead_letter_message,
@@ -30,9 +38,10 @@ from flows.steps import (
     is_write,
 )
 from flows.ticks import HeartbeatSource
+from omnirec.recovery import input_topics
 from omnirec.settings import Settings, get_settings
 from online_models.engine import Engine, Step, graph
-from online_models.messages import Heartbeat, Raw
+from online_models.messages import DeadLetter, Heartbeat, Raw
 
 OFFSET_BEGINNING = -2
 
@@ -95,21 +104,65 @@ def build_flow(settings: Settings | None = None) -> Dataflow:
     kin = kop.input(
         "kafka_in", flow,
         brokers=[settings.kafka_bootstrap],
-        topics=[settings.topic_web, settings.topic_store, settings.topic_catalog,
-                settings.topic_offers, settings.topic_feedback],
+        topics=input_topics(settings),
         starting_offset=OFFSET_BEGINNING,
         batch_size=settings.flow_batch_size,
-        # librdkafka waits up to 500 ms for a full fetch by default: most of an event's way to the API.
-        add_config={"fetch.wait.max.ms": "10"},
+        add_config=source_config(settings),
     )
     raw = op.map("as_raw", kin.oks, from_kafka)
     heartbeats = op.input("clock", flow, HeartbeatSource(settings.churn_tick_s))
     writes, letters, alerts = wire(flow, raw, engine, heartbeats)
-    source_errors = op.map("source_errors", kin.errs, lambda e: from_kafka(e.msg, str(e.err)))
+    source_errors = op.filter_map("source_errors", kin.errs, source_error)
     all_letters = op.merge("all_dead_letters", letters, source_errors)
-    op.output("redis_out", writes, RedisSink(settings.redis_url, engine.scheme))
+    op.output("redis_out", writes, RedisSink(
+        settings.redis_url, engine.scheme,
+        Backoff(settings.redis_retry_base_s, settings.redis_retry_max_s), settings.redis_socket_timeout_s))
+    # alerts and dead letters wait for a broker that is away (message.timeout.ms 0: forever) rather
+    # than being dropped after librdkafka's default 5 minutes (bytewax's KafkaSink ignores delivery reports)
+    sink_config = {"reconnect.backoff.max.ms": str(settings.kafka_reconnect_backoff_max_ms),
+                   "message.timeout.ms": "0"}
     kop.output("alerts_out", op.map("alerts_to_kafka", alerts, alert_message),
-               brokers=[settings.kafka_bootstrap], topic=settings.topic_churn_alerts)
+               brokers=[settings.kafka_bootstrap], topic=settings.topic_churn_alerts, add_config=sink_config)
     kop.output("deadletter_out", op.map("to_kafka", all_letters, dead_letter_message),
-               brokers=[settings.kafka_bootstrap], topic=settings.topic_deadletter)
+               brokers=[settings.kafka_bootstrap], topic=settings.topic_deadletter, add_config=sink_config)
+    watch = op.input("broker_watch", flow, BrokerWatch(
+        settings.kafka_bootstrap, input_topics(settings), settings.broker_check_s,
+        {"reconnect.backoff.max.ms": str(settings.kafka_reconnect_backoff_max_ms)}))
+    op.inspect("broker_watch_out", watch)  # it emits nothing: it raises when the topics are lost
     return flow
+
+
+def source_config(settings: Settings) -> dict[str, str]:
+    """librdkafka settings of the Kafka source."""
+    return {
+        # librdkafka waits up to 500 ms for a full fetch by default: most of an event's way to the API.
+        "fetch.wait.max.ms": "10",
+        # a restarted broker is found again within a second, not up to 10 s later
+        "reconnect.backoff.max.ms": str(settings.kafka_reconnect_backoff_max_ms),
+        # an offset out of range (data gone: retention, a broker that lost it) is an error, not a
+        # silent jump to the end of the partition (librdkafka's default, "largest")
+        "auto.offset.reset": "error",
+    }
+
+
+class SourceOffsetLost(RuntimeError):
+    pass
+
+
+def source_error(error) -> DeadLetter | None:
+    """An error record of the Kafka source: a message that could not be read is dead-lettered;
+    an offset out of range stops the flow (resuming there would skip or invent data); client-level
+    errors (a broker down for a while) carry no message: librdkafka retries them by itself."""
+    from confluent_kafka import KafkaError
+
+    code = error.err.code()
+    msg = error.msg
+    if code in (KafkaError._AUTO_OFFSET_RESET, KafkaError.OFFSET_OUT_OF_RANGE):
+        raise SourceOffsetLost(
+            f"the Kafka source's offset on {msg.topic}[{msg.partition}] is out of range ({error.err.str()}): "
+            "the broker no longer has the data the recovery state points at. Restart with "
+            "`omnirec flow --reset-recovery` to read the topics again from the beginning.")
+    if msg.topic is None:
+        print(f"omnirec flow: Kafka source: {error.err.str()}", file=sys.stderr, flush=True)
+        return None
+    return from_kafka(msg, str(error.err))

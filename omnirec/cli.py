@@ -57,14 +57,26 @@ def flow(
     addresses: str | None = typer.Option(None, "--addresses", "-a",
                                             help='"host:port;host:port" of every process'),
     recovery_dir: str | None = typer.Option(None, "--recovery-dir", "-r"),
+    reset_recovery: bool = typer.Option(
+        False, "--reset-recovery",
+        help="discard the recovery state and read the topics from the beginning (needed when it "
+             "belongs to another broker or other topics)"),
 ) -> None:
-    """Run the dataflow (python -m bytewax.run with recovery)."""
+    """Run the dataflow (python -m bytewax.run with recovery checked against the broker)."""
+    from omnirec.recovery import RecoveryMismatch
     from omnirec.stack import flow_argv
 
     if (process_id is None) != (addresses is None):
         raise typer.BadParameter("--process-id and --addresses go together")
     settings = Settings()
-    argv = flow_argv(settings, workers, process_id, addresses, recovery_dir)
+    try:
+        argv = flow_argv(settings, workers, process_id, addresses, recovery_dir,
+                         reset_recovery=reset_recovery)
+    except RecoveryMismatch as exc:
+        err(f"omnirec flow: {exc}")
+        raise typer.Exit(2) from None
+    if reset_recovery:
+        err(f"recovery state discarded: the flow reads {settings.kafka_bootstrap} from the beginning")
     err("exec " + " ".join(argv))
     sys.stdout.flush()
     sys.stderr.flush()

@@ -52,6 +52,13 @@ class Settings(BaseSettings):
     flow_batch_size: int = Field(1000, gt=0)
     workers: int = Field(1, ge=1)
 
+    redis_retry_base_s: float = Field(0.1, gt=0, description="first wait before the Redis sink retries a batch")
+    redis_retry_max_s: float = Field(5.0, gt=0, description="cap of the Redis sink's exponential backoff")
+    redis_socket_timeout_s: float = Field(5.0, gt=0, description="the flow's Redis connect and read timeout")
+    kafka_reconnect_backoff_max_ms: int = Field(
+        1000, gt=0, description="librdkafka reconnect.backoff.max.ms of the flow's and the API's clients")
+    broker_check_s: float = Field(5.0, gt=0, description="how often the flow checks its input topics' ids")
+
     nbo_control_share: float = Field(0.02, ge=0, le=1, description="random control group share")
     nbo_max_offers_per_day: int = Field(2, ge=0)
     nbo_max_offers_per_week: int = Field(5, ge=0)

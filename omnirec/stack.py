@@ -501,13 +501,23 @@ def init_recovery(base: str | Path, process_id: int | None = None, process_count
 
 def flow_argv(settings: Settings, workers: int | None = None, process_id: int | None = None,
               addresses: str | None = None, recovery_dir: str | Path | None = None,
-              recovery: bool = True) -> list[str]:
-    """The ``python -m bytewax.run`` command line of ``omnirec flow`` (initialises recovery)."""
+              recovery: bool = True, reset_recovery: bool = False) -> list[str]:
+    """The ``python -m bytewax.run`` command line of ``omnirec flow``.
+
+    With recovery, the directory is first checked against the broker (omnirec.recovery: raises
+    RecoveryMismatch when it belongs to another broker or other topics, or resumes beyond a
+    partition's end), emptied first with ``reset_recovery``, then initialised."""
+    from omnirec import recovery as identity
+
     argv = [sys.executable, "-m", "bytewax.run", FLOW_IMPORT]
     if recovery:
         count = len(addresses.split(";")) if addresses else 1
-        rdir = init_recovery(recovery_dir or settings.recovery_dir,
-                             process_id if addresses else None, count)
+        base = recovery_dir or settings.recovery_dir
+        target = recovery_dir_for(base, process_id if addresses else None, count)
+        if reset_recovery:
+            identity.reset(target)
+        identity.check(settings, target)
+        rdir = init_recovery(base, process_id if addresses else None, count)
         # bytewax.run parses -s as whole seconds
         snap = max(1, math.ceil(settings.snapshot_interval_s))
         argv += ["-r", str(rdir), "-s", str(snap), "-b", "0"]
@@ -520,9 +530,10 @@ def flow_argv(settings: Settings, workers: int | None = None, process_id: int | 
 
 def start_flow(settings: Settings, workers: int | None = None, process_id: int | None = None,
                addresses: str | None = None, recovery_dir: str | Path | None = None,
-               log_name: str | None = None, recovery: bool = True) -> subprocess.Popen:
+               log_name: str | None = None, recovery: bool = True,
+               reset_recovery: bool = False) -> subprocess.Popen:
     """Start the dataflow as a child process in its own group, env from ``settings``."""
-    argv = flow_argv(settings, workers, process_id, addresses, recovery_dir, recovery)
+    argv = flow_argv(settings, workers, process_id, addresses, recovery_dir, recovery, reset_recovery)
     env = settings_env(settings)
     env.setdefault("PYTHONUNBUFFERED", "1")
     name = log_name or f"flow-{process_id if process_id is not None else 0}.log"

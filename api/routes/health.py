@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import APIRouter, Response
 from redis.exceptions import RedisError
 
 from api.auth import ProfileScope
-from api.deps import StoreDep, now_ms
+from api.deps import FeedbackDep, StoreDep, now_ms
 from api.responses import json_response
 from online_models import answers
 
@@ -19,12 +21,23 @@ async def healthz() -> Response:
 
 
 @router.get("/readyz")
-async def readyz(store: StoreDep) -> Response:
+async def readyz(store: StoreDep, producer: FeedbackDep) -> Response:
+    """Redis and the broker, each with its own field. Without Redis nothing can be answered: 503.
+    Without the broker every read still works and only feedback is refused (503 on
+    /v1/feedback), so the API stays in rotation: 200 with status "degraded"."""
+    redis_problem, broker_problem = None, None
     try:
         await store.client.ping()
     except RedisError as exc:
-        return json_response({"status": "unavailable", "detail": f"Redis: {type(exc).__name__}"}, 503)
-    return json_response({"status": "ready", "products": len(store.catalog)})
+        redis_problem = f"Redis: {type(exc).__name__}"
+    broker_problem = await asyncio.to_thread(producer.broker_status)
+    body = {"redis": redis_problem or "ok", "broker": broker_problem or "ok"}
+    if redis_problem:
+        return json_response({"status": "unavailable", "detail": redis_problem, **body}, 503)
+    if broker_problem:
+        return json_response({"status": "degraded", "detail": f"Kafka: {broker_problem}",
+                              "products": len(store.catalog), **body})
+    return json_response({"status": "ready", "products": len(store.catalog), **body})
 
 
 @router.get("/v1/metrics/summary")
