@@ -192,8 +192,8 @@ def test_day_windows_count_the_same_days_in_any_order():
         order = days[:]
         random_module.Random(seed).shuffle(order)
         window = churn.DayWindow()
-        for day in order:
-            window.add(day)
+        for n in order:
+            window.add(n)
         windows.append(window)
     assert {(w.count, w.newest, w.mask, w.older) for w in windows} == {(windows[0].count, 1500, windows[0].mask,
                                                                       windows[0].older)}
