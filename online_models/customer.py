@@ -13,6 +13,7 @@ happened to be read before them.
 
 from __future__ import annotations
 
+import bisect
 import operator
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -75,6 +76,7 @@ class CustomerState:
     views: dict[str, int] = field(default_factory=dict)  # sku → last view time, the newest MAX_RECENT_VIEWS
     cart: dict[str, float] = field(default_factory=dict)  # sku → qty, as added and removed on the web / app
     cart_ts: dict[str, int] = field(default_factory=dict)  # sku → when last added
+    recent_adds: list[tuple[int, str]] = field(default_factory=list)  # (ts, sku) of the last adds, sorted
     store_visits: int = 0
     stores: dict[str, int] = field(default_factory=dict)
     last_store: str | None = None
@@ -223,18 +225,20 @@ class CustomerState:
         ts = event.ts_ms
         for item in event.items:
             # A cart pair forms when the second of two adds within a session arrives, at the
-            # later add's time, whichever arrives first, and whether or not either has been
-            # bought since: adds reach the customer by two paths (direct, or through a stitched
-            # alias) and purchases from another topic, in orders that depend on how topics were
-            # read. Items merged in from an alias's cart paired there already.
-            partners = sorted(sku for sku, added in self.cart_ts.items()
-                              if sku != item.sku and sku in self.cart and abs(ts - added) <= CART_SESSION_MS)
+            # later add's time, whichever arrives first, and whether or not either has since been
+            # removed or bought: adds reach the customer by two paths (direct, or through a
+            # stitched alias), removes and purchases by others, in orders that depend on how
+            # topics were read. Items merged in from an alias's cart paired there already.
+            partners = sorted((max(ts, added), sku) for added, sku in self.recent_adds
+                              if sku != item.sku and abs(ts - added) <= CART_SESSION_MS)
+            bisect.insort(self.recent_adds, (ts, item.sku))
+            del self.recent_adds[:-MAX_BASKET]
             self.cart[item.sku] = self.cart.get(item.sku, 0) + item.qty
             self.cart_ts[item.sku] = max(ts, self.cart_ts.get(item.sku, ts))
             self._interest(item.sku, item, INTEREST["add_to_cart"], event.ts_ms, decay_)
             signals.append(BasketSignal((item.sku,), CART_PAIR_WEIGHT, ts, event.store_id))
-            signals.extend(BasketSignal((item.sku, partner), CART_PAIR_WEIGHT, max(ts, self.cart_ts[partner]),
-                                        event.store_id, counts=False) for partner in partners)
+            signals.extend(BasketSignal((item.sku, partner), CART_PAIR_WEIGHT, at, event.store_id, counts=False)
+                           for at, partner in partners)
         self._bound()
         return signals
 
@@ -364,12 +368,13 @@ class CustomerState:
         known["rhythm"] = RhythmState.from_dict(data.get("rhythm") or {})
         if known.get("churn_keys") is not None:
             known["churn_keys"] = tuple(known["churn_keys"])
+        known["recent_adds"] = [tuple(add) for add in known.get("recent_adds") or ()]
         return cls(**known)
 
 
 _DICT_FIELDS = ("channel_orders", "channel_events", "categories", "brands", "sku_interest", "cart", "cart_ts",
                 "stores", "views", "seen_ids")
-_LIST_FIELDS = ("aliases",)
+_LIST_FIELDS = ("aliases", "recent_adds")
 _ALL_FIELDS = operator.attrgetter(*CustomerState.__dataclass_fields__)
 
 _HANDLERS = {

@@ -97,6 +97,7 @@ def encode_customer(state: CustomerState) -> bytes:
     those bits out of the stored bytes (same input, same bytes)."""
     data = state.to_dict()
     data.pop("seen_ids")
+    data.pop("recent_adds")  # what cart pairs are formed from; readers need the cart
     for name, keep in (("categories", MAX_CATEGORIES), ("brands", MAX_BRANDS), ("sku_interest", MAX_SKU_INTEREST)):
         data[name] = {key: round(value, 4) for key, value in decay.top(data[name], keep).items()}
     return orjson.dumps({"v": SCHEMA_VERSION, "kind": "customer", "state": _rounded(data)},
