@@ -62,14 +62,15 @@ def run_ceiling(settings, total: int, batch: int, timeout: float) -> dict:
 
 
 def _proc_stats(pid: int) -> dict:
+    """CPU seconds (user + system) and RSS of a running process, from /proc (Linux)."""
     try:
-        import psutil
-
-        p = psutil.Process(pid)
-        t = p.cpu_times()
-        return {"cpu_s": t.user + t.system, "rss_mib": p.memory_info().rss / 2**20}
-    except Exception:  # noqa: BLE001
-        return {"cpu_s": float("nan"), "rss_mib": c.rss_bytes(pid) / 2**20}
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        ticks = os.sysconf("SC_CLK_TCK")
+        cpu_s = (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+    except (OSError, ValueError, IndexError):
+        cpu_s = float("nan")
+    return {"cpu_s": cpu_s, "rss_mib": c.rss_bytes(pid) / 2**20}
 
 
 def _rates(name: str, total: int, t_spawn: float, t_first: float, t_done: float, stats: dict) -> dict:

@@ -65,6 +65,15 @@ class RecRanker:
         self.trained_on = 0
         self.pending: list[tuple[int, str, tuple[float, ...], str]] = []  # (ts, event id, features, event)
 
+    def __deepcopy__(self, memo: dict) -> RecRanker:
+        """Copied before each message (engine.guard) and each epoch: the buffered examples are
+        immutable tuples, shared; only the model is copied."""
+        clone = RecRanker.__new__(RecRanker)
+        clone.model = copy.deepcopy(self.model, memo)
+        clone.trained_on = self.trained_on
+        clone.pending = list(self.pending)
+        return clone
+
     def learn_at(self, features: Mapping[str, float], event: str, ts_ms: int, event_id: str) -> bool:
         """Learn one feedback event in event-time order (see ``BUFFER``)."""
         if event not in LABELS:
