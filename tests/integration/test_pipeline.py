@@ -44,13 +44,16 @@ def test_produced_purchases_show_up_in_cross_sell_with_a_reason(settings, run_fl
     load(settings, history())
     wait_for_orders(settings, "c-19", 2)
     till = {"Authorization": "Bearer till-key"}
-    def belt_first():  # the API's catalog copy refreshes every 0.2 s: wait until it holds both products
-        if "TR-1" not in api.app.state.store.catalog:
+    def belt_first():
+        # The API's copy of the catalog and of every item's basket count (what complement scores
+        # divide by) refreshes every 0.2 s: the belt comes first once both hold the belt.
+        store = api.app.state.store
+        if "TR-1" not in store.catalog or "BL-1" not in store.basket_counts:
             return None
-        return api.post("/v1/cross-sell", json={"basket": ["TR-1"], "k": 3}, headers=till).json()["items"]
+        items = api.post("/v1/cross-sell", json={"basket": ["TR-1"], "k": 3}, headers=till).json()["items"]
+        return items if items and items[0]["sku"] == "BL-1" else None
 
-    items = wait_for(belt_first, 20, "catalog refresh")
-    assert items[0]["sku"] == "BL-1"
+    items = wait_for(belt_first, 20, "the belt to come first for trousers once the API's copy holds it")
     assert any(reason.startswith("bought with Slim trousers in") for reason in items[0]["reasons"])
 
     profile_json = api.get("/v1/customers/c-1", headers=till).json()
