@@ -247,10 +247,6 @@ class Replay:
         return Population.merge(self.settings.churn_shards, {
             int(key.split(":")[1]): (state.model, state.sketch) for key, state in states.items()})
 
-    def merged_tiers(self) -> tiers.ValueTiers:
-        shards = self.runner.states["population"].values()
-        return tiers.PopulationSketch.merged(s.sketch for s in shards).tiers()
-
 
 # --------------------------------------------------------------------------- the protocol
 
@@ -362,7 +358,7 @@ def run(file: str | Path | None = None, calibration_end: str | None = None,
         "by_tier": dict(Counter(a.tier for a in fired)),
         "example": fired[0].to_dict() if fired else None,
     }
-    result["tiers"] = replay.merged_tiers().to_dict()
+    result["tiers"] = population.value_tiers.to_dict() if population.value_tiers else None
     if sample_fit and file is None:
         try:
             sample = fit_cdnow_sample()

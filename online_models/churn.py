@@ -150,6 +150,18 @@ class DayWindow:
 _WINDOWS = ("purchase_days", "visit_days", "web_days", "store_days")
 
 
+def log_gap_stats(days: Sequence[int]) -> tuple[int, float, float]:
+    """(n, mean, M2) of log(gap in days) between consecutive sorted days (Welford)."""
+    n, mean, m2 = 0, 0.0, 0.0
+    for before, after in itertools.pairwise(days):
+        gap = math.log(after - before)
+        n += 1
+        delta = gap - mean
+        mean += delta / n
+        m2 += delta * (gap - mean)
+    return n, mean, m2
+
+
 @dataclass(slots=True)
 class RhythmState:
     """What churn needs of a customer beyond what ``CustomerState`` already holds (purchase
@@ -232,14 +244,7 @@ class RhythmState:
 
     def gap_stats(self) -> tuple[int, float, float]:
         """(n, mean, M2) of log(gap in days) between the recent purchase days."""
-        n, mean, m2 = 0, 0.0, 0.0
-        for before, after in itertools.pairwise(self.purchase_days.recent(RECENT_PURCHASE_DAYS)):
-            gap = math.log(after - before)
-            n += 1
-            delta = gap - mean
-            mean += delta / n
-            m2 += delta * (gap - mean)
-        return n, mean, m2
+        return log_gap_stats(self.purchase_days.recent(RECENT_PURCHASE_DAYS))
 
     def carts(self, last_purchase_ts: int | None) -> tuple[int | None, int]:
         """(start of the open cart, carts abandoned before it), since the last purchase: adds
@@ -566,9 +571,8 @@ class PopulationSample:
             later = len(days) - len(kept)
             first_day = first // DAY_MS
             last_day = kept[-1] if kept else first_day
-            gaps = [math.log(b - a) for a, b in itertools.pairwise(kept)]
-            out.append((max(0, int(purchases) - later - 1), first_day, last_day,
-                        sum(gaps) / len(gaps) if gaps else None, aov))
+            gaps, mean_gap, _ = log_gap_stats(kept)
+            out.append((max(0, int(purchases) - later - 1), first_day, last_day, mean_gap if gaps else None, aov))
         return out
 
     def bgnbd_data(self, now_ms: int) -> list[tuple[int, float, float, float]]:
@@ -847,13 +851,11 @@ class PopulationShard:
     sample_size: int = SAMPLE_SIZE
     refit_every_days: float = 7.0
     min_fit_customers: int = 50
-    tier_shares: tuple[tuple[str, float], ...] = tiers.DEFAULT_TIERS
     model: ChurnModel = field(default_factory=ChurnModel)
     sketch: tiers.PopulationSketch = field(default_factory=tiers.PopulationSketch)
     sample: PopulationSample | None = None
     clock: int | None = None
     next_refit: int | None = None
-    _tiers: tiers.ValueTiers | None = None
 
     def __post_init__(self) -> None:
         if self.sample is None:
@@ -873,7 +875,6 @@ class PopulationShard:
                event_ts: int) -> tuple[int | None, Alert | None]:
         if old_keys != new_keys:
             self.sketch.move(old_keys, new_keys)
-            self._tiers = None
         self.sample.update(customer_id, rhythm)
         if rhythm.purchases == 0:
             return None, None
@@ -902,11 +903,6 @@ class PopulationShard:
             return False
         self.model = self.model.refit(self.sample, now_ms)
         return True
-
-    def tiers(self) -> tiers.ValueTiers:
-        if self._tiers is None:
-            self._tiers = tiers.ValueTiers.from_sketch(self.sketch.value, self.tier_shares)
-        return self._tiers
 
     def alert(self, customer_id: str, rhythm: Rhythm, due_ts: int) -> Alert:
         return Alert(

@@ -14,7 +14,7 @@ from typing import Any
 
 from online_models.churn import Alert, Rhythm
 from online_models.customer import BasketSignal
-from online_models.events import Event, Feedback
+from online_models.events import Event
 from online_models.identity import Merge
 from online_models.items import OwnCount, PairUpdate
 
@@ -91,20 +91,6 @@ class ItemBasket:
 class ToNeighbors:
     sku: str
     update: PairUpdate | OwnCount
-
-
-@dataclass(frozen=True, slots=True)
-class OfferFeedback:
-    """Feedback on an offer, for the offer's statistics."""
-
-    feedback: Feedback
-
-
-@dataclass(frozen=True, slots=True)
-class RankerFeedback:
-    """Feedback on a served recommendation, with its features, for the ranker."""
-
-    feedback: Feedback
 
 
 # --------------------------------------------------------------------------- churn
