@@ -3,12 +3,11 @@
     omnirec evaluate FILE.jsonl [--catalog F] [--k 10] [--json] [--protocol P]
     python -m omnirec.evaluate FILE.jsonl ...
 
-`Replayer` mirrors ``flows/steps.py`` without Kafka, bytewax or Redis: aliases
-(``AliasState.apply``), customers (``apply_to_customer``), item counts
-(``ItemCounts.apply_signal``) and item neighbours (``ItemNeighbors.apply``); it answers
-``recommend`` the way the API does (``ranking.anchors`` → neighbour lists (top
-``keys.NEIGHBORS_STORED``) → ``ranking.recommend`` with a ``PopularityIndex`` built from the
-items' decayed popularity). The index is rebuilt once per day of event time (and every
+`Replayer` runs the flow's own engine in process (``online_models.engine.Runner``: the same
+steps, routing, parser and settings, without Kafka, bytewax or Redis), keeps from its writes
+what the API reads of Redis, and answers ``recommend`` the way the API does
+(``ranking.anchors`` → neighbour lists decoded from their stored bytes with the published basket
+counts → ``ranking.recommend`` with a ``PopularityIndex`` built from the popularity lists). The index is rebuilt once per day of event time (and every
 ``REBUILD_EVERY_PURCHASES`` purchases), not per event, like the API's periodic refresh.
 
 Protocols (the same evaluation points for omnirec and the baselines):
