@@ -580,7 +580,7 @@ def run(file: str | Path, catalog: str | Path | None = None, k: int = 10,
         progress: bool = True, workers: int | None = None) -> dict[str, Any]:
     """Evaluate one file; returns the figures (omnirec's at top level, baselines under a key).
 
-    With `workers` > 1 (default: 2 where there are 2+ cores) each forked worker replays the
+    With `workers` > 1 (default: 2 where there are 2+ cores) each worker process replays the
     whole file and scores every `workers`-th evaluation point; the sums are merged, so the
     figures do not depend on the number of workers.
     """
@@ -593,8 +593,6 @@ def run(file: str | Path, catalog: str | Path | None = None, k: int = 10,
     if workers is None:
         workers = min(2, os.cpu_count() or 1)
     workers = max(1, workers)
-    if workers > 1 and "fork" not in multiprocessing.get_all_start_methods():
-        workers = 1
     started = time.perf_counter()
     args = (paths, k, protocol, settings, rules, weights)
     with _Progress(total, progress, f"{protocol}, {workers} worker{'s' if workers > 1 else ''}") as bar:
@@ -619,7 +617,10 @@ def _shard(paths, k, protocol, settings, rules, weights, shard, tick) -> Evaluat
 
 
 def _run_forked(args, workers: int, bar: _Progress):
-    ctx = multiprocessing.get_context("fork")
+    # spawn, not fork: forking a process that already runs threads (pytest, a Kafka client,
+    # a Redis pool) can leave a child with a held lock or a half-copied heap (it died with
+    # SIGSEGV in CI). A spawned child imports the engine afresh; args are plain and picklable.
+    ctx = multiprocessing.get_context("spawn")
     done = [ctx.Value("q", 0, lock=False) for _ in range(workers)]
     pipes, procs = [], []
     for index in range(workers):
