@@ -29,7 +29,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             socket_timeout=2, socket_connect_timeout=2,
         )
         client = aioredis.Redis(connection_pool=pool)
-        store = Store(client, keys.KeyScheme(settings.key_prefix), settings.churn_shards)
+        store = Store(client, keys.KeyScheme(settings.key_prefix), settings.churn_shards,
+                      settings.repeat_half_life_days)
         try:
             await store.refresh()
         except RedisError:

@@ -18,12 +18,14 @@ from online_models.items import Neighbor, PopularityIndex
 from online_models.learning import RankerWeights
 from online_models.offers import Offer, OfferStats
 from online_models.profile import Population
+from online_models.repeats import RepeatModel
 
 log = logging.getLogger("omnirec.api")
 
 
 class Store:
-    def __init__(self, client: aioredis.Redis, scheme: keys.KeyScheme, churn_shards: int = 8) -> None:
+    def __init__(self, client: aioredis.Redis, scheme: keys.KeyScheme, churn_shards: int = 8,
+                 repeat_half_life_days: float = 180.0) -> None:
         self.client = client
         self.scheme = scheme
         self.catalog: dict[str, Product] = {}
@@ -35,6 +37,9 @@ class Store:
         self._raw_catalog: dict[bytes, bytes] = {}
         self.churn_shards = churn_shards
         self.population = Population(shards=churn_shards)
+        self.repeats = RepeatModel()  # learned repeat-purchase habits (rebuilt when they change)
+        self.repeat_half_life_days = repeat_half_life_days
+        self._raw_repeats: dict[bytes, bytes] = {}
 
     async def fetch(
         self, customer_id: str | None, alias_id: str | None, skus: tuple[str, ...]
@@ -100,7 +105,8 @@ class Store:
         pipe.smembers(self.scheme.offer_stats_index())
         pipe.get(self.scheme.ranker())
         pipe.zrange(self.scheme.basket_counts(), 0, -1, withscores=True)
-        raw_catalog, global_scores, stores, raw_offers, stats_ids, raw_ranker, counts = await pipe.execute()
+        pipe.hgetall(self.scheme.repeats())
+        raw_catalog, global_scores, stores, raw_offers, stats_ids, raw_ranker, counts, raw_repeats = await pipe.execute()
         self.basket_counts = {sku.decode(): score for sku, score in counts}
         store_ids = sorted(s.decode() for s in stores)
         offer_ids = sorted(o.decode() for o in stats_ids)
@@ -122,6 +128,11 @@ class Store:
         self.offer_stats = {oid: keys.decode_offer_stats(raw) for oid, raw in zip(offer_ids, raw_stats) if raw}
         catalog = self._decode_changed(raw_catalog)
         self.catalog = catalog
+        if raw_repeats != self._raw_repeats or not self.repeats.views:
+            self._raw_repeats = raw_repeats
+            self.repeats = RepeatModel.build(
+                {sku.decode(): keys.decode_repeats(sku.decode(), raw) for sku, raw in raw_repeats.items()},
+                {sku: product.category for sku, product in catalog.items()}, self.repeat_half_life_days)
         self.popularity = PopularityIndex.build(
             [(sku.decode(), score) for sku, score in global_scores],
             {store: [(sku.decode(), sc) for sku, sc in scores] for store, scores in zip(store_ids, store_lists)},

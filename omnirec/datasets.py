@@ -276,7 +276,7 @@ def tafeng_records(
 
     One ``purchase`` envelope per customer × day, duplicate product lines merged
     (quantities and line totals summed). Each product gets one category, its most
-    frequent subclass (a few barcodes appear under two subclasses), used both in the
+    frequent subclass code (a few barcodes appear under two subclasses), used both in the
     catalog and in the events so they agree.
     """
     lines, skipped, read = read_tafeng_lines(path)
@@ -301,7 +301,9 @@ def tafeng_records(
         acc[0] += ln.qty
         acc[1] += ln.sales
 
-    category = {sku: f"grocery/{_mode(c)}" for sku, c in subclasses.items()}
+    # The retailer's own product subclass code, as they would send it: no prefix that a
+    # setting could match (what is rebought is learned from the baskets).
+    category = {sku: _mode(c) for sku, c in subclasses.items()}
 
     events: list[dict[str, Any]] = []
     merged_lines = 0

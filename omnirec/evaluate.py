@@ -57,7 +57,8 @@ from online_models.engine import Engine, Runner, route
 from online_models.events import Event, Product
 from online_models.identity import AliasState
 from online_models.items import ItemCounts, ItemNeighbors, Neighbor, PopularityIndex
-from online_models.messages import DeadLetter, Put, Raw, SAdd, ZAdd
+from online_models.messages import DeadLetter, HashPut, Put, Raw, SAdd, ZAdd
+from online_models.repeats import ItemRepeats, RepeatModel
 
 PROTOCOLS = ("prequential", "leave-last-basket-out")
 BASELINES = ("popularity", "decayed_popularity", "gp_topfreq")
@@ -103,6 +104,8 @@ class Replayer:
     ) -> None:
         self.settings = settings or Settings()
         self.rules = rules or ranking.Rules(replenishable=tuple(self.settings.replenishable_categories))
+        self.repeats = RepeatModel()  # as the API's refresh builds it, from the items' repeat counts
+        self._repeat_states: dict[str, ItemRepeats] = {}
         self.weights = weights or ranking.Weights()
         self.engine = Engine(self.settings.engine())
         self.scheme = self.engine.scheme
@@ -154,6 +157,8 @@ class Replayer:
         elif isinstance(write, Put) and write.encode is keys.encode_neighbors:
             self._neighbor_states[write.key] = write.value
             self._top.pop(write.key, None)
+        elif isinstance(write, HashPut) and write.encode is keys.encode_repeats:
+            self._repeat_states[write.field] = write.value
 
     def _synthesise(self, event: Event) -> None:
         """A SKU without a catalog product gets one from the item's category, for ranking only."""
@@ -230,6 +235,8 @@ class Replayer:
                                          key=_best_first)
                   for store in self.sets.get(self.scheme.store_popularity_index(), ())}
         self.index = PopularityIndex.build(head, stores, self.products)
+        self.repeats = RepeatModel.build(self._repeat_states, {sku: p.category for sku, p in self.products.items()},
+                                         self.settings.repeat_half_life_days)
         self._top.clear()  # the API's basket counts refresh with its catalog
         self._purchases_since_build = 0
         self._index_stale = False
@@ -237,7 +244,7 @@ class Replayer:
     def recommend_for(self, state: CustomerState | None, request: ranking.Request) -> list[ranking.Suggestion]:
         wanted = list(ranking.anchors(state, request))
         return ranking.recommend(state, request, self.neighbors(wanted), self.index, self.products,
-                                 self.rules, self.weights)
+                                 self.rules, self.weights, repeats=self.repeats)
 
     def recommend(self, customer_id: str | None, request: ranking.Request,
                   anonymous_id: str | None = None) -> list[ranking.Suggestion]:
@@ -454,13 +461,15 @@ class Evaluator:
         bought = list(dict.fromkeys(item.sku for item in event.items))
         rep, base = self.replayer, self.baselines
         if state is not None and state.orders >= 1:
-            request = ranking.Request("home", channel=event.channel, store_id=event.store_id, k=k)
+            request = ranking.Request("home", channel=event.channel, store_id=event.store_id, k=k,
+                                      now_ms=event.ts_ms)
             self.tallies["omnirec"].add([s.sku for s in rep.recommend_for(state, request)], bought, k)
             for name in BASELINES:
                 self.tallies[name].add(base.recommend(name, key, k), bought, k)
         if len(bought) >= 2:
             hidden, cart = bought[-1], tuple(bought[:-1])
-            request = ranking.Request("cart", skus=cart, channel=event.channel, store_id=event.store_id, k=k)
+            request = ranking.Request("cart", skus=cart, channel=event.channel, store_id=event.store_id, k=k,
+                                      now_ms=event.ts_ms)
             self.tallies["omnirec"].add_cross([s.sku for s in rep.recommend_for(state, request)], hidden, k)
             for name in BASELINES:
                 self.tallies[name].add_cross(base.recommend(name, key, k, exclude=cart), hidden, k)

@@ -34,8 +34,11 @@ class Settings(BaseSettings):
     half_life_days: float = Field(14.0, gt=0, description="decay of affinities and popularity")
     cooccurrence_half_life_days: float = Field(60.0, gt=0)
     replenishable_categories: list[str] = Field(
-        default_factory=lambda: ["grocery", "beauty", "home/cleaning", "men/socks", "women/socks"]
-    )
+        default_factory=list,
+        description="explicit override: categories whose items may always come back after a purchase "
+                    "(what is rebought is learned from the stream; leave empty)")
+    repeat_half_life_days: float = Field(
+        180.0, gt=0, description="decay of the learned repeat-purchase habits of items and categories")
     max_event_bytes: int = Field(65_536, gt=0)
     max_event_lateness_days: float = Field(30.0, gt=0)
     max_event_future_hours: float = Field(24.0, gt=0)

@@ -72,7 +72,7 @@ class CustomerState:
     categories: dict[str, float] = field(default_factory=dict)  # category → log-weight
     brands: dict[str, float] = field(default_factory=dict)
     sku_interest: dict[str, float] = field(default_factory=dict)  # SKU → log-weight, no category sent
-    bought: dict[str, list[float]] = field(default_factory=dict)  # sku → [times bought, last ts]
+    bought: dict[str, list[float]] = field(default_factory=dict)  # sku → [orders, last ts, first ts]
     views: dict[str, int] = field(default_factory=dict)  # sku → last view time, the newest MAX_RECENT_VIEWS
     cart: dict[str, float] = field(default_factory=dict)  # sku → qty, as added and removed on the web / app
     cart_ts: dict[str, int] = field(default_factory=dict)  # sku → when last added
@@ -141,8 +141,8 @@ class CustomerState:
             decay.add(self.brands, key, value)
         for key, value in other.sku_interest.items():
             decay.add(self.sku_interest, key, value)
-        for sku, (times, ts) in other.bought.items():
-            self._add_bought(sku, times, int(ts))
+        for sku, record in other.bought.items():
+            self._add_bought(sku, record[0], int(record[1]), int(record[2] if len(record) > 2 else record[1]))
         for sku, ts in other.views.items():
             self._viewed(sku, ts)
         for sku, qty in other.cart.items():  # without add times: they paired in the alias's cart
@@ -263,11 +263,12 @@ class CustomerState:
             if item.discounted:
                 self.discounted += item.value
             self._interest(item.sku, item, INTEREST["purchase"], event.ts_ms, decay_)
-            self._add_bought(sku=item.sku, times=1, ts=event.ts_ms)
+        skus = tuple(dict.fromkeys(item.sku for item in event.items))
+        for sku in skus:  # orders, not lines: two lines of one SKU are one purchase of it
+            self._add_bought(sku, 1, event.ts_ms, event.ts_ms)
         if event.store_id:
             self._visit(event.store_id, event.ts_ms)
         self._bound()
-        skus = tuple(dict.fromkeys(item.sku for item in event.items))
         return [BasketSignal(skus, 1.0, event.ts_ms, event.store_id)]
 
     def _on_return(self, event: Event, decay_) -> list[BasketSignal]:
@@ -311,14 +312,17 @@ class CustomerState:
         if item.brand:
             decay.add(self.brands, item.brand, log_w)
 
-    def _add_bought(self, sku: str, times: float, ts: int) -> None:
+    def _add_bought(self, sku: str, orders: float, last_ts: int, first_ts: int) -> None:
         """Plain counts, not decayed: what someone buys again and again is the strongest
-        signal of what they will buy next (the personal half of GP-TopFreq)."""
+        signal of what they will buy next (the personal half of GP-TopFreq). With the first and
+        last time, the record is what the item's learned repeat habit needs (``repeats``), and
+        it is the same whatever order the orders arrived in."""
         previous = self.bought.get(sku)
         if previous is None:
-            self.bought[sku] = [times, ts]
+            self.bought[sku] = [orders, last_ts, first_ts]
         else:
-            self.bought[sku] = [previous[0] + times, max(previous[1], ts)]
+            first = int(previous[2]) if len(previous) > 2 else int(previous[1])
+            self.bought[sku] = [previous[0] + orders, max(previous[1], last_ts), min(first, first_ts)]
 
     def _bound(self) -> None:
         decay.prune(self.categories, MAX_CATEGORIES)

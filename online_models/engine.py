@@ -34,7 +34,7 @@ from typing import Any
 
 import orjson
 
-from online_models import decay, keys, tiers
+from online_models import decay, keys, repeats, tiers
 from online_models.churn import CHURN_SIGNAL_TYPES, Alert, PopulationShard
 from online_models.clock import MINUTE_MS, ClockSettings, PartitionClock, StreamClock
 from online_models.customer import BasketSignal, CustomerState
@@ -65,6 +65,7 @@ from online_models.messages import (
     Progress,
     Put,
     Raw,
+    RepeatChange,
     SAdd,
     ShardTick,
     Timer,
@@ -72,6 +73,7 @@ from online_models.messages import (
     ZAdd,
 )
 from online_models.offers import Offer, OfferError, OfferStats, offer_from_dict
+from online_models.repeats import ItemRepeats
 from online_models.timers import AlertGate, TimerBucket
 
 CLOCK_KEY = "clock"
@@ -148,9 +150,14 @@ class Engine:
         else:
             customer_id = message.customer_id or ""
         state = state or CustomerState(customer_id)
+        touched = _skus_bought(message)
+        before = {sku: list(state.bought[sku]) for sku in touched if sku in state.bought}
         signals = apply_to_customer(state, message, self.popularity)
         emits: list = [Put(self.scheme.customer(state.customer_id), state, keys.encode_customer),
                        *_memberships(signals)]
+        if touched:
+            after = {sku: state.bought[sku] for sku in touched if sku in state.bought}
+            emits.extend(RepeatChange(sku, deltas) for sku, deltas in repeats.changes(before, after))
         if isinstance(message, Merge) or (isinstance(message, Event) and message.type in CHURN_SIGNAL_TYPES):
             emits.append(self._churn_update(state))
         return state, emits
@@ -180,6 +187,11 @@ class Engine:
                                   keys.popularity_score(state.store_popularity[store])))
                 emits.append(SAdd(self.scheme.store_popularity_index(), store))
         return state, emits
+
+    def item_repeats(self, state: ItemRepeats | None, message: RepeatChange):
+        state = state or ItemRepeats(message.sku)
+        state.apply(message.deltas)
+        return state, [HashPut(self.scheme.repeats(), message.sku, state, keys.encode_repeats)]
 
     def item_neighbors(self, state: ItemNeighbors | None, message: ToNeighbors):
         state = state or ItemNeighbors(message.sku)
@@ -279,6 +291,17 @@ def route(event: Event) -> str | None:
     """The alias an event goes through first, if any: anything carrying an anonymous / loyalty
     id, so that a session's events reach the customer in order behind its `identify` merge."""
     return event.alias_id or None
+
+
+def _skus_bought(message: Any) -> tuple[str, ...]:
+    """The SKUs whose purchase record this message may change (a purchase, or a merge)."""
+    if isinstance(message, Forward):
+        message = message.message
+    if isinstance(message, Event) and message.type == "purchase":
+        return tuple(item.sku for item in message.items)
+    if isinstance(message, Merge):
+        return tuple(message.profile.bought)
+    return ()
 
 
 def _memberships(signals: Iterable[BasketSignal]) -> list[ItemBasket]:
@@ -407,7 +430,8 @@ def _steps(engine: Engine) -> list[Step]:
             Event: lambda ev: None if route(ev) else ev.customer_id or "",
             Forward: lambda fw: fw.customer_id,
             Feedback: lambda fb: fb.customer_id if fb.offer_id else None,  # contact history is about offers
-        }, e.customer, (Put, ItemBasket, ChurnUpdate)),
+        }, e.customer, (Put, ItemBasket, ChurnUpdate, RepeatChange)),
+        Step("item_repeats", {RepeatChange: lambda m: m.sku}, e.item_repeats, (HashPut,)),
         Step("item_counts", {ItemBasket: lambda m: m.sku}, e.item_counts, (ToNeighbors, ZAdd, SAdd)),
         Step("item_neighbors", {ToNeighbors: lambda m: m.sku}, e.item_neighbors, (Put,)),
         Step("offer_stats", {Feedback: lambda fb: fb.offer_id or None}, e.offer_stats, (Put, SAdd)),

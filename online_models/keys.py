@@ -20,6 +20,7 @@ from online_models.events import Product, format_ts, product_from_dict
 from online_models.items import ItemNeighbors, Neighbor, complements
 from online_models.learning import RankerWeights, RecRanker
 from online_models.offers import Offer, OfferStats, offer_from_dict
+from online_models.repeats import ItemRepeats
 from online_models.tiers import PopulationSketch
 
 SCHEMA_VERSION = 1
@@ -50,6 +51,10 @@ class KeyScheme:
     def basket_counts(self) -> str:
         """ZSET sku → decayed basket count (log): what complement scores divide by."""
         return f"{self.prefix}:{{pop}}:baskets"
+
+    def repeats(self) -> str:
+        """HASH sku → the item's repeat-purchase counts by 30-day bucket (``encode_repeats``)."""
+        return f"{self.prefix}:{{pop}}:repeats"
 
     def popularity(self) -> str:
         return f"{self.prefix}:{{pop}}:global"
@@ -128,6 +133,17 @@ def decode_profile(raw: bytes) -> CustomerState | str:
     if blob.get("kind") == "link":
         return blob["customer_id"]
     return CustomerState.from_dict(blob["state"])
+
+
+def encode_repeats(state: ItemRepeats) -> bytes:
+    """``[[bucket, buyers, repeaters, repeats, log-gaps], …]`` by bucket: integers only."""
+    return orjson.dumps({"v": SCHEMA_VERSION, "newest": state.newest,
+                         "b": [[bucket, *counts] for bucket, counts in sorted(state.buckets.items())]})
+
+
+def decode_repeats(sku: str, raw: bytes) -> ItemRepeats:
+    data = _load(raw)
+    return ItemRepeats(sku, {row[0]: list(row[1:]) for row in data["b"]}, data.get("newest"))
 
 
 def encode_neighbors(state: ItemNeighbors) -> bytes:

@@ -93,6 +93,15 @@ class ToNeighbors:
     update: PairUpdate | OwnCount
 
 
+@dataclass(frozen=True, slots=True)
+class RepeatChange:
+    """To an item's repeat counts: how one customer's contribution changed, as
+    (bucket, (buyers, repeaters, repeats, log-gaps)) deltas (``online_models.repeats``)."""
+
+    sku: str
+    deltas: tuple[tuple[int, tuple[int, int, int, int]], ...]
+
+
 # --------------------------------------------------------------------------- churn
 
 

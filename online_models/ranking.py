@@ -9,13 +9,14 @@ from __future__ import annotations
 import heapq
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from online_models import rules as retail_rules
 from online_models.customer import CustomerState
 from online_models.events import Product
 from online_models.items import Neighbor, PopularityIndex
 from online_models.learning import RankerWeights
+from online_models.repeats import PRIOR_BUYERS, RepeatModel, RepeatView, days_since, own_cycle_days
 
 CONTEXTS = ("home", "product", "cart")
 HOME_RECENT_VIEWS = 3
@@ -34,19 +35,23 @@ class Weights:
     popularity: float = 0.15
 
 
+NO_REPEATS = RepeatModel()
+
+
 @dataclass(frozen=True, slots=True)
 class Rules:
-    replenishable: tuple[str, ...] = ("grocery",)
+    replenishable: tuple[str, ...] = ()  # explicit override (OMNIREC_REPLENISHABLE_CATEGORIES)
     # A customer whose interest under a parent line (kids/…) is ≥ this share in one child
     # line (kids/boys) does not get items of the sibling lines (kids/girls).
     line_dominance: float = 0.9
     min_line_interest: float = 0.1
 
-    def may_recommend_again(self, product: Product) -> bool:
+    def may_recommend_again(self, product: Product, habit: RepeatView, own_orders: int = 0) -> bool:
         """Bought items that may come back, and need not count as substitutes in a basket
-        (`rules.may_recommend_again`, fed by the catalog flag and the configured categories)."""
+        (`rules.may_recommend_again`: the learned habit, the customer's own orders, the overrides)."""
         return retail_rules.may_recommend_again(
-            product.category, flagged_replenishable=product.attributes.get("replenishable") is True,
+            product.category, repeat_share=habit.share, own_orders=own_orders,
+            flagged_replenishable=product.attributes.get("replenishable") is True,
             replenishable_categories=self.replenishable)
 
 
@@ -57,6 +62,7 @@ class Request:
     channel: str | None = None
     store_id: str | None = None
     k: int = 10
+    now_ms: int | None = None  # when the answer is for (default: the customer's last event)
 
 
 @dataclass(slots=True)
@@ -105,14 +111,17 @@ def recommend(
     rules: Rules = Rules(),
     weights: Weights = Weights(),
     ranker: RankerWeights | None = None,
+    repeats: RepeatModel = NO_REPEATS,
 ) -> list[Suggestion]:
     """Top-k suggestions. With a trained `ranker`, the score moves from the hand-set blend
-    (normalised) towards the learnt P(click), the more so the more feedback it has seen."""
+    (normalised) towards the learnt P(click), the more so the more feedback it has seen.
+    ``repeats``: the learned repeat-purchase habits (what may come back after a purchase)."""
     shares = state.category_shares(catalog) if state is not None else {}
     candidates: dict[str, _Candidate] = {}
     _score_complements(anchors(state, request), neighbors, catalog, candidates)
+    now_ms = request.now_ms if request.now_ms is not None else (state.last_ts if state else None) or 0
     if state is not None:
-        _score_personal(state, shares, popularity, catalog, rules, candidates, request.context)
+        _score_personal(state, shares, popularity, catalog, rules, repeats, candidates, request.context, now_ms)
     _score_popularity(request, popularity, catalog, candidates)
 
     excluded = set(request.skus)
@@ -122,10 +131,12 @@ def recommend(
     outside_line: dict[str, bool] = {}  # per category, for this customer
     for cand in candidates.values():
         product = catalog.get(cand.sku)
-        if product is None or cand.sku in excluded or not _allowed(product, state, shares, rules, outside_line):
+        if product is None or cand.sku in excluded or not _allowed(product, state, shares, rules, repeats,
+                                                                    outside_line):
             continue
         score = sum(getattr(weights, part) * value for part, value in cand.parts.items())
-        if product.category in basket_categories and not rules.may_recommend_again(product):
+        if product.category in basket_categories and not rules.may_recommend_again(
+                product, repeats.view(product.sku, product.category)):
             score *= SUBSTITUTE_PENALTY
         scored.append(_Scored(score, cand, product))
     if ranker is not None and ranker.trained_on and scored:
@@ -164,19 +175,29 @@ def _score_complements(anchor_weights, neighbors, catalog, candidates) -> None:
             _candidate(candidates, neighbor.sku).add("complement", weight * neighbor.score, reason)
 
 
-def _score_personal(state, shares, popularity, catalog, rules, candidates, context: str) -> None:
+def _score_personal(state, shares, popularity, catalog, rules, repeats, candidates, context: str,
+                    now_ms: int) -> None:
     for category, share in sorted(shares.items(), key=lambda kv: -kv[1])[:3]:
         for sku in popularity.by_category.get(category, ())[:PERSONAL_CANDIDATES]:
             _candidate(candidates, sku)
     brand_shares = state.brand_shares(catalog)
-    top_count = max((times for times, _ in state.bought.values()), default=0.0)
-    for sku, (times, _) in state.bought.items():
+    top_count = max((record[0] for record in state.bought.values()), default=0.0)
+    for sku, record in state.bought.items():
         product = catalog.get(sku)
-        if product is not None and rules.may_recommend_again(product):
-            # On the home page anything bought before outranks what is merely popular; with a
-            # basket or product in view, complements of it come first.
-            score = 0.5 + 0.5 * times / top_count if context == "home" else 0.3 * times / top_count
-            _candidate(candidates, sku).add("buy_again", score, "you buy this regularly")
+        if product is None:
+            continue
+        habit = repeats.view(sku, product.category)
+        orders = int(record[0])
+        if not rules.may_recommend_again(product, habit, orders):
+            continue
+        # On the home page anything bought before outranks what is merely popular; with a
+        # basket or product in view, complements of it come first. The customer's own
+        # frequency leads (GP-TopFreq), the item's learned habit and its timing temper it.
+        frequency = 0.5 + 0.5 * orders / top_count if context == "home" else 0.3 * orders / top_count
+        # Allowed back, so at least as likely as the rule's bar (an override knows no habit).
+        habit = replace(habit, share=max(habit.share, retail_rules.DEFAULT.min_repeat_share))
+        score = frequency * buy_again_propensity(habit, record, now_ms)
+        _candidate(candidates, sku).add("buy_again", score, "you buy this regularly")
     for cand in candidates.values():
         product = catalog.get(cand.sku)
         if product is None:
@@ -187,6 +208,35 @@ def _score_personal(state, shares, popularity, catalog, rules, candidates, conte
         brand_share = brand_shares.get(product.brand, 0.0)
         if brand_share >= 0.1:
             cand.add("brand", brand_share, f"you like {product.brand}")
+
+
+def buy_again_propensity(habit: RepeatView, record, now_ms: int) -> float:
+    """How likely a bought item is wanted again now, in (0, 1]: the chance this customer
+    rebuys it (their own repeat orders, shrunk towards the item's learned share), times how far
+    they are into their cycle for it (their own gaps, shrunk towards the item's usual one).
+
+    >>> weekly = RepeatView(share=0.6, cycle_days=7.0, buyers=50)
+    >>> from online_models.clock import DAY_MS
+    >>> round(buy_again_propensity(weekly, [4, 0, -21 * DAY_MS], 7 * DAY_MS), 3)  # due today
+    0.75
+    >>> round(buy_again_propensity(weekly, [4, 0, -21 * DAY_MS], 1 * DAY_MS), 3)  # bought yesterday
+    0.375
+    """
+    repeats = max(0, int(record[0]) - 1)
+    chance = (repeats + PRIOR_BUYERS * habit.share) / (repeats + PRIOR_BUYERS)
+    cycle = _blended_cycle(own_cycle_days(record), repeats, habit.cycle_days)
+    since = days_since(record, now_ms)
+    if cycle is None or since is None:
+        return chance
+    return chance * math.sqrt(min(1.0, (since + 1.0) / (cycle + 1.0)))
+
+
+def _blended_cycle(own: float | None, own_gaps: int, usual: float | None) -> float | None:
+    if own is None:
+        return usual
+    if usual is None:
+        return own
+    return math.expm1((own_gaps * math.log1p(own) + PRIOR_BUYERS * math.log1p(usual)) / (own_gaps + PRIOR_BUYERS))
 
 
 def _score_popularity(request, popularity, catalog, candidates) -> None:
@@ -205,12 +255,15 @@ def _score_popularity(request, popularity, catalog, candidates) -> None:
             _candidate(candidates, sku).add("popularity", weight / (1.0 + rank / 10), reason)
 
 
-def _allowed(product: Product, state: CustomerState | None, shares, rules: Rules, memo: dict[str, bool]) -> bool:
+def _allowed(product: Product, state: CustomerState | None, shares, rules: Rules, repeats: RepeatModel,
+             memo: dict[str, bool]) -> bool:
     if not product.in_stock:
         return False
     if state is None:
         return True
-    if state.bought_recently(product.sku) and not rules.may_recommend_again(product):
+    record = state.bought.get(product.sku)
+    if record is not None and not rules.may_recommend_again(
+            product, repeats.view(product.sku, product.category), int(record[0])):
         return False
     outside = memo.get(product.category)
     if outside is None:

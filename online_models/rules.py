@@ -41,6 +41,8 @@ class Thresholds:
     lapsed_gaps: float = 3.0
     # New customers.
     new_customer_days: float = 30.0
+    # Repeat purchase: below this share of its buyers buying it again, an item is a durable.
+    min_repeat_share: float = 0.1
     # Value floor for churn alerts and red-carpet offers.
     value_floor_share_of_median: float = 0.5
     value_floor_min: float = 0.0
@@ -171,25 +173,29 @@ def is_new_customer(days_since_first_purchase: float, t: Thresholds = DEFAULT) -
 # --------------------------------------------------------------------------- repeat purchase
 
 
-def may_recommend_again(category: str, *, flagged_replenishable: bool = False,
-                        replenishable_categories: tuple[str, ...] = ()) -> bool:
+def may_recommend_again(category: str, *, repeat_share: float = 0.0, own_orders: int = 0,
+                        flagged_replenishable: bool = False, replenishable_categories: tuple[str, ...] = (),
+                        t: Thresholds = DEFAULT) -> bool:
     """May an item the customer already bought be suggested again (and a second one of its
-    category sit in the same basket without counting as a substitute)? Yes for consumables:
-    the catalog flags the item ``replenishable``, or its category lies under one of the
-    ``replenishable_categories`` (``OMNIREC_REPLENISHABLE_CATEGORIES``). A durable (trousers,
-    a phone) is not suggested again once bought.
+    category sit in the same basket without counting as a substitute)?
 
-    Today these facts are a catalog flag and a setting; a learned rebuy cycle per item or
-    category will come in as further arguments here, and every caller follows.
+    Learned from the stream: yes when at least ``min_repeat_share`` (10 %) of the item's buyers
+    bought it in two or more orders (``repeat_share``, from ``online_models.repeats``: the item's
+    own buyers, shrunk towards its category's when they are few), or when this customer has
+    already bought it in two or more orders (``own_orders``). A belt most people buy once stays
+    out; coffee comes back. Explicit overrides, never needed: the catalog flags the item
+    ``replenishable``, or its category lies under ``replenishable_categories``
+    (``OMNIREC_REPLENISHABLE_CATEGORIES``, empty by default). No category name is read.
 
-    >>> may_recommend_again("grocery/coffee", replenishable_categories=("grocery",))
+    >>> may_recommend_again("x17", repeat_share=0.4), may_recommend_again("x17", repeat_share=0.02)
+    (True, False)
+    >>> may_recommend_again("x17", repeat_share=0.02, own_orders=2)
     True
-    >>> may_recommend_again("men/trousers", replenishable_categories=("grocery",))
-    False
-    >>> may_recommend_again("men/trousers", flagged_replenishable=True)
+    >>> may_recommend_again("men/trousers", replenishable_categories=("men",))
     True
     """
-    return flagged_replenishable or _under_any(category, replenishable_categories)
+    return (repeat_share >= t.min_repeat_share or own_orders >= 2 or flagged_replenishable
+            or _under_any(category, replenishable_categories))
 
 
 @lru_cache(maxsize=65_536)

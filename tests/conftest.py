@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import time
 import uuid
 from pathlib import Path
 
@@ -117,6 +118,7 @@ class FlowHandle:
     def __init__(self, proc: subprocess.Popen, log_path: Path):
         self.proc = proc
         self.log_path = log_path
+        self.started_ms = int(time.time() * 1000)  # wall time: compared with the flow metrics' updated_ms
 
     @property
     def pid(self) -> int:

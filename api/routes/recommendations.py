@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from dataclasses import replace
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Response
@@ -50,7 +51,8 @@ async def _recommend(store: Store, rules: ranking.Rules, customer_id: str | None
     missing = answers.anchors_to_fetch(state, req, neighbors)
     if missing:  # home page anchors come from the profile, so they need a second trip
         neighbors.update(await store.neighbors(missing))
-    suggestions = ranking.recommend(state, req, neighbors, store.popularity, store.catalog, rules,
-                                    ranker=store.ranker)
+    now = now_ms()
+    suggestions = ranking.recommend(state, replace(req, now_ms=now), neighbors, store.popularity, store.catalog,
+                                    rules, ranker=store.ranker, repeats=store.repeats)
     nonces = [secrets.randbits(32) for _ in suggestions]
-    return json_response(answers.recommendations_body(state, customer_id, req, suggestions, now_ms(), nonces))
+    return json_response(answers.recommendations_body(state, customer_id, req, suggestions, now, nonces))

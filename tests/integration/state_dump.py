@@ -55,6 +55,7 @@ FAMILIES: tuple[tuple[str, re.Pattern], ...] = tuple((name, re.compile(pattern))
     ("neighbours", r"^:\{i:.*\}:neighbors$"),
     ("popularity", r"^:\{pop\}:global$"),
     ("basket counts", r"^:\{pop\}:baskets$"),
+    ("repeat habits", r"^:\{pop\}:repeats$"),
     ("store popularity", r"^:\{pop(:.*)?\}:stores?$"),
     ("catalog", r"^:\{catalog\}:products$"),
     ("offer definitions", r"^:\{offers\}:definitions$"),
@@ -320,7 +321,8 @@ def flow_metrics(redis_url: str, prefix: str) -> dict[str, int]:
 
 
 def wait_until_settled(redis_url: str, prefix: str, produced: int, *, quiet_s: float = 7.0,
-                       timeout: float = 120.0, alive: Callable[[], bool] | None = None,
+                       timeout: float = 120.0, since_ms: int | None = None,
+                       alive: Callable[[], bool] | None = None,
                        describe: Callable[[], str] | None = None) -> State:
     """Wait until the flow has parsed at least ``produced`` messages and its state has stopped
     changing, and return that state.
@@ -330,7 +332,11 @@ def wait_until_settled(redis_url: str, prefix: str, produced: int, *, quiet_s: f
     flow's idle-partition rule (flows/steps.py ``Watermarks.idle_ms`` = 5 s) plus a clock
     tick, because once every partition has gone quiet the churn clock moves to the newest
     partition and may still fire alerts. ``alive`` (e.g. ``FlowHandle.alive``) turns a dead
-    flow into an immediate failure with ``describe()`` (e.g. its log).
+    flow into an immediate failure with ``describe()`` (e.g. its log). ``since_ms`` (wall time
+    the flows were started): a batch must have been parsed after it, because the message count
+    is cumulative over executions: after kill -9 restarts it has reached ``produced`` before the
+    last execution has re-read what the killed ones never committed (a slow start then looked
+    "quiet").
     """
     deadline = time.monotonic() + timeout
     last: tuple[str, State] | None = None
@@ -340,7 +346,8 @@ def wait_until_settled(redis_url: str, prefix: str, produced: int, *, quiet_s: f
         metrics = flow_metrics(redis_url, prefix)
         parsed, updated = metrics.get("messages", 0), metrics.get("updated_ms", 0)
         quiet = time.time() * 1000 - updated >= quiet_s * 1000
-        if parsed >= produced and quiet:
+        fresh = since_ms is None or updated >= since_ms
+        if parsed >= produced and quiet and fresh:
             state = dump_state(redis_url, prefix)
             fingerprint = digest(state)
             if last is not None and last[0] == fingerprint:

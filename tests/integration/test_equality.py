@@ -97,6 +97,7 @@ class Lab:
 
     def settle(self, settings: Settings, produced: int, flows: list[FlowHandle], timeout: float = 150.0) -> State:
         return wait_until_settled(self.redis_url, settings.key_prefix, produced, timeout=timeout,
+                                  since_ms=max(f.started_ms for f in flows),
                                   alive=lambda: all(f.alive() for f in flows),
                                   describe=lambda: "\n".join(f.log()[-2000:] for f in flows))
 

@@ -81,17 +81,17 @@ def test_tafeng_baskets_merging_sorting_and_stats(tmp_path: Path) -> None:
         "store_id": "tf-115",
         "order_id": "tf-00000002-20001102",
         "items": [
-            {"sku": "4710000000001", "qty": 3, "price": 15.0, "category": "grocery/110411"},
-            {"sku": "4710000000002", "qty": 1, "price": 46.0, "category": "grocery/120107"},
+            {"sku": "4710000000001", "qty": 3, "price": 15.0, "category": "110411"},
+            {"sku": "4710000000002", "qty": 1, "price": 46.0, "category": "120107"},
         ],
     }
     assert events[1]["store_id"] == "tf-Others"
     assert events[1]["items"] == [
-        {"sku": "4710000000002", "qty": 2, "price": 50.0, "category": "grocery/120107"}
+        {"sku": "4710000000002", "qty": 2, "price": 50.0, "category": "120107"}
     ]
     # Two lines of one product in one basket at different prices: qty summed, mean unit price.
     assert events[3]["items"] == [
-        {"sku": "4710000000003", "qty": 2, "price": 60.0, "category": "grocery/130315"}
+        {"sku": "4710000000003", "qty": 2, "price": 60.0, "category": "130315"}
     ]
 
 
@@ -107,7 +107,7 @@ def test_tafeng_catalog(tmp_path: Path) -> None:
         "type": "product",
         "sku": "4710000000001",
         "name": "Product 4710000000001",
-        "category": "grocery/110411",
+        "category": "110411",
         "brand": "unknown",
         # unit prices 15, 15, 16 -> median 15; unit margins 3, 3, 6 -> median 3
         "price": 15.0,
@@ -134,9 +134,9 @@ def test_tafeng_product_category_is_consistent(tmp_path: Path) -> None:
     ev_path, cat_path = tmp_path / "ev.jsonl", tmp_path / "cat.jsonl"
     datasets.tafeng_to_jsonl(ev_path, cat_path, source=src)
     cats = {i["category"] for e in _read_jsonl(ev_path) for i in e["items"]}
-    assert cats == {"grocery/100002"}
+    assert cats == {"100002"}
     (product,) = _read_jsonl(cat_path)
-    assert product["category"] == "grocery/100002"
+    assert product["category"] == "100002"
     assert product["attributes"] == {"subclass": "100002", "other_subclasses": ["100001"]}
 
 
