@@ -102,14 +102,19 @@ def test_new_customer():
 # --- repeat purchase ---------------------------------------------------------------------------
 
 
-def test_may_recommend_again_follows_the_flag_and_the_categories():
+def test_may_recommend_again_follows_the_learned_share_and_the_overrides():
+    # Learned: the share of the item's buyers who bought it again, or the customer's own repeats.
+    assert may_recommend_again("q7/x", repeat_share=0.1) and not may_recommend_again("q7/x", repeat_share=0.09)
+    assert may_recommend_again("q7/x", repeat_share=0.0, own_orders=2)
+    assert not may_recommend_again("q7/x", repeat_share=0.0, own_orders=1)
+    assert not may_recommend_again("grocery/coffee")  # a name alone brings nothing back
+    # Overrides: the catalog flag and the configured categories.
     categories = ("grocery", "home/cleaning")
     assert may_recommend_again("grocery/coffee", replenishable_categories=categories)
     assert may_recommend_again("home/cleaning", replenishable_categories=categories)
     assert not may_recommend_again("home/cleaning-tools", replenishable_categories=categories)  # a prefix is a level
     assert not may_recommend_again("men/trousers", replenishable_categories=categories)
     assert may_recommend_again("men/trousers", flagged_replenishable=True)
-    assert not may_recommend_again("grocery/coffee")  # no setting: nothing comes back
 
 
 # --- value floor -------------------------------------------------------------------------------
