@@ -23,6 +23,8 @@ HOME_RECENT_VIEWS = 3
 HOME_RECENT_BUYS = 5
 PERSONAL_CANDIDATES = 30
 SUBSTITUTE_PENALTY = 0.3
+PRICE_PENALTY = 0.3  # a suggestion far dearer than the basket (rules.far_above_basket)
+BASKET_LINE_WEIGHT = 0.7  # at the till, the basket's share of the line evidence (the rest: history)
 RANKER_PRIOR_EVENTS = 500  # feedback events after which learnt and hand-set scores weigh the same
 
 
@@ -125,25 +127,78 @@ def recommend(
     _score_popularity(request, popularity, catalog, candidates)
 
     excluded = set(request.skus)
-    # At the till, a second pair of trousers is a substitute, not a complement.
-    basket_categories = _categories(request.skus, catalog) if request.context == "cart" else set()
+    till = _Till.of(request, state, catalog, shares) if request.context == "cart" else None
+    line_shares = till.line_shares if till else shares
     scored: list[_Scored] = []
-    outside_line: dict[str, bool] = {}  # per category, for this customer
+    outside_line: dict[str, bool] = {}  # per category, for this customer (at the till: this basket)
     for cand in candidates.values():
         product = catalog.get(cand.sku)
-        if product is None or cand.sku in excluded or not _allowed(product, state, shares, rules, repeats,
+        if product is None or cand.sku in excluded or not _allowed(product, state, line_shares, rules, repeats,
                                                                     outside_line):
             continue
         score = sum(getattr(weights, part) * value for part, value in cand.parts.items())
-        if product.category in basket_categories and not rules.may_recommend_again(
-                product, repeats.view(product.sku, product.category)):
-            score *= SUBSTITUTE_PENALTY
-        scored.append(_Scored(score, cand, product))
+        entry = _Scored(score, cand, product)
+        if till is not None:
+            till.place(entry, rules, repeats)
+        scored.append(entry)
     if ranker is not None and ranker.trained_on and scored:
         _blend_learnt(scored, ranker, state)
     # Only the k shown are dressed with names, reasons and features: most candidates never are.
-    top = heapq.nsmallest(request.k, scored, key=lambda s: (-s.score, s.candidate.sku))
+    top = heapq.nsmallest(request.k, scored, key=lambda s: (s.tier, -s.score, s.candidate.sku))
+    if till is not None:
+        top = till.keep_substitutes_out_of_the_top(top, rules)
     return [_finish(s, state) for s in top]
+
+
+@dataclass(slots=True)
+class _Till:
+    """What the till knows about the basket: its categories (a second item of one is a
+    substitute), its dearest item, and its line (a boys' basket gets boys' complements).
+
+    At the till, evidence of going with the basket ranks first: a suggestion bought with a
+    basket item comes before one that only the customer's affinities or popularity bring."""
+
+    categories: set[str]
+    max_price: float
+    usual_item_price: float | None
+    line_shares: dict[str, float]
+
+    @classmethod
+    def of(cls, request: Request, state: CustomerState | None, catalog: Mapping[str, Product],
+           shares: Mapping[str, float]) -> _Till:
+        basket = [catalog[sku] for sku in request.skus if sku in catalog]
+        line: dict[str, float] = {}
+        for product in basket:  # the basket speaks for the line; the customer's history after it
+            line[product.category] = line.get(product.category, 0.0) + BASKET_LINE_WEIGHT / len(basket)
+        for category, share in shares.items():
+            line[category] = line.get(category, 0.0) + (1 - BASKET_LINE_WEIGHT if basket else 1.0) * share
+        usual = state.gross / state.units if state is not None and state.units > 0 else None
+        return cls({p.category for p in basket}, max((p.price for p in basket), default=0.0), usual, line)
+
+    def place(self, entry: _Scored, rules: Rules, repeats: RepeatModel) -> None:
+        product = entry.product
+        if self.is_substitute(product, rules, repeats):
+            entry.substitute = True
+            entry.score *= SUBSTITUTE_PENALTY
+        if retail_rules.far_above_basket(product.price, self.max_price, self.usual_item_price):
+            entry.score *= PRICE_PENALTY
+        entry.tier = 0 if entry.candidate.parts.get("complement", 0.0) > 0 else 1
+
+    def is_substitute(self, product: Product, rules: Rules, repeats: RepeatModel) -> bool:
+        """A second item of a basket item's category, unless such items are rebought (a second
+        coffee is more coffee, a second pair of trousers is a substitute)."""
+        return product.category in self.categories and not rules.may_recommend_again(
+            product, repeats.view(product.sku, product.category))
+
+    @staticmethod
+    def keep_substitutes_out_of_the_top(top: list[_Scored], rules: Rules) -> list[_Scored]:
+        """No substitute among the first ``till_substitute_free_top`` (3): a shorter list rather."""
+        free = retail_rules.DEFAULT.till_substitute_free_top
+        head = [s for s in top if not s.substitute][:free]
+        if len(head) < min(free, len(top)):
+            return head
+        chosen = {id(s) for s in head}
+        return head + [s for s in top if id(s) not in chosen]
 
 
 @dataclass(slots=True)
@@ -152,6 +207,8 @@ class _Scored:
     candidate: _Candidate
     product: Product
     features: dict[str, float] | None = None
+    tier: int = 0  # at the till: 0 goes with the basket, 1 does not
+    substitute: bool = False
 
     def features_for(self, state: CustomerState | None) -> dict[str, float]:
         if self.features is None:
@@ -259,9 +316,7 @@ def _allowed(product: Product, state: CustomerState | None, shares, rules: Rules
              memo: dict[str, bool]) -> bool:
     if not product.in_stock:
         return False
-    if state is None:
-        return True
-    record = state.bought.get(product.sku)
+    record = state.bought.get(product.sku) if state is not None else None
     if record is not None and not rules.may_recommend_again(
             product, repeats.view(product.sku, product.category), int(record[0])):
         return False

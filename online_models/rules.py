@@ -43,6 +43,10 @@ class Thresholds:
     new_customer_days: float = 30.0
     # Repeat purchase: below this share of its buyers buying it again, an item is a durable.
     min_repeat_share: float = 0.1
+    # The till: a suggestion this many times dearer than the basket's dearest item (or than
+    # what the customer usually pays per item, if more) is out of place.
+    till_price_ratio: float = 3.0
+    till_substitute_free_top: int = 3  # no substitute of a basket item among the first this many
     # Value floor for churn alerts and red-carpet offers.
     value_floor_share_of_median: float = 0.5
     value_floor_min: float = 0.0
@@ -196,6 +200,21 @@ def may_recommend_again(category: str, *, repeat_share: float = 0.0, own_orders:
     """
     return (repeat_share >= t.min_repeat_share or own_orders >= 2 or flagged_replenishable
             or _under_any(category, replenishable_categories))
+
+
+def far_above_basket(price: float, basket_max_price: float, usual_item_price: float | None = None,
+                     t: Thresholds = DEFAULT) -> bool:
+    """At the till, is a suggestion priced far above what is being bought? More than
+    ``till_price_ratio`` (3×) the basket's dearest item, unless the customer's own history
+    (``usual_item_price``: what they pay per item on average) says they buy at that level.
+
+    >>> far_above_basket(346.99, 29.0), far_above_basket(60.0, 29.0)
+    (True, False)
+    >>> far_above_basket(346.99, 29.0, usual_item_price=150.0)  # they buy dear things
+    False
+    """
+    reference = max(basket_max_price, usual_item_price or 0.0)
+    return reference > 0 and price > t.till_price_ratio * reference
 
 
 @lru_cache(maxsize=65_536)

@@ -41,6 +41,42 @@ def test_substitutes_rank_below_complements_at_the_till():
     assert skus(out).index("SK-1") < skus(out).index("TR-2")
 
 
+def test_a_substitute_never_reaches_the_top_3_even_as_the_strongest_complement():
+    neighbors = {"TR-1": [Neighbor("TR-2", 0.95, 0.6), Neighbor("BL-1", 0.3, 0.2), Neighbor("SK-1", 0.2, 0.1),
+                          Neighbor("SH-1", 0.1, 0.1)]}
+    out = recommend(None, Request("cart", ("TR-1",), k=5), neighbors, POPULAR, CATALOG, RULES)
+    assert "TR-2" not in skus(out)[:3]
+    assert skus(out)[:3] == ["BL-1", "SK-1", "SH-1"]
+
+
+def test_a_boys_basket_gets_boys_complements_not_girls():
+    neighbors = {"BT-1": [Neighbor("GS-1", 0.9, 0.5), Neighbor("BS-1", 0.4, 0.3)]}
+    adult = customer(*[purchase(f"p{i}", skus=("TR-1",), ts=day(i)) for i in range(3)])  # buys men's
+    for state in (None, adult):
+        out = recommend(state, Request("cart", ("BT-1",), k=5), neighbors, POPULAR, CATALOG, RULES)
+        assert "GS-1" not in skus(out) and "GD-1" not in skus(out)
+        assert skus(out)[0] == "BS-1"
+
+
+def test_at_the_till_what_goes_with_the_basket_ranks_before_affinity():
+    # A phone buyer (strong electronics affinity) with a belt in the basket: the shirt bought
+    # with belts comes before the phone case their history would bring.
+    fan = customer(*[purchase(f"p{i}", skus=("PH-1",), ts=day(i), price=500.0) for i in range(4)])
+    neighbors = {"BL-1": [Neighbor("SH-1", 0.05, 0.66)]}
+    out = recommend(fan, Request("cart", ("BL-1",), k=5), neighbors, POPULAR, CATALOG, RULES)
+    assert skus(out)[0] == "SH-1"
+    assert "bought with Leather belt in 66% of baskets" in out[0].reasons
+
+
+def test_a_complement_far_dearer_than_the_basket_is_demoted_unless_the_customer_buys_dear():
+    neighbors = {"SK-1": [Neighbor("PH-1", 0.9, 0.5), Neighbor("BL-1", 0.4, 0.3)]}
+    out = recommend(None, Request("cart", ("SK-1",), k=5), neighbors, POPULAR, CATALOG, RULES)
+    assert skus(out).index("BL-1") < skus(out).index("PH-1")  # a 500 phone for 8 socks
+    big_spender = customer(*[purchase(f"p{i}", skus=("TR-2",), ts=day(i), price=400.0) for i in range(3)])
+    out = recommend(big_spender, Request("cart", ("SK-1",), k=5), neighbors, POPULAR, CATALOG, RULES)
+    assert skus(out)[0] == "PH-1"
+
+
 def test_just_bought_durables_are_excluded_but_replenishables_come_back():
     state = customer(purchase("p1", skus=("BL-1", "CF-1"), ts=day(0)))
     out = recommend(state, Request("cart", ("TR-1",), k=10), TROUSER_NEIGHBORS, POPULAR, CATALOG, RULES)
@@ -75,12 +111,14 @@ def test_unknown_everything_still_answers():
 def test_a_trained_ranker_reorders_by_what_shoppers_click():
     from online_models.learning import RecRanker
 
-    untrained = recommend(None, Request("cart", ("TR-1",), k=20), TROUSER_NEIGHBORS, POPULAR, CATALOG, RULES)
+    # On a product page (at the till, evidence of going with the basket ranks first whatever
+    # the ranker learnt: it orders within that rule).
+    untrained = recommend(None, Request("product", ("TR-1",), k=20), TROUSER_NEIGHBORS, POPULAR, CATALOG, RULES)
     ranker = RecRanker()
     for _ in range(400):  # shoppers click popular items and ignore complements
         ranker.learn({"popularity": 1.0}, "click")
         ranker.learn({"complement": 1.0}, "impression")
-    trained = recommend(None, Request("cart", ("TR-1",), k=20), TROUSER_NEIGHBORS, POPULAR, CATALOG, RULES,
+    trained = recommend(None, Request("product", ("TR-1",), k=20), TROUSER_NEIGHBORS, POPULAR, CATALOG, RULES,
                         ranker=ranker.weights())
     assert untrained[0].sku == "BL-1"
     assert skus(trained)[0] != "BL-1" and trained[0].features["popularity"] > 0

@@ -10,6 +10,7 @@ from online_models.rules import (
     OFFER_KINDS,
     Thresholds,
     clears_value_floor,
+    far_above_basket,
     has_rhythm,
     is_deal_seeker,
     is_discount_driven_returner,
@@ -115,6 +116,12 @@ def test_may_recommend_again_follows_the_learned_share_and_the_overrides():
     assert not may_recommend_again("home/cleaning-tools", replenishable_categories=categories)  # a prefix is a level
     assert not may_recommend_again("men/trousers", replenishable_categories=categories)
     assert may_recommend_again("men/trousers", flagged_replenishable=True)
+
+
+def test_far_above_basket():
+    assert far_above_basket(90.01, 30.0) and not far_above_basket(90.0, 30.0)
+    assert not far_above_basket(500.0, 30.0, usual_item_price=200.0)  # their history says otherwise
+    assert not far_above_basket(500.0, 0.0)  # no priced basket: nothing to compare with
 
 
 # --- value floor -------------------------------------------------------------------------------
