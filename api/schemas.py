@@ -15,6 +15,8 @@ class CrossSellRequest(BaseModel):
     store_id: str | None = Field(None, max_length=64)
     channel: str | None = Field("store", pattern="^(web|app|store)$")
     k: int = Field(5, ge=1, le=MAX_K)
+    exclude: list[str] = Field(default_factory=list, max_length=100,
+                               description="SKUs or categories (a category covers everything under it) to leave out")
 
     @field_validator("basket")
     @classmethod

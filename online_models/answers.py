@@ -13,7 +13,7 @@ from typing import Any
 
 from online_models import offers, ranking
 from online_models.customer import CustomerState
-from online_models.events import DAY_MS, Product
+from online_models.events import ANONYMOUS_CUSTOMER, DAY_MS, Product
 from online_models.items import Neighbor
 from online_models.learning import feature_vector
 from online_models.refs import DecisionRef, RecommendationRef, decode_ref, encode_ref
@@ -43,7 +43,7 @@ def recommendations_body(state: CustomerState | None, customer_id: str | None, r
                       "name": suggestion.name, "category": suggestion.category, "price": suggestion.price,
                       "recommendation_id": encode_ref(ref)})
     return {"customer_id": known_id, "known_customer": state is not None, "context": request.context,
-            "items": items}
+            "fallback": ranking.fallback_reason(state, request, list(suggestions)), "items": items}
 
 
 def decision_body(customer_id: str, decision: offers.Decision, situation: offers.Situation,
@@ -78,7 +78,7 @@ def feedback_envelope(decision_id: str | None, recommendation_id: str | None, ev
     subject = f"{decision_id or recommendation_id}|{event}"
     envelope = {
         "event_id": hashlib.sha256(subject.encode()).hexdigest()[:32],
-        "type": event, "ts": ts_ms or now_ms, "customer_id": ref.customer_id or "anonymous",
+        "type": event, "ts": ts_ms or now_ms, "customer_id": ref.customer_id or ANONYMOUS_CUSTOMER,
         "channel": ref.channel, "recommendation_id": recommendation_id, "decision_id": decision_id,
     }
     if isinstance(ref, DecisionRef):

@@ -34,6 +34,7 @@ MAX_BASKET = 40
 MAX_STORES = 8
 MAX_SEEN_IDS = 64
 MAX_ALIASES = 8
+MAX_NOT_INTERESTED = 32
 
 # How much each kind of interest counts towards affinities: a purchase says more than a look.
 INTEREST = {"product_view": 0.1, "add_to_cart": 0.3, "purchase": 1.0}
@@ -83,6 +84,7 @@ class CustomerState:
     last_store_ts: int | None = None
     seen_ids: dict[str, int] = field(default_factory=dict)  # event id → event time, the newest MAX_SEEN_IDS
     contacts: Contacts = field(default_factory=Contacts)
+    not_interested: dict[str, int] = field(default_factory=dict)  # sku → when dismissed as a recommendation
     rhythm: RhythmState = field(default_factory=RhythmState)  # what churn needs beyond the above
     churn_keys: tuple[int | None, int | None, int | None] | None = None  # as last told to the shard
     churn_version: int = 0  # updates told to the churn shard so far
@@ -145,6 +147,8 @@ class CustomerState:
             self._add_bought(sku, record[0], int(record[1]), int(record[2] if len(record) > 2 else record[1]))
         for sku, ts in other.views.items():
             self._viewed(sku, ts)
+        for sku, ts in other.not_interested.items():
+            self._not_interested(sku, ts)
         for sku, qty in other.cart.items():  # without add times: they paired in the alias's cart
             self.cart[sku] = self.cart.get(sku, 0) + qty
         if other.last_store_ts is not None and (self.last_store_ts is None or (other.last_store_ts, other.last_store)
@@ -341,10 +345,21 @@ class CustomerState:
 
     # --- codec support (the byte format lives in online_models.keys) -----------------------
 
-    def record_feedback(self, kind: str, offer_id: str | None, ts_ms: int, channel: str | None) -> None:
-        """An offer shown, clicked, accepted or dismissed: the contact policy reads this."""
+    def record_feedback(self, kind: str, offer_id: str | None, ts_ms: int, channel: str | None,
+                        sku: str | None = None) -> None:
+        """An offer shown, clicked, accepted or dismissed: the contact policy reads this. A
+        recommended item dismissed ("not interested"): ranking keeps it (and, after a few of
+        them, its category) out for a while (``rules.not_interested``)."""
         if offer_id:
             self.contacts.record(kind, offer_id, ts_ms, channel)
+        elif kind == "dismiss" and sku:
+            self._not_interested(sku, ts_ms)
+
+    def _not_interested(self, sku: str, ts_ms: int) -> None:
+        self.not_interested[sku] = max(ts_ms, self.not_interested.get(sku, ts_ms))
+        if len(self.not_interested) > MAX_NOT_INTERESTED:  # the newest, whatever order they came in
+            keep = sorted(self.not_interested, key=lambda k: (self.not_interested[k], k))[-MAX_NOT_INTERESTED:]
+            self.not_interested = {k: self.not_interested[k] for k in keep}
 
     def __deepcopy__(self, memo: dict) -> CustomerState:
         """bytewax copies every touched key's state at each epoch: copy field by field,
@@ -377,7 +392,7 @@ class CustomerState:
 
 
 _DICT_FIELDS = ("channel_orders", "channel_events", "categories", "brands", "sku_interest", "cart", "cart_ts",
-                "stores", "views", "seen_ids")
+                "stores", "views", "seen_ids", "not_interested")
 _LIST_FIELDS = ("aliases", "recent_adds")
 _ALL_FIELDS = operator.attrgetter(*CustomerState.__dataclass_fields__)
 

@@ -39,6 +39,7 @@ from online_models.churn import CHURN_SIGNAL_TYPES, Alert, PopulationShard
 from online_models.clock import MINUTE_MS, ClockSettings, PartitionClock, StreamClock
 from online_models.customer import BasketSignal, CustomerState
 from online_models.events import (
+    ANONYMOUS_CUSTOMER,
     Event,
     Feedback,
     ParseLimits,
@@ -293,6 +294,16 @@ def route(event: Event) -> str | None:
     return event.alias_id or None
 
 
+def _whose_feedback(fb: Feedback) -> str | None:
+    """The customer whose state a feedback changes: their contact history (offers), or what they
+    are not interested in (a dismissed recommendation of a known shopper)."""
+    if fb.offer_id:
+        return fb.customer_id
+    if fb.type == "dismiss" and fb.sku and fb.customer_id != ANONYMOUS_CUSTOMER:
+        return fb.customer_id
+    return None
+
+
 def _skus_bought(message: Any) -> tuple[str, ...]:
     """The SKUs whose purchase record this message may change (a purchase, or a merge)."""
     if isinstance(message, Forward):
@@ -429,7 +440,7 @@ def _steps(engine: Engine) -> list[Step]:
         Step("customers", {
             Event: lambda ev: None if route(ev) else ev.customer_id or "",
             Forward: lambda fw: fw.customer_id,
-            Feedback: lambda fb: fb.customer_id if fb.offer_id else None,  # contact history is about offers
+            Feedback: _whose_feedback,
         }, e.customer, (Put, ItemBasket, ChurnUpdate, RepeatChange)),
         Step("item_repeats", {RepeatChange: lambda m: m.sku}, e.item_repeats, (HashPut,)),
         Step("item_counts", {ItemBasket: lambda m: m.sku}, e.item_counts, (ToNeighbors, ZAdd, SAdd)),

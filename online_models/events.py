@@ -26,6 +26,7 @@ EVENT_TYPES = frozenset({
     "purchase", "return", "store_visit", "identify", "survey",
 })
 FEEDBACK_TYPES = frozenset({"impression", "click", "accept", "dismiss"})
+ANONYMOUS_CUSTOMER = "anonymous"  # the customer id of feedback on an answer for a shopper we did not know
 ITEM_EVENTS = frozenset({"add_to_cart", "remove_from_cart", "purchase", "return"})
 CHANNELS = frozenset({"web", "app", "store"})
 # Nothing a retailer sends predates this; an epoch-seconds value mistaken for ms lands here.

@@ -67,7 +67,7 @@ def apply_to_customer(
     """The customer step's one verb: an event, offer feedback, or the merge of a stitched alias."""
     if isinstance(message, Feedback):
         if state.remember(message.event_id, message.ts_ms):
-            state.record_feedback(message.type, message.offer_id, message.ts_ms, message.channel)
+            state.record_feedback(message.type, message.offer_id, message.ts_ms, message.channel, message.sku)
         return []
     if isinstance(message, Merge):
         if not state.is_duplicate(message.event_id):

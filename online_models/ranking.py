@@ -65,6 +65,7 @@ class Request:
     store_id: str | None = None
     k: int = 10
     now_ms: int | None = None  # when the answer is for (default: the customer's last event)
+    exclude: tuple[str, ...] = ()  # SKUs or categories (a category covers everything under it) to leave out
 
 
 @dataclass(slots=True)
@@ -126,15 +127,15 @@ def recommend(
         _score_personal(state, shares, popularity, catalog, rules, repeats, candidates, request.context, now_ms)
     _score_popularity(request, popularity, catalog, candidates)
 
-    excluded = set(request.skus)
+    excluded, excluded_categories = _excluded(state, request, catalog, now_ms)
     till = _Till.of(request, state, catalog, shares) if request.context == "cart" else None
     line_shares = till.line_shares if till else shares
     scored: list[_Scored] = []
     outside_line: dict[str, bool] = {}  # per category, for this customer (at the till: this basket)
     for cand in candidates.values():
         product = catalog.get(cand.sku)
-        if product is None or cand.sku in excluded or not _allowed(product, state, line_shares, rules, repeats,
-                                                                    outside_line):
+        if (product is None or cand.sku in excluded or _under_any(product.category, excluded_categories)
+                or not _allowed(product, state, line_shares, rules, repeats, outside_line)):
             continue
         score = sum(getattr(weights, part) * value for part, value in cand.parts.items())
         entry = _Scored(score, cand, product)
@@ -148,6 +149,48 @@ def recommend(
     if till is not None:
         top = till.keep_substitutes_out_of_the_top(top, rules)
     return [_finish(s, state) for s in top]
+
+
+def _excluded(state: CustomerState | None, request: Request, catalog: Mapping[str, Product],
+              now_ms: int) -> tuple[set[str], tuple[str, ...]]:
+    """SKUs and categories to leave out: the basket or product in view, what the request
+    excludes, and what the customer said they are not interested in (``rules.not_interested``)."""
+    skus = set(request.skus) | set(request.exclude)
+    categories = set(request.exclude)  # an entry may name a SKU or a category: both are tried
+    if state is not None and state.not_interested:
+        category_of = {sku: catalog[sku].category for sku in state.not_interested if sku in catalog}
+        dismissed, dismissed_categories = retail_rules.not_interested(state.not_interested, category_of, now_ms)
+        skus |= dismissed
+        categories |= dismissed_categories
+    return skus, tuple(sorted(categories))
+
+
+def _under_any(category: str, prefixes: tuple[str, ...]) -> bool:
+    return any(_under(category, prefix) for prefix in prefixes) if prefixes else False
+
+
+PERSONAL_PARTS = ("complement", "category", "brand", "buy_again")
+
+
+def fallback_reason(state: CustomerState | None, request: Request, suggestions: list[Suggestion]) -> str | None:
+    """Why the answer is a fallback (popular items only), in words; None when it is not.
+
+    >>> fallback_reason(None, Request(store_id="s-5"), [Suggestion("A", 1.0, ["popular in store s-5"])])
+    'popular in store s-5: we do not know this shopper yet'
+    """
+    if any(part in s.features for s in suggestions for part in PERSONAL_PARTS):
+        return None
+    source = "nothing to suggest yet: the catalog and the stream are empty" if not suggestions else (
+        suggestions[0].reasons[0] if suggestions[0].reasons else "popular right now")
+    if not suggestions:
+        return source
+    if state is None:
+        why = "we do not know this shopper yet"
+    elif state.orders == 0 and len(state.views) < HOME_RECENT_VIEWS:
+        why = "we know little about this shopper yet"
+    else:
+        why = "nothing in their history or basket points elsewhere yet"
+    return f"{source}: {why}"
 
 
 @dataclass(slots=True)

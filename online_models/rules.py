@@ -13,6 +13,7 @@ states each rule in retail words with its setting and its test.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -47,6 +48,10 @@ class Thresholds:
     # what the customer usually pays per item, if more) is out of place.
     till_price_ratio: float = 3.0
     till_substitute_free_top: int = 3  # no substitute of a basket item among the first this many
+    # "Not interested": a dismissed recommendation stays out this long; this many dismissed in
+    # one category keep the category out too.
+    not_interested_days: float = 30.0
+    not_interested_category_items: int = 2
     # Value floor for churn alerts and red-carpet offers.
     value_floor_share_of_median: float = 0.5
     value_floor_min: float = 0.0
@@ -200,6 +205,27 @@ def may_recommend_again(category: str, *, repeat_share: float = 0.0, own_orders:
     """
     return (repeat_share >= t.min_repeat_share or own_orders >= 2 or flagged_replenishable
             or _under_any(category, replenishable_categories))
+
+
+def not_interested(dismissed: Mapping[str, int], category_of: Mapping[str, str], now_ms: int,
+                   t: Thresholds = DEFAULT) -> tuple[set[str], set[str]]:
+    """What a customer said they are not interested in, as (SKUs, categories) to keep out now:
+    every recommendation they dismissed in the last ``not_interested_days`` (30), and the
+    category of ``not_interested_category_items`` (2) or more of them.
+
+    >>> day = 86_400_000
+    >>> skus, cats = not_interested({"a": 0, "b": 5 * day, "c": 6 * day}, {"a": "x", "b": "y", "c": "y"}, 31 * day)
+    >>> sorted(skus), sorted(cats)
+    (['b', 'c'], ['y'])
+    """
+    since = now_ms - t.not_interested_days * 86_400_000
+    skus = {sku for sku, ts in dismissed.items() if ts >= since}
+    per_category: dict[str, int] = {}
+    for sku in skus:
+        category = category_of.get(sku)
+        if category:
+            per_category[category] = per_category.get(category, 0) + 1
+    return skus, {c for c, n in per_category.items() if n >= t.not_interested_category_items}
 
 
 def far_above_basket(price: float, basket_max_price: float, usual_item_price: float | None = None,

@@ -30,18 +30,20 @@ async def recommendations(
     channel: Literal["web", "app", "store"] | None = None,
     store_id: Annotated[str | None, Query(max_length=64)] = None,
     k: Annotated[int, Query(ge=1, le=MAX_K)] = 10,
+    exclude: Annotated[list[str] | None, Query(max_length=100, description="SKUs or categories to leave out")] = None,
 ) -> Response:
     skus = tuple(dict.fromkeys(sku or ()))
     if context in ("product", "cart") and not skus:
         raise HTTPException(422, f"context '{context}' needs at least one 'sku'")
-    req = ranking.Request(context=context, skus=skus, channel=channel, store_id=store_id, k=k)
+    req = ranking.Request(context=context, skus=skus, channel=channel, store_id=store_id, k=k,
+                          exclude=tuple(exclude or ()))
     return await _recommend(store, rules, customer_id, anonymous_id, req)
 
 
 @router.post("/v1/cross-sell")
 async def cross_sell(body: CrossSellRequest, _: RecommendScope, store: StoreDep, rules: RulesDep) -> Response:
     req = ranking.Request(context="cart", skus=tuple(body.basket), channel=body.channel,
-                          store_id=body.store_id, k=body.k)
+                          store_id=body.store_id, k=body.k, exclude=tuple(body.exclude))
     return await _recommend(store, rules, body.customer_id, None, req)
 
 

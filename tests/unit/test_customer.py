@@ -8,7 +8,7 @@ from online_models.decay import Decay
 from online_models.events import Event, Item
 from online_models.identity import AliasState, apply_to_customer
 
-from .helpers import CATALOG, day, event, purchase
+from .helpers import CATALOG, T0, day, event, purchase
 
 DECAY = Decay(14)
 
@@ -110,3 +110,16 @@ def test_a_copy_shares_nothing_mutable_with_the_original():
     clone.record_feedback("dismiss", "o-1", day(2), "web")
     assert state.orders == 1 and state.bought["TR-1"][0] == 1 and not state.contacts.dismissed
     assert clone.orders == 2 and clone.bought["TR-1"][0] == 2 and state.rhythm.purchases == 1
+
+
+def test_a_dismissed_recommendation_reaches_the_customer_and_an_anonymous_one_nobody():
+    from online_models.engine import Engine, Runner
+    from online_models.events import ANONYMOUS_CUSTOMER, Feedback
+
+    runner = Runner(Engine())
+    runner.feed(Feedback("f1", "dismiss", T0, "c-9", "web", recommendation_id="r1", sku="BS-1"))
+    runner.feed(Feedback("f2", "dismiss", T0, ANONYMOUS_CUSTOMER, "web", recommendation_id="r2", sku="BS-2"))
+    runner.feed(Feedback("f3", "click", T0, "c-8", "web", recommendation_id="r3", sku="BS-2"))
+    customers = runner.states["customers"]
+    assert customers["c-9"].not_interested == {"BS-1": T0}
+    assert ANONYMOUS_CUSTOMER not in customers and "c-8" not in customers  # a click changes no profile

@@ -1,7 +1,7 @@
 from online_models.customer import CustomerState
 from online_models.decay import Decay
 from online_models.items import Neighbor, PopularityIndex
-from online_models.ranking import Request, Rules, recommend
+from online_models.ranking import Request, Rules, fallback_reason, recommend
 
 from .helpers import CATALOG, day, purchase
 
@@ -123,3 +123,36 @@ def test_a_trained_ranker_reorders_by_what_shoppers_click():
     assert untrained[0].sku == "BL-1"
     assert skus(trained)[0] != "BL-1" and trained[0].features["popularity"] > 0
     assert set(skus(trained)) == set(skus(untrained))  # the same candidates and rules, another order
+
+
+# --- per-request control ---------------------------------------------------------------------
+
+
+def test_exclude_leaves_out_skus_and_whole_categories():
+    out = recommend(None, Request("cart", ("TR-1",), k=10, exclude=("BL-1", "men/socks")), TROUSER_NEIGHBORS,
+                    POPULAR, CATALOG, RULES)
+    assert "BL-1" not in skus(out) and "SK-1" not in skus(out)
+    out = recommend(None, Request("home", k=20, exclude=("kids",)), {}, POPULAR, CATALOG, RULES)
+    assert out and not any(s.category.startswith("kids/") for s in out)
+
+
+def test_not_interested_keeps_an_item_out_for_a_while_and_two_of_a_category_keep_it_out():
+    state = customer(purchase("p1", skus=("TR-1",), ts=day(0)))
+    state.record_feedback("dismiss", None, day(1), "web", sku="BS-1")
+    request = Request("home", k=20, now_ms=day(2))
+    shown = skus(recommend(state, request, {}, POPULAR, CATALOG, RULES))
+    assert "BS-1" not in shown and "BT-1" in shown  # one dismissal: the item only
+    state.record_feedback("dismiss", None, day(1), "web", sku="BS-2")
+    state.record_feedback("dismiss", None, day(1), "web", sku="GD-1")
+    shown = skus(recommend(state, Request("home", k=20, now_ms=day(2)), {}, POPULAR, CATALOG, RULES))
+    assert not {"BS-1", "BS-2"} & set(shown)  # two boys' shirts: the category is out
+    later = skus(recommend(state, Request("home", k=20, now_ms=day(40)), {}, POPULAR, CATALOG, RULES))
+    assert "BS-1" in later  # 30 days on, it may come back
+
+
+def test_a_fallback_says_why():
+    out = recommend(None, Request("home", k=3, store_id="s-7"), {}, POPULAR, CATALOG, RULES)
+    assert fallback_reason(None, Request(store_id="s-7"), out) == "popular in store s-7: we do not know this shopper yet"
+    known = customer(purchase("p1", skus=("TR-1",), ts=day(0)))
+    out = recommend(known, Request("cart", ("TR-1",), k=3), TROUSER_NEIGHBORS, POPULAR, CATALOG, RULES)
+    assert fallback_reason(known, Request("cart", ("TR-1",)), out) is None  # complements: no fallback

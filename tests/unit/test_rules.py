@@ -19,6 +19,7 @@ from online_models.rules import (
     is_new_customer,
     lapse_stage,
     may_recommend_again,
+    not_interested,
     offer_suitability,
     returns_a_lot,
     usual_gap_days,
@@ -116,6 +117,15 @@ def test_may_recommend_again_follows_the_learned_share_and_the_overrides():
     assert not may_recommend_again("home/cleaning-tools", replenishable_categories=categories)  # a prefix is a level
     assert not may_recommend_again("men/trousers", replenishable_categories=categories)
     assert may_recommend_again("men/trousers", flagged_replenishable=True)
+
+
+def test_not_interested():
+    day = 86_400_000
+    dismissed = {"a": 0, "b": 10 * day, "c": 20 * day, "d": 21 * day}
+    category_of = {"a": "x/1", "b": "x/1", "c": "y/2", "d": "y/2"}
+    skus, categories = not_interested(dismissed, category_of, now_ms=35 * day)
+    assert skus == {"b", "c", "d"} and categories == {"y/2"}  # "a" is 35 days old; x/1 has one left
+    assert not_interested({}, {}, 0) == (set(), set())
 
 
 def test_far_above_basket():
