@@ -96,6 +96,7 @@ class EngineSettings:
     churn_threshold: float = 0.85
     clock: ClockSettings = field(default_factory=ClockSettings)
     alerts_maxlen: int = 10_000
+    anonymous_ttl_s: int | None = None  # an unstitched alias profile expires in Redis after this
 
 
 class Engine:
@@ -141,7 +142,8 @@ class Engine:
         if outcome.linked_to:
             emits.append(Put(self.scheme.alias(alias_id), (alias_id, outcome.linked_to), keys.encode_link_pair))
         if outcome.profile_changed:
-            emits.append(Put(self.scheme.alias(alias_id), state.profile, keys.encode_customer))
+            emits.append(Put(self.scheme.alias(alias_id), state.profile, keys.encode_customer,
+                             self.settings.anonymous_ttl_s))
         emits.extend(_memberships(outcome.signals))
         return state, emits
 

@@ -163,13 +163,14 @@ class Put:
     key: str
     value: Any
     encode: Callable[[Any], bytes]
+    ttl_s: int | None = None  # expire unless rewritten within this long (anonymous profiles)
 
     @property
     def slot(self) -> tuple[str, str | None]:
         return (self.key, None)
 
     def apply(self, pipe) -> None:
-        pipe.set(self.key, self.encode(self.value))
+        pipe.set(self.key, self.encode(self.value), ex=self.ttl_s)
 
 
 @dataclass(frozen=True, slots=True)

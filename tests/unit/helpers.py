@@ -43,7 +43,7 @@ class MemoryPipe:
     def __init__(self) -> None:
         self.data: dict[tuple[str, str | None], bytes | float | None] = {}
 
-    def set(self, key, value):
+    def set(self, key, value, ex=None):  # a TTL (ex) does not change what is stored
         self.data[(key, None)] = value
 
     def hset(self, key, field, value):
