@@ -37,6 +37,15 @@ def test_bgnbd_fit_reproduces_the_published_parameters(cdnow_sample):
     assert fit["loglik"] == pytest.approx(-9582.4, abs=0.5)
 
 
+def test_pareto_nbd_fit_reproduces_the_published_parameters(cdnow_sample):
+    fit = ec.fit_pareto_nbd_scipy(*cdnow_sample)
+    published = {"r": 0.553, "alpha": 10.578, "s": 0.606, "beta": 11.669}  # Fader, Hardie & Lee 2005
+    for name, value in published.items():
+        assert fit[name] == pytest.approx(value, rel=0.01), name
+    frequent, lapsed = ec.pareto_nbd_expected(fit, [5, 5], [30.0, 5.0], [32.0, 32.0], 39.0)
+    assert frequent > 1.0 > lapsed > 0.0
+
+
 def test_online_pure_python_fit_matches_too(cdnow_sample):
     rows = {}
     for key in zip(*cdnow_sample):
@@ -70,7 +79,7 @@ def test_main_on_a_small_jsonl_prints_json_last(tmp_path, capsys):
     result = ec.main(path, "2027-04-15", "2027-08-01", as_json=True)
     last = capsys.readouterr().out.strip().splitlines()[-1]
     figures = orjson.loads(last)
-    for key in ("customers", "auc", "auc_bgnbd", "auc_recency"):
+    for key in ("customers", "auc", "auc_bgnbd", "auc_pareto_nbd", "auc_recency"):
         assert key in figures
     assert figures["customers"] == result["customers"] == 60
     assert list(figures["dead_letters"].values()) == [1]  # the bad line; the duplicate is ignored by the engine
