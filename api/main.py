@@ -10,7 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from redis.exceptions import RedisError
 
-from api import ui
+from api import errors, ui
 from api.feedback import FeedbackProducer
 from api.responses import json_response
 from api.routes import alerts, catalog, customers, feedback, health, recommendations
@@ -49,6 +49,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.api_keys = settings.hashed_api_keys()
     app.state.rules = ranking.Rules(replenishable=tuple(settings.replenishable_categories))
     app.state.arbitration = settings.arbitration()
+
+    errors.install(app)
 
     @app.exception_handler(RedisError)
     async def redis_down(request: Request, exc: RedisError) -> Response:

@@ -10,14 +10,16 @@ from fastapi import APIRouter, HTTPException, Response
 
 from api.auth import RecommendScope
 from api.deps import FeedbackDep, now_ms
+from api.errors import KEYED, responses
 from api.responses import json_response
-from api.schemas import FeedbackRequest
+from api.schemas import FeedbackAccepted, FeedbackRequest
 from online_models import answers
 
 router = APIRouter(tags=["offers"])
 
 
-@router.post("/v1/feedback", status_code=202)
+@router.post("/v1/feedback", status_code=202, response_model=FeedbackAccepted,
+             responses=responses(400, *KEYED, 503))
 async def feedback(body: FeedbackRequest, _: RecommendScope, producer: FeedbackDep) -> Response:
     try:
         envelope = answers.feedback_envelope(body.decision_id, body.recommendation_id, body.event, body.ts,

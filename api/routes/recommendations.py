@@ -5,19 +5,20 @@ from __future__ import annotations
 import secrets
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, HTTPException, Query, Response
+from fastapi import APIRouter, Query, Response
 
 from api.auth import RecommendScope
 from api.deps import RulesDep, StoreDep, now_ms
+from api.errors import KEYED, invalid, responses
 from api.responses import json_response
-from api.schemas import MAX_K, CrossSellRequest
+from api.schemas import MAX_K, CrossSellRequest, Recommendations
 from api.store import Store
 from online_models import answers, ranking
 
 router = APIRouter(tags=["recommend"])
 
 
-@router.get("/v1/recommendations")
+@router.get("/v1/recommendations", response_model=Recommendations, responses=responses(*KEYED, 503))
 async def recommendations(
     _: RecommendScope,
     store: StoreDep,
@@ -32,12 +33,12 @@ async def recommendations(
 ) -> Response:
     skus = tuple(dict.fromkeys(sku or ()))
     if context in ("product", "cart") and not skus:
-        raise HTTPException(422, f"context '{context}' needs at least one 'sku'")
+        raise invalid(("query", "sku"), f"context '{context}' needs at least one 'sku'")
     req = ranking.Request(context=context, skus=skus, channel=channel, store_id=store_id, k=k)
     return await _recommend(store, rules, customer_id, anonymous_id, req)
 
 
-@router.post("/v1/cross-sell")
+@router.post("/v1/cross-sell", response_model=Recommendations, responses=responses(*KEYED, 503))
 async def cross_sell(body: CrossSellRequest, _: RecommendScope, store: StoreDep, rules: RulesDep) -> Response:
     req = ranking.Request(context="cart", skus=tuple(body.basket), channel=body.channel,
                           store_id=body.store_id, k=body.k)

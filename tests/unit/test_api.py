@@ -1,0 +1,89 @@
+"""The HTTP edge against abuse, with no services: Redis and the broker point at closed ports, so
+whatever a test expects must be answered before the API would touch them (or be a 503)."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+
+from api.main import create_app
+from omnirec.settings import Settings
+
+KEYS = {"shop-key": ["recommend"], "till-key": ["recommend", "profile"], "ops-key": ["admin"]}
+SHOP = {"Authorization": "Bearer shop-key", "Content-Type": "application/json"}
+TILL = {"Authorization": "Bearer till-key", "Content-Type": "application/json"}
+
+
+def offline(**overrides) -> Settings:
+    return Settings(redis_url="redis://127.0.0.1:1/0", kafka_bootstrap="127.0.0.1:1", api_keys=KEYS,
+                    **overrides)
+
+
+@pytest.fixture(scope="module")
+def api():
+    with TestClient(create_app(offline()), raise_server_exceptions=False) as client:
+        yield client
+
+
+def assert_error(response, status: int) -> dict:
+    """Every error has the documented body: a string `detail`, and for 422 the `errors` list."""
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert isinstance(body["detail"], str) and body["detail"]
+    if status == 422:
+        assert body["errors"] and all(set(e) == {"loc", "msg", "type"} for e in body["errors"])
+    return body
+
+
+@pytest.mark.parametrize("k", ["NaN", "Infinity", "-Infinity", "1e400", "-1e400", "1e30", "9e18", "2.5"])
+def test_non_finite_or_absurd_numbers_in_a_body_are_422_naming_the_field(api, k):
+    response = api.post("/v1/cross-sell", content=f'{{"basket": ["TR-1"], "k": {k}}}', headers=SHOP)
+    assert assert_error(response, 422)["errors"][0]["loc"] == ["body", "k"]
+
+
+@pytest.mark.parametrize("ts", ["NaN", "Infinity", "1e30", "9e18", "-1", "1e400"])
+def test_absurd_feedback_times_are_422(api, ts):
+    body = f'{{"decision_id": "d1.x", "event": "click", "ts": {ts}}}'
+    response = api.post("/v1/feedback", content=body, headers=SHOP)
+    assert assert_error(response, 422)["errors"][0]["loc"] == ["body", "ts"]
+
+
+@pytest.mark.parametrize("query", ["k=NaN", "k=inf", "k=1e400", "k=99999999999999999999999", "k=0"])
+def test_bad_numbers_in_a_query_are_422(api, query):
+    response = api.get(f"/v1/recommendations?{query}", headers=SHOP)
+    assert assert_error(response, 422)["errors"][0]["loc"] == ["query", "k"]
+
+
+@pytest.mark.parametrize("since", ["1-2-3", "99999999999999999999999-0", "²", "1e400", "NaN"])
+def test_a_bad_since_on_alerts_is_422_not_a_redis_error(api, since):
+    assert "since" in assert_error(api.get("/v1/alerts/churn", params={"since": since}, headers=TILL), 422)["detail"]
+
+
+def test_unknown_routes_and_missing_keys_answer_the_same_error_body(api):
+    assert assert_error(api.get("/v1/nothing-here"), 404)["detail"] == "Not Found"
+    assert "Missing API key" in assert_error(api.get("/v1/recommendations"), 401)["detail"]
+    assert "profile" in assert_error(api.get("/v1/customers/c-1", headers=SHOP), 403)["detail"]
+
+
+def test_the_openapi_document_lists_each_routes_responses_with_one_error_schema(api):
+    doc = api.get("/openapi.json").json()
+    error_ref = "#/components/schemas/ErrorBody"
+    for path, methods in doc["paths"].items():
+        for method, operation in methods.items():
+            codes = set(operation["responses"])
+            if path in ("/healthz", "/readyz"):
+                continue
+            assert {"401", "403", "413", "422", "429"} <= codes, (method, path, codes)
+            for code in codes - {"200", "202"}:
+                schema = operation["responses"][code]["content"]["application/json"]["schema"]
+                assert schema == {"$ref": error_ref}, (method, path, code, schema)
+    for path, method, model in [("/v1/recommendations", "get", "Recommendations"),
+                                ("/v1/cross-sell", "post", "Recommendations"),
+                                ("/v1/customers/{customer_id}", "get", "Profile"),
+                                ("/v1/customers/{customer_id}/next-best-offer", "get", "NextBestOffer"),
+                                ("/v1/feedback", "post", "FeedbackAccepted"),
+                                ("/v1/alerts/churn", "get", "ChurnAlerts")]:
+        ok = doc["paths"][path][method]["responses"]["202" if method == "post" and path == "/v1/feedback" else "200"]
+        assert ok["content"]["application/json"]["schema"] == {"$ref": f"#/components/schemas/{model}"}
+    assert "400" in doc["paths"]["/v1/feedback"]["post"]["responses"]
+    assert "404" in doc["paths"]["/v1/customers/{customer_id}"]["get"]["responses"]
