@@ -12,6 +12,7 @@ from redis.exceptions import RedisError
 
 from api import errors, ui
 from api.feedback import FeedbackProducer
+from api.limits import BodySizeLimit
 from api.responses import json_response
 from api.routes import alerts, catalog, customers, feedback, health, recommendations
 from api.store import Store
@@ -51,6 +52,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.arbitration = settings.arbitration()
 
     errors.install(app)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
 
     @app.exception_handler(RedisError)
     async def redis_down(request: Request, exc: RedisError) -> Response:

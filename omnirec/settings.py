@@ -79,6 +79,7 @@ class Settings(BaseSettings):
     api_keys: dict[str, list[str]] = Field(default_factory=dict)
     api_catalog_refresh_s: float = Field(2.0, gt=0)
     redis_max_connections: int = Field(64, gt=0)
+    max_request_bytes: int = Field(1_048_576, gt=0, description="larger request bodies are answered 413")
 
     @field_validator("api_keys")
     @classmethod

@@ -87,3 +87,25 @@ def test_the_openapi_document_lists_each_routes_responses_with_one_error_schema(
         assert ok["content"]["application/json"]["schema"] == {"$ref": f"#/components/schemas/{model}"}
     assert "400" in doc["paths"]["/v1/feedback"]["post"]["responses"]
     assert "404" in doc["paths"]["/v1/customers/{customer_id}"]["get"]["responses"]
+
+
+def test_a_body_over_the_limit_is_413_by_its_length_before_it_is_read():
+    with TestClient(create_app(offline(max_request_bytes=1000)), raise_server_exceptions=False) as small:
+        big = '{"basket": ["TR-1"], "customer_id": "' + "x" * 2000 + '"}'
+        assert "limit is 1000 bytes" in assert_error(small.post("/v1/cross-sell", content=big, headers=SHOP),
+                                                     413)["detail"]
+        fits = small.post("/v1/cross-sell", content='{"basket": ["TR-1"], "k": 0}', headers=SHOP)
+        assert fits.status_code == 422  # under the limit: read and validated as usual
+
+
+def test_a_chunked_body_is_cut_off_at_the_limit_while_it_streams():
+    def chunks():  # no Content-Length: the client sends it chunked
+        for _ in range(100):
+            yield b'{"basket": ["' + b"x" * 500 + b'"], '
+
+    with TestClient(create_app(offline(max_request_bytes=2000)), raise_server_exceptions=False) as small:
+        response = small.post("/v1/feedback", content=chunks(), headers=SHOP)
+        assert "content-length" not in response.request.headers
+        assert_error(response, 413)
+        after = small.post("/v1/feedback", json={"event": "click"}, headers=SHOP)  # the next one is served
+        assert after.status_code == 422
