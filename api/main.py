@@ -13,6 +13,7 @@ from redis.exceptions import RedisError
 from api import errors, ui
 from api.feedback import FeedbackProducer
 from api.limits import BodySizeLimit
+from api.ratelimit import TokenBuckets
 from api.responses import json_response
 from api.routes import alerts, catalog, customers, feedback, health, recommendations
 from api.store import Store
@@ -48,6 +49,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="omnirec", version="0.1.0", lifespan=lifespan,
                   description="Real-time recommendations, cross-sell and customer profiles.")
     app.state.api_keys = settings.hashed_api_keys()
+    app.state.rate_limits = TokenBuckets(settings.rate_limit_per_s, settings.rate_limit_burst)
     app.state.rules = ranking.Rules(replenishable=tuple(settings.replenishable_categories))
     app.state.arbitration = settings.arbitration()
 

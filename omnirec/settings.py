@@ -80,6 +80,8 @@ class Settings(BaseSettings):
     api_catalog_refresh_s: float = Field(2.0, gt=0)
     redis_max_connections: int = Field(64, gt=0)
     max_request_bytes: int = Field(1_048_576, gt=0, description="larger request bodies are answered 413")
+    rate_limit_per_s: float = Field(200.0, ge=0, description="requests a second per API key and API process; 0: off")
+    rate_limit_burst: int = Field(400, ge=1, description="requests an API key may make at once")
 
     @field_validator("api_keys")
     @classmethod

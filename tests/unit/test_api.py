@@ -109,3 +109,30 @@ def test_a_chunked_body_is_cut_off_at_the_limit_while_it_streams():
         assert_error(response, 413)
         after = small.post("/v1/feedback", json={"event": "click"}, headers=SHOP)  # the next one is served
         assert after.status_code == 422
+
+
+def test_each_api_key_has_its_own_rate_limit_answered_429_with_retry_after():
+    # one token per 1000 s: the test cannot race the refill, however slow the machine
+    limited = offline(rate_limit_per_s=0.001, rate_limit_burst=3)
+    with TestClient(create_app(limited), raise_server_exceptions=False) as api:
+        served = [api.get("/v1/catalog/search?q=belt", headers=SHOP).status_code for _ in range(3)]
+        assert served == [200, 200, 200]
+        refused = api.get("/v1/catalog/search?q=belt", headers=SHOP)
+        assert "Rate limit" in assert_error(refused, 429)["detail"]
+        assert 900 <= int(refused.headers["Retry-After"]) <= 1000
+        assert api.get("/v1/catalog/search?q=belt", headers=TILL).status_code == 200  # another key: its own bucket
+        assert api.get("/v1/catalog/search?q=belt", headers={"Authorization": "Bearer nope"}).status_code == 401
+
+
+def test_token_buckets_refill_at_the_rate_up_to_the_burst():
+    from api.ratelimit import TokenBuckets, retry_after
+
+    now = [0.0]
+    buckets = TokenBuckets(rate_per_s=2.0, burst=2, clock=lambda: now[0])
+    assert [buckets.take("k") for _ in range(3)] == [0.0, 0.0, 0.5]
+    now[0] += 0.5  # one token back
+    assert buckets.take("k") == 0.0 and buckets.take("k") == 0.5
+    now[0] += 100  # never more than the burst
+    assert [buckets.take("k") for _ in range(3)] == [0.0, 0.0, 0.5]
+    assert retry_after(0.5) == "1" and retry_after(2.1) == "3"
+    assert TokenBuckets(rate_per_s=0, burst=1).take("k") == 0.0  # 0: no limit
