@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, HTTPException, Path, Query, Response
 
 from api.auth import ProfileScope, RecommendScope
-from api.deps import ArbitrationDep, StoreDep, now_ms
+from api.deps import ArbitrationDep, SigningDep, StoreDep, now_ms
 from api.errors import KEYED, responses
 from api.responses import json_response
 from api.schemas import NextBestOffer, Profile
@@ -35,9 +35,10 @@ async def customer_profile(customer_id: CustomerId, _: ProfileScope, store: Stor
             responses=responses(*KEYED, 503))
 async def next_best_offer(
     customer_id: CustomerId,
-    _: RecommendScope,
+    caller: RecommendScope,
     store: StoreDep,
     arbitration: ArbitrationDep,
+    signing: SigningDep,
     channel: Literal["web", "app", "store"] | None = None,
     store_id: Annotated[str | None, Query(max_length=64)] = None,
     context: Annotated[str, Query(pattern=NBO_CONTEXTS)] = "default",
@@ -47,7 +48,8 @@ async def next_best_offer(
     situation = offers.Situation(now_ms(), channel, store_id, context, tier)
     decision = offers.decide(store.offers.values(), store.offer_stats, state, situation, store.catalog,
                              arbitration, seed=secrets.randbits(63))
-    body = answers.decision_body(customer_id, decision, situation, nonce=secrets.randbits(32))
+    body = answers.decision_body(customer_id, decision, situation, nonce=secrets.randbits(32), signing=signing,
+                                 reveal_profile=caller.may("profile"))
     if decision.chosen is not None:
         log.info("nbo decision %s customer=%s offer=%s control=%s exploration=%s", body["decision_id"],
                  customer_id, decision.chosen.offer.offer_id, decision.control, decision.explored)

@@ -8,12 +8,13 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Response
 
 from api.auth import RecommendScope
-from api.deps import RulesDep, StoreDep, now_ms
+from api.deps import RulesDep, SigningDep, StoreDep, now_ms
 from api.errors import KEYED, invalid, responses
 from api.responses import json_response
 from api.schemas import MAX_K, CrossSellRequest, Recommendations
 from api.store import Store
 from online_models import answers, ranking
+from online_models.refs import SigningKeys
 
 router = APIRouter(tags=["recommend"])
 
@@ -23,6 +24,7 @@ async def recommendations(
     _: RecommendScope,
     store: StoreDep,
     rules: RulesDep,
+    signing: SigningDep,
     customer_id: Annotated[str | None, Query(max_length=128)] = None,
     anonymous_id: Annotated[str | None, Query(max_length=128)] = None,
     context: Literal["home", "product", "cart"] = "home",
@@ -35,18 +37,19 @@ async def recommendations(
     if context in ("product", "cart") and not skus:
         raise invalid(("query", "sku"), f"context '{context}' needs at least one 'sku'")
     req = ranking.Request(context=context, skus=skus, channel=channel, store_id=store_id, k=k)
-    return await _recommend(store, rules, customer_id, anonymous_id, req)
+    return await _recommend(store, rules, signing, customer_id, anonymous_id, req)
 
 
 @router.post("/v1/cross-sell", response_model=Recommendations, responses=responses(*KEYED, 503))
-async def cross_sell(body: CrossSellRequest, _: RecommendScope, store: StoreDep, rules: RulesDep) -> Response:
+async def cross_sell(body: CrossSellRequest, _: RecommendScope, store: StoreDep, rules: RulesDep,
+                     signing: SigningDep) -> Response:
     req = ranking.Request(context="cart", skus=tuple(body.basket), channel=body.channel,
                           store_id=body.store_id, k=body.k)
-    return await _recommend(store, rules, body.customer_id, None, req)
+    return await _recommend(store, rules, signing, body.customer_id, None, req)
 
 
-async def _recommend(store: Store, rules: ranking.Rules, customer_id: str | None, anonymous_id: str | None,
-                     req: ranking.Request) -> Response:
+async def _recommend(store: Store, rules: ranking.Rules, signing: SigningKeys, customer_id: str | None,
+                     anonymous_id: str | None, req: ranking.Request) -> Response:
     state, neighbors = await store.fetch(customer_id, anonymous_id, req.skus)
     missing = answers.anchors_to_fetch(state, req, neighbors)
     if missing:  # home page anchors come from the profile, so they need a second trip
@@ -54,4 +57,5 @@ async def _recommend(store: Store, rules: ranking.Rules, customer_id: str | None
     suggestions = ranking.recommend(state, req, neighbors, store.popularity, store.catalog, rules,
                                     ranker=store.ranker)
     nonces = [secrets.randbits(32) for _ in suggestions]
-    return json_response(answers.recommendations_body(state, customer_id, req, suggestions, now_ms(), nonces))
+    return json_response(answers.recommendations_body(state, customer_id, req, suggestions, now_ms(), nonces,
+                                                      signing))

@@ -136,3 +136,54 @@ def test_token_buckets_refill_at_the_rate_up_to_the_burst():
     assert [buckets.take("k") for _ in range(3)] == [0.0, 0.0, 0.5]
     assert retry_after(0.5) == "1" and retry_after(2.1) == "3"
     assert TokenBuckets(rate_per_s=0, burst=1).take("k") == 0.0  # 0: no limit
+
+
+class RecordingProducer:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, dict]] = []
+
+    async def send(self, key: str, value: bytes) -> None:
+        import orjson
+
+        self.sent.append((key, orjson.loads(value)))
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.fixture
+def feedback_api():
+    """The API with its feedback producer replaced by one that records what it would produce."""
+    app = create_app(offline())
+    with TestClient(app, raise_server_exceptions=False) as client:
+        real, app.state.feedback = app.state.feedback, RecordingProducer()
+        real.close()
+        yield client, app
+
+
+def test_forged_or_altered_ids_are_400_and_never_reach_the_flow(feedback_api):
+    import base64
+
+    import orjson
+
+    from online_models.refs import DecisionRef, RecommendationRef, SigningKeys, encode_ref
+
+    api, app = feedback_api
+    genuine = encode_ref(DecisionRef("c-1", "winback-15", "lapsed", "web", False, 1_795_601_700_000, 7),
+                         app.state.signing)
+    tag, kid, body, mac = genuine.split(".")
+    fields = orjson.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+    fields[0] = "c-2"  # somebody else's offer
+    other = base64.urlsafe_b64encode(orjson.dumps(fields)).rstrip(b"=").decode()
+    made_up = encode_ref(RecommendationRef("c-1", "cart", None, 1_795_601_700_000, 1, "BL-1", (1e308,) * 8),
+                         SigningKeys.of({kid: "a secret I made up myself"}))
+    for field, forged in [("decision_id", f"{tag}.{kid}.{other}.{mac}"), ("recommendation_id", made_up),
+                          ("decision_id", f"d1.{body}"), ("decision_id", "d1.garbage")]:
+        response = api.post("/v1/feedback", json={field: forged, "event": "dismiss"}, headers=SHOP)
+        assert_error(response, 400)
+    assert app.state.feedback.sent == []
+
+    accepted = api.post("/v1/feedback", json={"decision_id": genuine, "event": "dismiss"}, headers=SHOP)
+    assert accepted.status_code == 202 and accepted.json()["accepted"] is True
+    [(key, envelope)] = app.state.feedback.sent
+    assert key == "c-1" and envelope["offer_id"] == "winback-15" and envelope["type"] == "dismiss"
