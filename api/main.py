@@ -15,6 +15,7 @@ from redis.exceptions import RedisError
 from api import errors, ui
 from api.feedback import FeedbackProducer
 from api.limits import BodySizeLimit
+from api.metrics import ApiMetrics, MetricsMiddleware
 from api.ratelimit import TokenBuckets
 from api.responses import json_response
 from api.routes import alerts, catalog, customers, feedback, health, recommendations
@@ -61,6 +62,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     errors.install(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+    app.state.metrics = ApiMetrics()
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)  # added last: the outermost
+    app.add_api_route("/metrics", app.state.metrics.expose, include_in_schema=False)
 
     @app.exception_handler(RedisError)
     async def redis_down(request: Request, exc: RedisError) -> Response:

@@ -187,3 +187,27 @@ def test_forged_or_altered_ids_are_400_and_never_reach_the_flow(feedback_api):
     assert accepted.status_code == 202 and accepted.json()["accepted"] is True
     [(key, envelope)] = app.state.feedback.sent
     assert key == "c-1" and envelope["offer_id"] == "winback-15" and envelope["type"] == "dismiss"
+
+
+def test_metrics_count_answers_by_route_template_and_status_with_latency_histograms():
+    limited = offline(rate_limit_per_s=0.001, rate_limit_burst=1, max_request_bytes=100)
+    with TestClient(create_app(limited), raise_server_exceptions=False) as api:
+        api.get("/v1/catalog/search?q=belt", headers=SHOP)  # 200
+        api.get("/v1/catalog/search?q=belt", headers=SHOP)  # 429: one request per 1000 s
+        api.get("/v1/customers/c-123", headers=TILL)  # 503: Redis is away
+        api.get("/v1/customers/c-456", headers={"Authorization": "Bearer ops-key"})  # (each key: one request)
+        api.post("/v1/cross-sell", content="x" * 200, headers=TILL)  # 413 before routing
+        api.get("/no/such/path")
+        text = api.get("/metrics").text
+
+    def count(route: str, status: int, method: str = "GET") -> float:
+        line = f'omnirec_api_requests_total{{method="{method}",route="{route}",status="{status}"}} '
+        found = [ln for ln in text.splitlines() if ln.startswith(line)]
+        return float(found[0].split()[-1]) if found else 0.0
+
+    assert count("/v1/catalog/search", 200) == 1 and count("/v1/catalog/search", 429) == 1
+    assert count("/v1/customers/{customer_id}", 503) == 2  # the template, not the ids
+    assert count("/v1/cross-sell", 413, "POST") == 1
+    assert count("unmatched", 404) == 1
+    assert 'omnirec_api_request_duration_seconds_bucket{le="0.005",method="GET",route="/v1/catalog/search"}' in text
+    assert "c-123" not in text
