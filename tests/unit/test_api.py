@@ -211,3 +211,36 @@ def test_metrics_count_answers_by_route_template_and_status_with_latency_histogr
     assert count("unmatched", 404) == 1
     assert 'omnirec_api_request_duration_seconds_bucket{le="0.005",method="GET",route="/v1/catalog/search"}' in text
     assert "c-123" not in text
+
+
+def test_next_best_offer_hides_profile_facts_from_a_key_without_the_profile_scope():
+    from online_models.customer import CustomerState
+    from online_models.decay import Decay
+    from online_models.offers import offer_from_dict
+    from online_models.profile import Population
+
+    from .helpers import CATALOG, day, purchase
+
+    state = CustomerState("c-1")
+    for i in range(3):
+        state.apply(purchase(f"p{i}", skus=("TR-1", "BL-1"), ts=day(i * 40)), Decay(14))
+
+    class OneCustomer:  # stands in for the Redis reader
+        catalog, offer_stats, population = CATALOG, {}, Population()
+        offers = {o.offer_id: o for o in (
+            offer_from_dict({"offer_id": "care", "kind": "service", "value": 10.0}),
+            offer_from_dict({"offer_id": "kids-10", "kind": "discount", "value": 5.0,
+                             "eligibility": {"categories": ["kids"]}}))}
+
+        async def fetch(self, customer_id, alias_id, skus):
+            return (state if customer_id == "c-1" else None), {}
+
+    app = create_app(offline(nbo_control_share=0.0))
+    with TestClient(app, raise_server_exceptions=False) as api:
+        app.state.store = OneCustomer()
+        shop = api.get("/v1/customers/c-1/next-best-offer?channel=web", headers=SHOP).json()
+        till = api.get("/v1/customers/c-1/next-best-offer?channel=web", headers=TILL).json()
+    assert shop["offer"]["offer_id"] == till["offer"]["offer_id"] == "care"
+    assert till["cell"] and till["not_eligible"]["kids-10"] == "eligibility: customer never buys kids"
+    assert shop["cell"] is None and shop["not_eligible"] == {"kids-10": "not for this customer"}
+    assert not any(till["cell"].split("|")[0] in reason for reason in shop["reasons"])
