@@ -1,5 +1,5 @@
-"""What routes depend on, as `Annotated` aliases: the Redis reader, the feedback producer and the
-answer settings, all made once in `create_app` and its lifespan. API-key scopes are in api/auth.py."""
+"""What routes depend on, as `Annotated` aliases: the Redis reader, the feedback producer, the
+id signing keys and the answer settings, all made once in `create_app` and its lifespan. API-key scopes are in api/auth.py."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from fastapi import Depends, Request
 from api.feedback import FeedbackProducer
 from api.store import Store
 from online_models import offers, ranking
+from online_models.refs import SigningKeys
 
 
 # async: a plain def would cost a threadpool hop per request
@@ -30,10 +31,15 @@ async def get_arbitration(request: Request) -> offers.ArbitrationSettings:
     return request.app.state.arbitration
 
 
+async def get_signing(request: Request) -> SigningKeys:
+    return request.app.state.signing
+
+
 StoreDep = Annotated[Store, Depends(get_store)]
 FeedbackDep = Annotated[FeedbackProducer, Depends(get_feedback)]
 RulesDep = Annotated[ranking.Rules, Depends(get_rules)]
 ArbitrationDep = Annotated[offers.ArbitrationSettings, Depends(get_arbitration)]
+SigningDep = Annotated[SigningKeys, Depends(get_signing)]
 
 
 def now_ms() -> int:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import secrets
 from contextlib import asynccontextmanager
 
 import redis.asyncio as aioredis
@@ -10,13 +12,19 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from redis.exceptions import RedisError
 
-from api import ui
+from api import errors, ui
 from api.feedback import FeedbackProducer
+from api.limits import BodySizeLimit
+from api.metrics import ApiMetrics, MetricsMiddleware
+from api.ratelimit import TokenBuckets
 from api.responses import json_response
 from api.routes import alerts, catalog, customers, feedback, health, recommendations
 from api.store import Store
 from omnirec.settings import Settings, get_settings
 from online_models import keys, ranking
+from online_models.refs import SigningKeys
+
+log = logging.getLogger("omnirec.api")
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -48,8 +56,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="omnirec", version="0.1.0", lifespan=lifespan,
                   description="Real-time recommendations, cross-sell and customer profiles.")
     app.state.api_keys = settings.hashed_api_keys()
+    app.state.signing = signing_keys(settings)
+    app.state.rate_limits = TokenBuckets(settings.rate_limit_per_s, settings.rate_limit_burst)
     app.state.rules = ranking.Rules(replenishable=tuple(settings.replenishable_categories))
     app.state.arbitration = settings.arbitration()
+
+    errors.install(app)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+    app.state.metrics = ApiMetrics()
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)  # added last: the outermost
+    app.add_api_route("/metrics", app.state.metrics.expose, include_in_schema=False)
 
     @app.exception_handler(RedisError)
     async def redis_down(request: Request, exc: RedisError) -> Response:
@@ -63,6 +79,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(area.router)
     ui.install(app)
     return app
+
+
+def signing_keys(settings: Settings) -> SigningKeys:
+    """The configured keys; without any, one random key for this process (ids die with it)."""
+    if settings.signing_keys:
+        return SigningKeys.of(settings.signing_keys)
+    log.warning("OMNIREC_SIGNING_KEYS is empty: signing ids with a random key of this process; ids it issues "
+                "fail after a restart and on other replicas")
+    return SigningKeys.of({"ephemeral": secrets.token_bytes(32)})
 
 
 app = create_app()

@@ -1,10 +1,12 @@
-"""Request bodies (validated by pydantic; a bad one is a 422 with the reason)."""
+"""Request bodies (validated by pydantic; a bad one is a 422 with the reason) and response bodies."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from online_models.events import EARLIEST_TS_MS, LATEST_TS_MS
 
 MAX_K = 50
 
@@ -33,10 +35,129 @@ class FeedbackRequest(BaseModel):
     decision_id: str | None = Field(None, max_length=600)
     recommendation_id: str | None = Field(None, max_length=600)
     event: Literal["impression", "click", "accept", "dismiss"]
-    ts: int | None = Field(None, gt=946_684_800_000, description="event time, epoch ms; default: now")
+    ts: int | None = Field(None, ge=EARLIEST_TS_MS, le=LATEST_TS_MS,
+                           description="event time, epoch ms (2000-01-01 .. 2100-01-01); default: now")
 
     @model_validator(mode="after")
     def _one_subject(self) -> FeedbackRequest:
         if bool(self.decision_id) == bool(self.recommendation_id):
             raise ValueError("send exactly one of 'decision_id' or 'recommendation_id'")
         return self
+
+
+# --- responses (documented in the OpenAPI document; the routes serve orjson bytes of the same shape) ---
+
+
+class RecommendedItem(BaseModel):
+    sku: str
+    score: float
+    reasons: list[str]
+    name: str | None = None
+    category: str | None = None
+    price: float | None = None
+    recommendation_id: str = Field(description="signed; send it back with feedback on this item")
+
+
+class Recommendations(BaseModel):
+    customer_id: str | None
+    known_customer: bool
+    context: str
+    fallback: str | None = Field(None, description="why the answer is only popular items; null when personal")
+    items: list[RecommendedItem]
+
+
+class OfferSummary(BaseModel):
+    offer_id: str
+    name: str
+    kind: str
+    propensity: float
+    expected_value: float
+    priority: float
+
+
+class ChosenOffer(OfferSummary):
+    value: float
+    valid_days: float
+    bundle_skus: list[str]
+
+
+class NextBestOffer(BaseModel):
+    customer_id: str
+    cell: str | None = Field(description="the customer cell the offer learns in (null without the profile scope)")
+    offer: ChosenOffer | None
+    decision_id: str | None = Field(description="signed; send it back with feedback on the offer")
+    control: bool
+    exploration: bool
+    reasons: list[str] = Field(description="facts about the customer only with the profile scope")
+    runner_ups: list[OfferSummary]
+    not_eligible: dict[str, str] = Field(description="offer id → the gate that stopped it, in words")
+
+
+class Profile(BaseModel):
+    """The 360° view of a customer (RFM, net value, channel mix, categories, churn …)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    customer_id: str
+    aliases: list[str]
+    rfm: dict[str, float | int | None]
+    return_rate: float
+    channel_mix: dict[str, float]
+    top_categories: list[dict[str, str | float]]
+    value: dict[str, Any]
+
+
+class ChurnAlert(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    customer_id: str
+    score: float
+    tier: str | None = None
+    reasons: list[str]
+    suggested_offer: OfferSummary | None = None
+
+
+class ChurnAlerts(BaseModel):
+    alerts: list[ChurnAlert]
+    next: str | None = Field(description="pass as `since` for the next page")
+
+
+class FeedbackAccepted(BaseModel):
+    accepted: bool
+    event_id: str
+
+
+class CatalogItem(BaseModel):
+    sku: str
+    name: str
+    category: str
+    brand: str | None = None
+    price: float
+    in_stock: bool
+
+
+class CatalogSearch(BaseModel):
+    items: list[CatalogItem]
+
+
+class Health(BaseModel):
+    status: str
+
+
+class Readiness(BaseModel):
+    status: str = Field(description="ready | degraded (no broker: feedback refused) | unavailable (no Redis)")
+    redis: str
+    broker: str
+    detail: str | None = None
+    products: int | None = None
+
+
+class MetricsSummary(BaseModel):
+    flow_messages: int
+    flow_updated_ms: int
+    alerts_today: int
+    offer_impressions: float
+    offer_accepts: float
+    offer_acceptance_rate: float | None
+    now_ms: int

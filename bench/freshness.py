@@ -75,7 +75,8 @@ def main(argv: list[str] | None = None) -> dict:
             prod = c.producer(settings, **{"linger.ms": 0})
             c.produce_catalog(prod, settings, catalog)
             prod.flush(30)
-            env = c.flow_env(settings, OMNIREC_API_KEYS=json.dumps({API_KEY: ["recommend", "profile", "admin"]}))
+            env = c.flow_env(settings, OMNIREC_API_KEYS=json.dumps({API_KEY: ["recommend", "profile", "admin"]}),
+                             OMNIREC_RATE_LIMIT_PER_S="0")  # the bench measures the API, not its limiter
             procs.append(c.start_real_flow(settings, rdir, "bench-fresh-flow.log"))
             api_port = stack.free_port()
             procs.append(start_uvicorn("api.main:app", api_port, env, "bench-fresh-api.log"))

@@ -219,7 +219,8 @@ def main(argv: list[str] | None = None) -> dict:
         with c.broker("latency", prefix) as settings:
             c.log(f"loading demo data: {args.customers:,} customers × {args.days:g} days …")
             data = load_data(settings, args.customers, args.days, args.timeout)
-        env = c.flow_env(settings, OMNIREC_API_KEYS=json.dumps({API_KEY: ["recommend", "profile", "admin"]}))
+        env = c.flow_env(settings, OMNIREC_API_KEYS=json.dumps({API_KEY: ["recommend", "profile", "admin"]}),
+                         OMNIREC_RATE_LIMIT_PER_S="0")  # the bench measures the API, not its limiter
         api_port, triv_port = stack.free_port(), stack.free_port()
         procs.append(start_uvicorn("api.main:app", api_port, env, "bench-latency-api.log"))
         procs.append(start_uvicorn("bench.trivial_app:app", triv_port, dict(os.environ), "bench-latency-trivial.log"))

@@ -15,6 +15,8 @@ this module turns that table into bytewax operators, and adds the edges.
     broker_watch (emits nothing)             stops the flow when the input topics are lost or
                                              re-created on the broker (flows/broker_watch.py)
 
+Metrics: Prometheus at OMNIREC_FLOW_METRICS_PORT (flows/metrics.py), counted at these edges.
+
 Outages: the Redis sink retries forever (flows/redis_sink.py); the Kafka clients reconnect; an
 offset out of range stops the flow (source_error) rather than jumping to the end.
 """
@@ -27,6 +29,7 @@ from bytewax import operators as op
 from bytewax.connectors.kafka import operators as kop
 from bytewax.dataflow import Dataflow, Stream
 
+from flows import metrics
 from flows.broker_watch import BrokerWatch
 from flows.redis_sink import Backoff, RedisSink
 from flows.steps import (
@@ -99,6 +102,7 @@ def _value(kv):
 
 def build_flow(settings: Settings | None = None) -> Dataflow:
     settings = settings or get_settings()
+    metrics.serve(settings.flow_metrics_port)
     flow = Dataflow("omnirec")
     engine = Engine(settings.engine())
     kin = kop.input(

@@ -8,7 +8,8 @@ connection, for as long as it takes. The flow neither exits nor drops a write: e
 absolute value (SET, HSET, ZADD with the full score), so a batch that was partly applied before
 the connection broke converges to the same bytes when applied again. While it waits, the worker
 waits with it (backpressure: nothing is read from Kafka that cannot be written). Retries are
-counted in the flow metrics hash (field ``redis_retries``) and logged."""
+counted (Prometheus ``omnirec_flow_redis_retries_total``, and from it the flow metrics hash's
+field ``redis_retries``) and logged; each batch's write time is ``omnirec_flow_redis_batch_seconds``."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from flows import metrics
 from flows.steps import FLOW_METRICS
 from online_models import keys
 from online_models.messages import Write, coalesce
@@ -41,19 +43,7 @@ class Backoff:
         return min(self.max_s, self.base_s * 2 ** min(attempt - 1, 32))
 
 
-@dataclass
-class RetryCounter:
-    """Process-wide count of retried batches; each partition reports what it has not yet."""
-
-    retries: int = 0
-    reported: int = 0
-
-    def take(self) -> int:
-        delta, self.reported = self.retries - self.reported, self.retries
-        return delta
-
-
-REDIS_RETRIES = RetryCounter()
+REDIS_RETRIES = metrics.Reported(metrics.REDIS_RETRIES)  # for the hash: the Prometheus count
 
 
 def _say(message: str) -> None:
@@ -87,13 +77,14 @@ class _RedisPartition(StatelessSinkPartition[Write]):
                 self._execute(writes, processed, retries)
             except RETRYABLE as exc:
                 attempt += 1
-                REDIS_RETRIES.retries += 1
+                metrics.REDIS_RETRIES.inc()
                 delay = self._backoff.delay(attempt)
                 _say(f"Redis write failed ({type(exc).__name__}: {exc}); batch of {len(writes)} writes, "
                      f"attempt {attempt}, retrying in {delay:.2f} s")
                 self._client.connection_pool.disconnect()  # the next attempt connects afresh
                 self._sleep(delay)
                 continue
+            metrics.REDIS_BATCH_SECONDS.observe(time.monotonic() - started)
             if attempt:
                 _say(f"Redis is back: batch of {len(writes)} writes applied after {attempt} retries "
                      f"in {time.monotonic() - started:.1f} s")

@@ -6,27 +6,16 @@ Nothing here decides anything; the engine (`online_models.engine`) does.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from typing import Any
 
+from flows import metrics
 from online_models import keys
 from online_models.churn import Alert
 from online_models.messages import WRITE_TYPES, DeadLetter, Raw
 
-
-@dataclass
-class FlowMetrics:
-    """Process-wide counters; each Redis sink partition adds what it has not yet reported."""
-
-    messages: int = 0
-    reported: int = 0
-
-    def take(self) -> int:
-        delta, self.reported = self.messages - self.reported, self.messages
-        return delta
-
-
-FLOW_METRICS = FlowMetrics()
+# messages read, for the flow metrics hash in Redis: the Prometheus counter's, not a second count
+FLOW_METRICS = metrics.Reported(metrics.EVENTS_IN)
+_EVENTS_BY_TOPIC: dict[str, Any] = {}  # topic → its counter child (labels() takes a lock each time)
 
 
 def wall_ms() -> int:
@@ -36,7 +25,10 @@ def wall_ms() -> int:
 def from_kafka(msg: Any, error: str | None = None) -> Raw | DeadLetter:
     """A Kafka record as the engine sees it, stamped with the wall time it was read (the only
     wall time events carry: it bounds how far in the future an event may claim to be)."""
-    FLOW_METRICS.messages += 1
+    counter = _EVENTS_BY_TOPIC.get(msg.topic)
+    if counter is None:
+        counter = _EVENTS_BY_TOPIC[msg.topic] = metrics.EVENTS_IN.labels(str(msg.topic))
+    counter.inc()
     raw = Raw(msg.topic, msg.partition, msg.offset, msg.key, msg.value, wall_ms())
     return raw if error is None else DeadLetter(raw, error)
 
@@ -59,6 +51,7 @@ def is_alert(message: Any) -> bool:
 def alert_message(alert: Alert):
     from bytewax.connectors.kafka import KafkaSinkMessage
 
+    metrics.CHURN_ALERTS.inc()
     return KafkaSinkMessage(key=alert.customer_id.encode(), value=keys.encode_alert(alert))
 
 
@@ -78,6 +71,9 @@ def dead_letter_message(letter: DeadLetter, max_value_bytes: int = DEAD_LETTER_M
     output never fails on the message it is meant to keep."""
     from bytewax.connectors.kafka import KafkaSinkMessage
 
+    metrics.DEAD_LETTERS.labels(metrics.reason_kind(letter.reason, letter.step)).inc()
+    if letter.step is not None:
+        metrics.STEP_ERRORS.labels(letter.step).inc()
     raw = letter.raw
     value = raw.value if raw.value is not None else b""
     key = raw.key

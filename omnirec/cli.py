@@ -268,14 +268,16 @@ def demo(
     rate: float = typer.Option(50.0, "--rate"),
     port: int | None = typer.Option(None, "--port", help="API port (default: a free one)"),
     history_days: float = typer.Option(30.0, "--history-days", help="days of past traffic sent first"),
+    key_prefix: str = typer.Option(DEMO_PREFIX, "--key-prefix", help="Redis key prefix (cleared at start)"),
 ) -> None:
-    """Local stack + flow + API + live simulated traffic; Ctrl-C stops everything it started."""
+    """Local stack + flow + API + live simulated traffic; Ctrl-C (SIGINT) or SIGTERM stops
+    everything it started: each child's process group, then the broker (and Redis) it started."""
     from omnirec.replay import produce_catalog
     from omnirec.stack import LocalStack, free_port, settings_env, spawn, start_flow, stop_pid
 
     base = Settings()
     base = base.model_copy(update={
-        "key_prefix": DEMO_PREFIX,
+        "key_prefix": key_prefix,
         "api_keys": {DEMO_KEY: ["recommend", "profile", "admin"], "demo-app-key": ["recommend", "profile"]},
     })
     children: list[subprocess.Popen] = []
@@ -288,6 +290,11 @@ def demo(
         if stopping:
             return
         stopping = True
+        # A second signal must not cut the shutdown short: `timeout -s INT` sends two (one to the
+        # demo, one to its process group), and the second one used to abort the shutdown while it
+        # waited for the first child, leaving the flow, API, simulator and broker running.
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, signal.SIG_IGN)
         err("\nstopping the demo …")
         for p in reversed(children):
             stop_pid(p.pid, timeout=10, sig=signal.SIGINT)
@@ -312,7 +319,18 @@ def demo(
                                    f"{p.returncode}; .omnirec/logs/{log}:\n{tail}")
 
     def on_signal(signum, _frame):
-        raise KeyboardInterrupt
+        if not stopping:
+            raise KeyboardInterrupt
+
+    def start_child(start) -> subprocess.Popen:
+        """Start a child and remember it with SIGINT/SIGTERM held back, so that no signal can
+        arrive between its start and the moment shutdown() knows of it."""
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+        try:
+            children.append(start())
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
+        return children[-1]
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
@@ -346,16 +364,16 @@ def demo(
         err(f"offers: {publish(demo_offers, settings)} → {settings.topic_offers}")
         env = settings_env(settings)
         env.setdefault("PYTHONUNBUFFERED", "1")
-        children.append(start_flow(settings, log_name="demo-flow.log"))
+        start_child(lambda: start_flow(settings, log_name="demo-flow.log"))
         err(f"flow started (pid {children[-1].pid}); log .omnirec/logs/demo-flow.log")
         api_port = port or free_port()
         omnirec_bin = [sys.executable, "-m", "omnirec.cli"]
-        children.append(spawn(omnirec_bin + ["api", "--host", "127.0.0.1", "--port", str(api_port)],
-                              "demo-api.log", env=env))
+        start_child(lambda: spawn(omnirec_bin + ["api", "--host", "127.0.0.1", "--port", str(api_port)],
+                                  "demo-api.log", env=env))
         err(f"api started (pid {children[-1].pid}) on port {api_port}; log .omnirec/logs/demo-api.log")
-        children.append(spawn(omnirec_bin + ["simulate", "--customers", str(customers),
-                                             "--rate", str(rate), "--history-days", str(history_days)],
-                              "demo-simulate.log", env=env))
+        start_child(lambda: spawn(omnirec_bin + ["simulate", "--customers", str(customers),
+                                                 "--rate", str(rate), "--history-days", str(history_days)],
+                                  "demo-simulate.log", env=env))
         err(f"simulator started (pid {children[-1].pid}); log .omnirec/logs/demo-simulate.log")
 
         base_url = f"http://127.0.0.1:{api_port}"

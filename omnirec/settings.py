@@ -63,6 +63,7 @@ class Settings(BaseSettings):
     redis_socket_timeout_s: float = Field(5.0, gt=0, description="the flow's Redis connect and read timeout")
     kafka_reconnect_backoff_max_ms: int = Field(
         1000, gt=0, description="librdkafka reconnect.backoff.max.ms of the flow's and the API's clients")
+    flow_metrics_port: int = Field(0, ge=0, le=65535, description="the flow's Prometheus /metrics port; 0: off")
     broker_check_s: float = Field(5.0, gt=0, description="how often the flow checks its input topics' ids")
 
     nbo_control_share: float = Field(0.02, ge=0, le=1, description="random control group share")
@@ -85,6 +86,13 @@ class Settings(BaseSettings):
     api_keys: dict[str, list[str]] = Field(default_factory=dict)
     api_catalog_refresh_s: float = Field(2.0, gt=0)
     redis_max_connections: int = Field(64, gt=0)
+    max_request_bytes: int = Field(1_048_576, gt=0, description="larger request bodies are answered 413")
+    signing_keys: dict[str, str] = Field(
+        default_factory=dict,
+        description="JSON: key id → secret (16+ bytes) for decision and recommendation ids; the last one signs, "
+                    "all verify; empty: the API makes a random key per process (ids then die with it)")
+    rate_limit_per_s: float = Field(200.0, ge=0, description="requests a second per API key and API process; 0: off")
+    rate_limit_burst: int = Field(400, ge=1, description="requests an API key may make at once")
 
     @field_validator("api_keys")
     @classmethod
@@ -93,6 +101,15 @@ class Settings(BaseSettings):
             unknown = set(scopes) - SCOPES
             if unknown:
                 raise ValueError(f"API key {key[:12]}…: unknown scopes {sorted(unknown)}")
+        return keys
+
+    @field_validator("signing_keys")
+    @classmethod
+    def _valid_signing_keys(cls, keys: dict[str, str]) -> dict[str, str]:
+        if keys:
+            from online_models.refs import SigningKeys
+
+            SigningKeys.of(keys)  # raises naming the bad key id
         return keys
 
     @property

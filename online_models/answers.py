@@ -16,7 +16,7 @@ from online_models.customer import CustomerState
 from online_models.events import ANONYMOUS_CUSTOMER, DAY_MS, Product
 from online_models.items import Neighbor
 from online_models.learning import feature_vector
-from online_models.refs import DecisionRef, RecommendationRef, decode_ref, encode_ref
+from online_models.refs import DecisionRef, RecommendationRef, SigningKeys, decode_ref, encode_ref
 
 # How much of the popularity lists the API reads (and the evaluators index the same way).
 STORE_LIST = 50
@@ -32,8 +32,8 @@ def anchors_to_fetch(state: CustomerState | None, request: ranking.Request,
 
 def recommendations_body(state: CustomerState | None, customer_id: str | None, request: ranking.Request,
                          suggestions: Sequence[ranking.Suggestion], now_ms: int,
-                         nonces: Sequence[int]) -> dict[str, Any]:
-    """The recommendations answer; each item carries its `recommendation_id` (one nonce per item)."""
+                         nonces: Sequence[int], signing: SigningKeys) -> dict[str, Any]:
+    """The recommendations answer; each item carries its signed `recommendation_id` (one nonce per item)."""
     known_id = state.customer_id if state else customer_id
     items = []
     for suggestion, nonce in zip(suggestions, nonces, strict=True):
@@ -41,22 +41,26 @@ def recommendations_body(state: CustomerState | None, customer_id: str | None, r
                                 tuple(feature_vector(suggestion.features)))
         items.append({"sku": suggestion.sku, "score": suggestion.score, "reasons": suggestion.reasons,
                       "name": suggestion.name, "category": suggestion.category, "price": suggestion.price,
-                      "recommendation_id": encode_ref(ref)})
+                      "recommendation_id": encode_ref(ref, signing)})
     return {"customer_id": known_id, "known_customer": state is not None, "context": request.context,
             "fallback": ranking.fallback_reason(state, request, list(suggestions)), "items": items}
 
 
 def decision_body(customer_id: str, decision: offers.Decision, situation: offers.Situation,
-                  nonce: int) -> dict[str, Any]:
-    """The next-best-offer answer; a chosen offer carries its `decision_id`."""
-    body = {"customer_id": customer_id, "cell": decision.cell, "offer": None, "decision_id": None,
-            "control": decision.control, "exploration": decision.explored, "reasons": decision.reasons,
-            "runner_ups": [c.summary() for c in decision.runner_ups], "not_eligible": decision.rejected}
+                  nonce: int, signing: SigningKeys, reveal_profile: bool) -> dict[str, Any]:
+    """The next-best-offer answer; a chosen offer carries its signed `decision_id`. Without
+    ``reveal_profile`` (a caller without the profile scope) the cell and the reasons that tell
+    something about the customer are left out."""
+    body = {"customer_id": customer_id, "cell": decision.cell if reveal_profile else None, "offer": None,
+            "decision_id": None, "control": decision.control, "exploration": decision.explored,
+            "reasons": decision.reasons if reveal_profile else decision.public_reasons,
+            "runner_ups": [c.summary() for c in decision.runner_ups],
+            "not_eligible": decision.rejected if reveal_profile else decision.public_rejected}
     if decision.chosen is not None:
         chosen = decision.chosen
         ref = DecisionRef(customer_id, chosen.offer.offer_id, chosen.cell, situation.channel,
                           decision.control, situation.now_ms, nonce)
-        body["decision_id"] = encode_ref(ref)
+        body["decision_id"] = encode_ref(ref, signing)
         body["offer"] = {**chosen.summary(), "value": chosen.offer.value, "valid_days": chosen.offer.valid_days,
                          "bundle_skus": list(chosen.offer.bundle_skus)}
     return body
@@ -68,13 +72,16 @@ def suggested_offer(decision: offers.Decision) -> dict[str, Any] | None:
 
 
 def feedback_envelope(decision_id: str | None, recommendation_id: str | None, event: str,
-                      ts_ms: int | None, now_ms: int) -> dict[str, Any]:
+                      ts_ms: int | None, now_ms: int, signing: SigningKeys) -> dict[str, Any]:
     """The `recs.feedback` envelope for feedback on a decision or on a recommended item.
 
     Its event_id is derived from the subject, so a client's retry of the same feedback is
-    counted once downstream. Raises ValueError naming what is wrong with an id we did not issue.
+    counted once downstream. Raises `refs.BadRef` naming what is wrong with an id we did not
+    issue (forged, altered, unsigned, or signed with a key id that is no longer configured):
+    nothing is produced for it, so the flow never learns from it.
     """
-    ref = decode_ref(decision_id, DecisionRef) if decision_id else decode_ref(recommendation_id, RecommendationRef)
+    ref = (decode_ref(decision_id, DecisionRef, signing) if decision_id
+           else decode_ref(recommendation_id, RecommendationRef, signing))
     subject = f"{decision_id or recommendation_id}|{event}"
     envelope = {
         "event_id": hashlib.sha256(subject.encode()).hexdigest()[:32],

@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 
 from online_models.clock import DAY_MS
+from online_models.learning import clamp_feature
 
 EVENT_TYPES = frozenset({
     "page_view", "product_view", "search", "add_to_cart", "remove_from_cart",
@@ -38,7 +39,6 @@ MIN_TS_MS = -62_135_596_800_000  # 0001-01-01T00:00:00Z
 MAX_TS_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
 MAX_ITEM_QTY = 10_000.0  # per line of a basket
 MAX_ITEM_PRICE = 1_000_000.0  # per unit, in the shop's currency
-MAX_FEATURE = 1_000.0  # ranking features sent back with feedback are clamped to ± this
 
 
 @dataclass(frozen=True, slots=True)
@@ -425,26 +425,14 @@ def _bounded(obj: dict[str, Any], name: str, *, default: Any, high: float, low: 
 
 
 def _features(obj: dict[str, Any], name: str) -> tuple[float, ...]:
-    """Ranking features sent back with feedback: finite, at most 64, each clamped to ± MAX_FEATURE
-    (they come from the client, so they must not be able to blow up the ranker's weights)."""
+    """Ranking features sent back with feedback: finite, at most 64, each clamped to the ranker's
+    range (``learning.FEATURE_BOUND``), so that they cannot blow up its weights."""
     value = obj.get(name) or []
     if not isinstance(value, list) or len(value) > 64 or not all(
         isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value
     ):
         raise _Invalid(f"field '{name}' must be a list of at most 64 finite numbers")
     return tuple(clamp_feature(v) for v in value)
-
-
-def clamp_feature(value: float) -> float:
-    """One ranking feature, finite and within ± MAX_FEATURE (NaN counts as 0).
-
-    >>> clamp_feature(1e308), clamp_feature(-5), clamp_feature(float("nan"))
-    (1000.0, -5.0, 0.0)
-    """
-    value = float(value)
-    if value != value:
-        return 0.0
-    return max(-MAX_FEATURE, min(MAX_FEATURE, value))
 
 
 def _bool(obj: dict[str, Any], name: str, *, default: bool) -> bool:

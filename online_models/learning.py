@@ -20,6 +20,9 @@ from dataclasses import dataclass, field
 from river import linear_model, optim
 
 FEATURES = ("complement", "category", "brand", "buy_again", "popularity", "price", "margin", "viewed")
+# Every candidate feature is a share, a score of a few units at most, or log1p(price) / 10 (1.4 at the
+# largest price a product may have): anything outside ± this did not come from the ranker.
+FEATURE_BOUND = 10.0
 LABELS = {"impression": 0, "click": 1, "accept": 1}  # dismiss teaches the ranker nothing more than its impression
 
 
@@ -29,6 +32,30 @@ def feature_vector(features: Mapping[str, float]) -> list[float]:
 
 def as_features(vector: list[float]) -> dict[str, float]:
     return dict(zip(FEATURES, vector))
+
+
+def clamp_feature(value: float) -> float:
+    """One ranking feature within ± FEATURE_BOUND (NaN counts as 0).
+
+    >>> clamp_feature(1e308), clamp_feature(-5), clamp_feature(float("nan"))
+    (10.0, -5.0, 0.0)
+    """
+    value = float(value)
+    if value != value:
+        return 0.0
+    return max(-FEATURE_BOUND, min(FEATURE_BOUND, value))
+
+
+def _example(features: Mapping[str, float]) -> tuple[float, ...] | None:
+    """The feature vector the model learns from, clamped to its range; None when a value is not
+    a finite number (such an update is rejected, never learnt)."""
+    try:
+        values = tuple(float(features.get(name, 0.0)) for name in FEATURES)
+    except (TypeError, ValueError):
+        return None
+    if not all(math.isfinite(v) for v in values):
+        return None
+    return tuple(clamp_feature(v) for v in values)
 
 
 @dataclass(slots=True)
@@ -75,20 +102,25 @@ class RecRanker:
         return clone
 
     def learn_at(self, features: Mapping[str, float], event: str, ts_ms: int, event_id: str) -> bool:
-        """Learn one feedback event in event-time order (see ``BUFFER``)."""
-        if event not in LABELS:
+        """Learn one feedback event in event-time order (see ``BUFFER``); False (nothing learnt)
+        for an event that teaches nothing or features that are not finite numbers."""
+        vector = _example(features)
+        if event not in LABELS or vector is None:
             return False
-        bisect.insort(self.pending, (ts_ms, event_id, tuple(float(features.get(n, 0.0)) for n in FEATURES), event))
+        bisect.insort(self.pending, (ts_ms, event_id, vector, event))
         if len(self.pending) > self.BUFFER:
             _, _, vector, oldest = self.pending.pop(0)
             self.learn(dict(zip(FEATURES, vector)), oldest)
         return True
 
     def learn(self, features: Mapping[str, float], event: str) -> bool:
+        """One example, at once; False (nothing learnt) as in ``learn_at``. Features are clamped to
+        ± FEATURE_BOUND, so no example can move a weight by more than a bounded step."""
         label = LABELS.get(event)
-        if label is None:
+        vector = _example(features)
+        if label is None or vector is None:
             return False
-        self.model.learn_one({name: float(features.get(name, 0.0)) for name in FEATURES}, label)
+        self.model.learn_one(dict(zip(FEATURES, vector)), label)
         self.trained_on += 1
         return True
 

@@ -233,6 +233,7 @@ class GateResult:
     passed: bool
     gate: str
     reason: str
+    personal: bool = True  # the reason reveals something about the customer (shown with the profile scope only)
 
 
 def check_gates(
@@ -250,11 +251,11 @@ def check_gates(
 def _eligibility(offer, state, cell, situation, catalog, policy) -> GateResult:
     e = offer.eligibility
     if not offer.active:
-        return GateResult(False, "eligibility", "offer is not active")
+        return GateResult(False, "eligibility", "offer is not active", personal=False)
     if e.channels and situation.channel not in e.channels:
-        return GateResult(False, "eligibility", f"not offered on channel {situation.channel!r}")
+        return GateResult(False, "eligibility", f"not offered on channel {situation.channel!r}", personal=False)
     if e.stores and situation.store_id not in e.stores:
-        return GateResult(False, "eligibility", f"not offered in store {situation.store_id!r}")
+        return GateResult(False, "eligibility", f"not offered in store {situation.store_id!r}", personal=False)
     if e.segments and not _in_segments(cell, e.segments):
         return GateResult(False, "eligibility", f"for {', '.join(e.segments)} customers, not {cell}")
     if e.tiers and situation.tier not in e.tiers:
@@ -432,6 +433,9 @@ class Decision:
     explored: bool
     reasons: list[str]
     rejected: dict[str, str]  # offer_id → the gate that stopped it, in words
+    # the same without facts about the customer (cell, history, value): for callers without the profile scope
+    public_reasons: list[str] = field(default_factory=list)
+    public_rejected: dict[str, str] = field(default_factory=dict)
 
 
 def decide(
@@ -442,11 +446,12 @@ def decide(
     rng = random.Random(seed)
     cell = customer_cell(state, catalog, situation.now_ms)
     weights = settings.context_weights.get(situation.context, {})
-    candidates, rejected = [], {}
+    candidates, rejected, public_rejected = [], {}, {}
     for offer in sorted(offers, key=lambda o: o.offer_id):
         gate = check_gates(offer, state, cell, situation, catalog, settings.policy)
         if not gate.passed:
             rejected[offer.offer_id] = f"{gate.gate}: {gate.reason}"
+            public_rejected[offer.offer_id] = rejected[offer.offer_id] if not gate.personal else "not for this customer"
             continue
         learning_cell = offer_cell(cell, offer, state, catalog)
         mean = propensity(offer, stats.get(offer.offer_id), learning_cell)
@@ -455,29 +460,34 @@ def decide(
         lever = offer.lever * settings.kind_levers.get(offer.kind, 1.0)
         candidates.append(Candidate(offer, mean, sampled, weights.get(offer.kind, 1.0), lever, learning_cell))
     if not candidates:
-        return Decision(None, [], cell, False, False, ["no eligible offer"], rejected)
+        return Decision(None, [], cell, False, False, ["no eligible offer"], rejected, ["no eligible offer"],
+                        public_rejected)
     control = rng.random() < settings.control_share
     if control:
         chosen = rng.choice(candidates)
         others = sorted((c for c in candidates if c is not chosen), key=lambda c: -c.priority)
         reasons = ["control group: a random eligible offer, to measure uplift"]
-        return Decision(chosen, others[: settings.runner_ups], cell, True, False, reasons, rejected)
+        return Decision(chosen, others[: settings.runner_ups], cell, True, False, reasons, rejected, reasons,
+                        public_rejected)
     ranked = sorted(candidates, key=lambda c: (-c.priority, c.offer.offer_id))
     chosen, others = ranked[0], ranked[1:]
     best_by_mean = max(candidates, key=lambda c: (c.propensity * c.context_weight * c.offer.value * c.lever,
                                                   c.offer.offer_id))
     explored = settings.explore and best_by_mean is not chosen
     return Decision(chosen, others[: settings.runner_ups], cell, False, explored,
-                    _reasons(chosen, others, cell, situation, explored), rejected)
+                    _reasons(chosen, others, cell, situation, explored), rejected,
+                    _reasons(chosen, others, None, situation, explored), public_rejected)
 
 
-def _reasons(chosen: Candidate, others: list[Candidate], cell: str, situation: Situation,
+def _reasons(chosen: Candidate, others: list[Candidate], cell: str | None, situation: Situation,
              explored: bool) -> list[str]:
+    """Why the chosen offer won; with ``cell`` None, in words that reveal nothing about the customer."""
     o = chosen.offer
+    who = f"{cell} customers like this one" if cell is not None else "similar customers"
     reasons = [
-        f"passed every gate (eligibility, suitability, contact limits, timing) for a {cell} customer",
-        (f"{chosen.propensity:.0%} of {cell} customers like this one accept it; "
-         f"worth {o.value:g} in margin → expected {chosen.expected_value:.2f}"),
+        "passed every gate (eligibility, suitability, contact limits, timing)"
+        + (f" for a {cell} customer" if cell is not None else ""),
+        f"{chosen.propensity:.0%} of {who} accept it; worth {o.value:g} in margin → expected {chosen.expected_value:.2f}",
     ]
     if chosen.context_weight != 1.0:
         reasons.append(f"context '{situation.context}' weighs {o.kind} offers ×{chosen.context_weight:g}")

@@ -2,24 +2,28 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 from typing import Annotated
 
 import orjson
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response, StreamingResponse
 
 from api.auth import ProfileScope
 from api.deps import ArbitrationDep, StoreDep, now_ms
+from api.errors import KEYED, invalid, responses
 from api.responses import json_response
+from api.schemas import ChurnAlerts
 from api.store import Store
 from online_models import answers, offers
 from online_models.events import parse_ts
 
 router = APIRouter(tags=["churn"])
+ALERT_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")  # a Redis stream id: two 64-bit numbers
 
 
-@router.get("/v1/alerts/churn")
+@router.get("/v1/alerts/churn", response_model=ChurnAlerts, responses=responses(*KEYED, 503))
 async def churn_alerts(
     _: ProfileScope,
     store: StoreDep,
@@ -36,14 +40,16 @@ async def churn_alerts(
     return json_response({"alerts": alerts, "next": alerts[-1]["id"] if alerts else since})
 
 
-@router.get("/v1/alerts/churn/stream")
+@router.get("/v1/alerts/churn/stream", response_class=StreamingResponse,
+            responses={200: {"content": {"text/event-stream": {}}, "description": "one `churn_alert` event per alert"},
+                       **responses(*KEYED, 503)})
 async def churn_alert_stream(
     request: Request,
     _: ProfileScope,
     store: StoreDep,
     arbitration: ArbitrationDep,
     tier: Annotated[str | None, Query(max_length=32)] = None,
-    max_events: Annotated[int | None, Query(ge=1)] = None,
+    max_events: Annotated[int | None, Query(ge=1, le=1_000_000)] = None,
 ) -> StreamingResponse:
     """Server-sent events: each new churn alert as it is raised (resume with Last-Event-ID)."""
     last_id = request.headers.get("last-event-id") or "$"
@@ -75,12 +81,12 @@ async def churn_alert_stream(
 def _stream_start(since: str | None) -> str:
     if not since:
         return "-"
-    if "-" in since and since.replace("-", "").isdigit():
+    if ALERT_ID.fullmatch(since) and all(int(part) < 2**64 for part in since.split("-")):
         return "(" + since  # an alert id: everything after it
     try:
-        return str(parse_ts(since))
+        return str(max(0, parse_ts(since)))  # stream ids start at 0
     except ValueError as exc:
-        raise HTTPException(422, f"'since' must be an alert id, ISO-8601 time or epoch ms: {exc}") from None
+        raise invalid(("query", "since"), f"must be an alert id, ISO-8601 time or epoch ms: {exc}") from None
 
 
 async def _with_tiers(store: Store, alerts: list[dict]) -> list:

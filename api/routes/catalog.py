@@ -8,13 +8,15 @@ from fastapi import APIRouter, Query, Response
 
 from api.auth import RecommendScope
 from api.deps import StoreDep
+from api.errors import KEYED, responses
 from api.responses import json_response
+from api.schemas import CatalogSearch
 from online_models import answers
 
 router = APIRouter(tags=["catalog"])
 
 
-@router.get("/v1/catalog/search")
+@router.get("/v1/catalog/search", response_model=CatalogSearch, responses=responses(*KEYED))
 async def catalog_search(
     _: RecommendScope,
     store: StoreDep,

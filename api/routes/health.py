@@ -9,18 +9,20 @@ from redis.exceptions import RedisError
 
 from api.auth import ProfileScope
 from api.deps import FeedbackDep, StoreDep, now_ms
+from api.errors import KEYED, responses
 from api.responses import json_response
+from api.schemas import Health, MetricsSummary, Readiness
 from online_models import answers
 
 router = APIRouter(tags=["ops"])
 
 
-@router.get("/healthz")
+@router.get("/healthz", response_model=Health)
 async def healthz() -> Response:
     return json_response({"status": "ok"})
 
 
-@router.get("/readyz")
+@router.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness, "description": "Redis unavailable"}})
 async def readyz(store: StoreDep, producer: FeedbackDep) -> Response:
     """Redis and the broker, each with its own field. Without Redis nothing can be answered: 503.
     Without the broker every read still works and only feedback is refused (503 on
@@ -40,7 +42,7 @@ async def readyz(store: StoreDep, producer: FeedbackDep) -> Response:
     return json_response({"status": "ready", "products": len(store.catalog), **body})
 
 
-@router.get("/v1/metrics/summary")
+@router.get("/v1/metrics/summary", response_model=MetricsSummary, responses=responses(*KEYED, 503))
 async def metrics_summary(_: ProfileScope, store: StoreDep) -> Response:
     """For dashboards: messages the flow has processed, alerts raised today, offer acceptance."""
     now = now_ms()

@@ -223,7 +223,7 @@ def test_feedback_round_trips_through_the_broker_and_changes_the_next_decision(s
         assert all(r == "contact: already shown 1 offers today" for r in capped["not_eligible"].values()
                    if r.startswith("contact"))
         bad = api.post("/v1/feedback", json={"decision_id": "d1.garbage", "event": "accept"}, headers=till)
-        assert bad.status_code == 422 and "malformed" in bad.json()["detail"]
+        assert bad.status_code == 400 and "malformed" in bad.json()["detail"]
         neither = api.post("/v1/feedback", json={"event": "accept"}, headers=till)
         assert neither.status_code == 422
 

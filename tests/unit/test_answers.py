@@ -3,10 +3,14 @@
 import pytest
 
 from online_models import answers, ranking
+from online_models.customer import CustomerState
+from online_models.decay import Decay
 from online_models.offers import ArbitrationSettings, OfferStats, Situation, decide, offer_from_dict
-from online_models.refs import DecisionRef, RecommendationRef, decode_ref
+from online_models.refs import BadRef, DecisionRef, RecommendationRef, SigningKeys, decode_ref
 
 from .helpers import CATALOG, T0, day, purchase
+
+KEYS = SigningKeys.of({"k1": "a test secret, 16+ bytes"})
 
 
 def test_recommendations_body_issues_one_id_per_item_that_feedback_accepts():
@@ -14,19 +18,19 @@ def test_recommendations_body_issues_one_id_per_item_that_feedback_accepts():
     items = [ranking.Suggestion("BL-1", 0.9, ["bought with Slim trousers"], "Leather belt", "men/belts", 20.0,
                                 {"complement": 0.5}),
              ranking.Suggestion("SK-1", 0.5, ["popular right now"], "Wool socks", "men/socks", 8.0)]
-    body = answers.recommendations_body(None, "c-9", request, items, T0, [7, 8])
-    assert body == answers.recommendations_body(None, "c-9", request, items, T0, [7, 8])
+    body = answers.recommendations_body(None, "c-9", request, items, T0, [7, 8], KEYS)
+    assert body == answers.recommendations_body(None, "c-9", request, items, T0, [7, 8], KEYS)
     assert body["customer_id"] == "c-9" and body["known_customer"] is False and body["context"] == "cart"
     assert [i["sku"] for i in body["items"]] == ["BL-1", "SK-1"]
-    ref = decode_ref(body["items"][0]["recommendation_id"], RecommendationRef)
+    ref = decode_ref(body["items"][0]["recommendation_id"], RecommendationRef, KEYS)
     assert (ref.customer_id, ref.ts_ms, ref.nonce, ref.sku, ref.features[0]) == ("c-9", T0, 7, "BL-1", 0.5)
 
-    envelope = answers.feedback_envelope(None, body["items"][0]["recommendation_id"], "click", None, T0 + 5)
+    envelope = answers.feedback_envelope(None, body["items"][0]["recommendation_id"], "click", None, T0 + 5, KEYS)
     assert envelope["ts"] == T0 + 5 and envelope["sku"] == "BL-1" and envelope["customer_id"] == "c-9"
-    again = answers.feedback_envelope(None, body["items"][0]["recommendation_id"], "click", day(1), T0)
+    again = answers.feedback_envelope(None, body["items"][0]["recommendation_id"], "click", day(1), T0, KEYS)
     assert again["event_id"] == envelope["event_id"] and again["ts"] == day(1)  # a retry counts once
-    with pytest.raises(ValueError, match="malformed DecisionRef id"):
-        answers.feedback_envelope("d1.garbage", None, "accept", None, T0)
+    with pytest.raises(BadRef, match="malformed DecisionRef id"):
+        answers.feedback_envelope("d1.garbage", None, "accept", None, T0, KEYS)
 
 
 def test_decision_body_carries_the_chosen_offer_and_its_id():
@@ -34,16 +38,16 @@ def test_decision_body_carries_the_chosen_offer_and_its_id():
     state = None
     situation = Situation(day(200), "web")
     decision = decide(offers, {}, state, situation, CATALOG, ArbitrationSettings(control_share=0.0), seed=1)
-    body = answers.decision_body("c-1", decision, situation, nonce=42)
+    body = answers.decision_body("c-1", decision, situation, nonce=42, signing=KEYS, reveal_profile=True)
     assert body["offer"]["offer_id"] == "pts" and body["offer"]["valid_days"] == offers[0].valid_days
-    ref = decode_ref(body["decision_id"], DecisionRef)
+    ref = decode_ref(body["decision_id"], DecisionRef, KEYS)
     assert (ref.offer_id, ref.ts_ms, ref.nonce, ref.control) == ("pts", day(200), 42, False)
     assert answers.suggested_offer(decision) == decision.chosen.summary()
-    envelope = answers.feedback_envelope(body["decision_id"], None, "accept", None, day(200))
+    envelope = answers.feedback_envelope(body["decision_id"], None, "accept", None, day(200), KEYS)
     assert (envelope["offer_id"], envelope["customer_id"], envelope["control"]) == ("pts", "c-1", False)
 
     nothing = decide([], {}, state, situation, CATALOG, ArbitrationSettings(), seed=1)
-    empty = answers.decision_body("c-1", nothing, situation, nonce=42)
+    empty = answers.decision_body("c-1", nothing, situation, nonce=42, signing=KEYS, reveal_profile=True)
     assert empty["offer"] is None and empty["decision_id"] is None
     assert answers.suggested_offer(nothing) is None
 
@@ -73,3 +77,30 @@ def test_catalog_search_and_metrics_summary():
                        "offer_accepts": 1.0, "offer_acceptance_rate": 0.25, "now_ms": T0 + 1}
     assert answers.metrics_summary(0, 0, 0, [], T0)["offer_acceptance_rate"] is None
     assert answers.day_start_ms(T0) <= T0 < answers.day_start_ms(T0) + 86_400_000
+
+
+def test_without_the_profile_scope_next_best_offer_reveals_no_profile_facts():
+    """A web shop's key (`recommend`) gets the offer and why it won, but not the customer's cell,
+    what they never buy, their contact history or their value; the till's key (`profile`) gets it all."""
+    state = CustomerState("c-1")
+    for i in range(3):
+        state.apply(purchase(f"p{i}", skus=("TR-1", "BL-1"), ts=day(i * 40)), Decay(14))
+    offers = [offer_from_dict({"offer_id": "care", "kind": "service", "value": 10.0}),
+              offer_from_dict({"offer_id": "pts", "kind": "loyalty_points", "value": 10.0}),  # timing: too short
+              offer_from_dict({"offer_id": "kids-10", "kind": "discount", "value": 5.0,
+                               "eligibility": {"categories": ["kids"]}}),
+              offer_from_dict({"offer_id": "app-only", "kind": "service", "value": 5.0,
+                               "eligibility": {"channels": ["app"]}})]
+    situation = Situation(day(100), "web")
+    decision = decide(offers, {}, state, situation, CATALOG, ArbitrationSettings(control_share=0.0), seed=1)
+    full = answers.decision_body("c-1", decision, situation, nonce=1, signing=KEYS, reveal_profile=True)
+    public = answers.decision_body("c-1", decision, situation, nonce=1, signing=KEYS, reveal_profile=False)
+    assert full["cell"] and full["not_eligible"]["kids-10"] == "eligibility: customer never buys kids"
+    assert any(full["cell"] in r for r in full["reasons"])
+    assert public["cell"] is None
+    assert "next purchase expected" in full["not_eligible"]["pts"]
+    assert public["not_eligible"] == {"kids-10": "not for this customer", "pts": "not for this customer",
+                                      "app-only": full["not_eligible"]["app-only"]}
+    assert "channel" in public["not_eligible"]["app-only"]  # the situation is no secret
+    assert public["reasons"] and not any(full["cell"] in r for r in public["reasons"])
+    assert public["offer"] == full["offer"]

@@ -124,3 +124,19 @@ def test_state_checks(check):
 def test_every_stateful_step_is_checked():
     names = {case.name for case in CASES}
     assert {s.name for s in graph(ENGINE) if s.stateful} <= names
+
+
+def test_the_ranker_rejects_non_finite_feedback_and_clamps_the_rest():
+    import math
+
+    from online_models.learning import FEATURE_BOUND, RecRanker
+
+    ranker = RecRanker()
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        assert ranker.learn({"complement": bad}, "click") is False
+        assert ranker.learn_at({"price": bad}, "click", 1, "e") is False
+    assert ranker.trained_on == 0 and not ranker.pending
+    for _ in range(50):  # features of 1e308 (measured before: every weight went to 2.5e306)
+        assert ranker.learn({name: 1e308 for name in ("complement", "category", "brand")}, "click")
+    weights = ranker.weights()
+    assert all(math.isfinite(w) and abs(w) < 50 * FEATURE_BOUND for w in weights.weights.values())

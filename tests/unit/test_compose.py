@@ -51,7 +51,7 @@ def test_services_get_the_settings_they_need(compose):
         values = {k.removeprefix("OMNIREC_").lower(): v for k, v in env.items()
                   if k.startswith("OMNIREC_")}
         s = Settings.model_validate(
-            {k: (__import__("json").loads(v) if k == "api_keys" else v) for k, v in values.items()}
+            {k: (__import__("json").loads(v) if k in ("api_keys", "signing_keys") else v) for k, v in values.items()}
         )
         assert s.kafka_bootstrap == "kafka:9092"
         assert s.redis_url.startswith("redis://redis:")

@@ -205,7 +205,7 @@ def test_products_and_feedback_are_bounded_too():
                                                                             "margin": -1e300})).reason
     click = {"event_id": "f1", "type": "click", "ts": TS_MS, "customer_id": "c", "sku": "A",
              "features": [1e308, -1e308, 0.5]}
-    assert parse_feedback(orjson.dumps(click)).features == (1000.0, -1000.0, 0.5)
+    assert parse_feedback(orjson.dumps(click)).features == (10.0, -10.0, 0.5)  # learning.FEATURE_BOUND
     assert "is not within the years" in parse_feedback(orjson.dumps({**click, "ts": 9e18})).reason
 
 

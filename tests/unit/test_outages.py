@@ -9,8 +9,9 @@ import pytest
 import redis
 from confluent_kafka import KafkaError
 
+from flows import metrics
 from flows.dataflow import SourceOffsetLost, source_error
-from flows.redis_sink import REDIS_RETRIES, Backoff, _RedisPartition
+from flows.redis_sink import Backoff, _RedisPartition
 from omnirec.recovery import BrokerIdentity, mismatches
 
 
@@ -32,13 +33,13 @@ def test_the_sink_retries_a_failed_batch_whole_until_redis_answers(monkeypatch):
             raise failures.pop(0)
 
     monkeypatch.setattr(sink, "_execute", execute)
-    before = REDIS_RETRIES.retries
+    before = metrics.total(metrics.REDIS_RETRIES)
 
     monkeypatch.setattr("flows.redis_sink.coalesce", lambda items: dict(enumerate(items)))
     sink.write_batch(["write a", "write b"])
     assert slept == [0.1, 0.2, 0.3, 0.3]  # exponential, capped
     assert len(sent) == 5 and all(batch == sent[0] for batch in sent)  # the whole batch each time
-    assert REDIS_RETRIES.retries - before == 4
+    assert metrics.total(metrics.REDIS_RETRIES) - before == 4  # Prometheus, and from it the Redis hash
 
 
 def test_other_redis_errors_are_not_retried(monkeypatch):

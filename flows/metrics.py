@@ -1,0 +1,96 @@
+"""The flow's Prometheus metrics (prometheus-client), served by the flow process itself at
+``http://HOST:OMNIREC_FLOW_METRICS_PORT/metrics`` when that setting is not 0.
+
+These counters are the one count: the flow metrics hash in Redis that the dashboard reads
+(``messages``, ``redis_retries``) is fed from them by the Redis sink (``Reported``), not by a
+second tally.
+
+- ``omnirec_flow_events_total{topic}``: Kafka records read
+- ``omnirec_flow_dead_letters_total{reason}``: dead letters by kind of reason (a bounded set)
+- ``omnirec_flow_step_errors_total{step}``: messages an engine step failed on (also dead-lettered)
+- ``omnirec_flow_redis_batch_seconds``: time to write one batch to Redis, retries included
+- ``omnirec_flow_redis_retries_total``: Redis batches sent again after a connection error
+- ``omnirec_flow_churn_alerts_total``: churn alerts raised (produced to ``alerts.churn``)
+
+Counts are per process and since it started (Prometheus counters); a resumed flow counts what it
+replays again. With several flow processes on one host, give each its own port."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+
+from prometheus_client import Counter, Histogram, start_http_server
+
+log = logging.getLogger("omnirec.flow.metrics")
+
+EVENTS_IN = Counter("omnirec_flow_events_total", "Kafka records read by the flow, by topic", ["topic"])
+DEAD_LETTERS = Counter("omnirec_flow_dead_letters_total", "Dead letters written, by kind of reason", ["reason"])
+STEP_ERRORS = Counter("omnirec_flow_step_errors_total", "Messages an engine step failed on, by step", ["step"])
+REDIS_BATCH_SECONDS = Histogram(
+    "omnirec_flow_redis_batch_seconds", "Time to write one batch to Redis, retries included",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0))
+REDIS_RETRIES = Counter("omnirec_flow_redis_retries_total", "Redis batches sent again after a connection error")
+CHURN_ALERTS = Counter("omnirec_flow_churn_alerts_total", "Churn alerts raised")
+
+# What a reason starts with → its label: the reasons themselves carry values (unbounded).
+_REASON_KINDS = (
+    ("not valid JSON", "bad_json"), ("envelope must be", "bad_json"), ("empty message", "empty"),
+    ("message of", "too_large"), ("unknown event type", "unknown_type"), ("unknown feedback type", "unknown_type"),
+    ("missing field", "missing_field"), ("field 'ts'", "bad_timestamp"), ("timestamp", "timestamp_out_of_range"),
+    ("field", "bad_field"), ("event needs", "missing_field"), ("identify needs", "missing_field"),
+    ("product_view needs", "missing_field"), ("survey needs", "bad_field"), ("feedback needs", "missing_field"),
+)
+
+
+def reason_kind(reason: str, step: str | None = None) -> str:
+    """A dead letter's reason as a label of a small fixed set.
+
+    >>> reason_kind("field 'items[0].qty' must be > 0; got -2"), reason_kind("not valid JSON: …")
+    ('bad_field', 'bad_json')
+    >>> reason_kind("ZeroDivisionError: …", step="churn"), reason_kind("Broker: Message corrupt")
+    ('step_error', 'other')
+    """
+    if step is not None:
+        return "step_error"
+    return next((kind for prefix, kind in _REASON_KINDS if reason.startswith(prefix)), "other")
+
+
+def total(counter: Counter) -> int:
+    """The sum of a counter over its labels."""
+    return int(sum(sample.value for metric in counter.collect() for sample in metric.samples
+                   if sample.name.endswith("_total")))
+
+
+class Reported:
+    """What of a counter's total has not been reported yet (to the Redis metrics hash): each
+    Redis sink partition takes the part it reports, so no count is reported twice."""
+
+    def __init__(self, counter: Counter) -> None:
+        self.counter = counter
+        self.reported = 0
+        self._lock = threading.Lock()
+
+    def take(self) -> int:
+        with self._lock:
+            now = total(self.counter)
+            delta, self.reported = now - self.reported, now
+        return delta
+
+
+_served: list[int] = []
+
+
+def serve(port: int) -> None:
+    """Serve /metrics on ``port`` (0: not at all) once per process. A port that is taken is
+    reported and the flow goes on: metrics must not stop it."""
+    if not port or port in _served:
+        return
+    try:
+        start_http_server(port)
+    except OSError as exc:
+        print(f"omnirec flow: metrics not served, port {port}: {exc}", file=sys.stderr, flush=True)
+        return
+    _served.append(port)
+    print(f"omnirec flow: Prometheus metrics at http://0.0.0.0:{port}/metrics", file=sys.stderr, flush=True)

@@ -1,0 +1,58 @@
+"""The flow's Prometheus metrics count at the edges, and the Redis metrics hash is fed from them."""
+
+from __future__ import annotations
+
+import urllib.request
+
+from flows import metrics
+from flows.steps import FLOW_METRICS, alert_message, dead_letter_message, from_kafka
+from omnirec.stack import free_port
+from online_models.churn import Alert
+from online_models.messages import DeadLetter, Raw
+
+
+class Record:
+    def __init__(self, topic: str, value: bytes = b"{}") -> None:
+        self.topic, self.partition, self.offset, self.key, self.value = topic, 0, 1, b"k", value
+
+
+def value(name: str, **labels) -> float:
+    from prometheus_client import REGISTRY
+
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def test_events_dead_letters_step_errors_and_alerts_are_counted():
+    before_web, before_store = value("omnirec_flow_events_total", topic="t.web"), value(
+        "omnirec_flow_events_total", topic="t.store")
+    FLOW_METRICS.take()  # what earlier tests read is somebody else's report
+    for _ in range(3):
+        from_kafka(Record("t.web"))
+    from_kafka(Record("t.store"))
+    assert value("omnirec_flow_events_total", topic="t.web") - before_web == 3
+    assert value("omnirec_flow_events_total", topic="t.store") - before_store == 1
+    assert FLOW_METRICS.take() == 4 and FLOW_METRICS.take() == 0  # the hash's `messages`, reported once
+
+    raw = Raw("t.web", 0, 1, b"k", b"nope", 0)
+    bad_json = value("omnirec_flow_dead_letters_total", reason="bad_json")
+    step = value("omnirec_flow_step_errors_total", step="churn")
+    dead_letter_message(DeadLetter(raw, "not valid JSON: unexpected character"))
+    dead_letter_message(DeadLetter(raw, "ZeroDivisionError: division by zero", step="churn"))
+    assert value("omnirec_flow_dead_letters_total", reason="bad_json") - bad_json == 1
+    assert value("omnirec_flow_step_errors_total", step="churn") - step == 1
+
+    alerts = value("omnirec_flow_churn_alerts_total")
+    alert_message(Alert("c-1", 1_795_601_700_000, 0.9, 10.0, None, ("lapsing",)))
+    assert value("omnirec_flow_churn_alerts_total") - alerts == 1
+
+
+def test_the_flow_serves_its_metrics_on_the_port_setting():
+    port = free_port()
+    metrics.serve(port)
+    metrics.serve(port)  # once per process
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    for name in ("omnirec_flow_events_total", "omnirec_flow_dead_letters_total", "omnirec_flow_step_errors_total",
+                 "omnirec_flow_redis_batch_seconds_bucket", "omnirec_flow_redis_retries_total",
+                 "omnirec_flow_churn_alerts_total"):
+        assert name in text, name
+    metrics.serve(0)  # 0: off, nothing happens
