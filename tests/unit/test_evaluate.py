@@ -382,3 +382,27 @@ def test_leave_last_basket_out_with_the_filter_reports_it_and_scores_tifu_knn(tm
     assert tifu["n_evaluated"] == 4 and tifu["recall@2"] == 1.0  # A and B lead everyone's history
     assert tifu["repeat"]["n_evaluated"] == 4 and tifu["explore"]["n_evaluated"] == 0
     assert result["baselines"]["top_personal"]["recall@2"] == 1.0
+
+
+def test_plot_of_runs_by_protocol(tmp_path):
+    pytest.importorskip("matplotlib")
+    from bench import quality_plot
+    from omnirec.quality_plot import run_label
+
+    tally = Tally()
+    tally.add(["A", "B"], ["A", "C"], k=10, before=["A"])
+    figures = tally.figures(10)
+    runs = []
+    for protocol, filters in (("prequential", {"applied": False}),
+                              ("leave-last-basket-out", {"applied": True, "min_baskets": 5,
+                                                         "min_item_count": 10, "customers": 7515})):
+        baselines = {"popularity": figures, "gp_topfreq": figures}
+        if protocol != "prequential":
+            baselines["tifu_knn"] = figures
+        runs.append({"file": "x.jsonl", "protocol": protocol, "k": 10, **figures, "filters": filters,
+                     "baselines": baselines})
+    (tmp_path / "a.out").write_text("a table\n" + json.dumps(runs[0]) + "\n")  # captured stdout
+    (tmp_path / "b.json").write_text(json.dumps(runs[1]))
+    out = quality_plot.main([str(tmp_path / "q.png"), str(tmp_path / "a.out"), str(tmp_path / "b.json")])
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "≥5 baskets" in run_label(runs[1]) and run_label(runs[0]) == "prequential"
