@@ -849,7 +849,7 @@ def _tifu_params(overrides: Mapping[str, Any] | None) -> dict[str, Any]:
 
     params = {"k": tifu_knn.N_NEIGHBORS, "within_decay": tifu_knn.WITHIN_DECAY,
               "group_decay": tifu_knn.GROUP_DECAY, "alpha": tifu_knn.ALPHA,
-              "n_groups": tifu_knn.N_GROUPS, "metric": "cosine"}
+              "n_groups": tifu_knn.N_GROUPS, "metric": "cosine", "within": "history"}
     params.update(overrides or {})
     return params
 

@@ -16,6 +16,11 @@ The user vector follows the authors' code (and its port in cornac):
   groups than ``n_groups``, as in the authors' code), and the sum is divided by the number of
   real groups.
 
+``within="group"`` is the paper's formula instead: a basket's decay counts from the end of its
+own group (``within_decay ** (group size - 1 - j)``) and group ``g`` of ``G`` real groups is
+weighted ``group_decay ** (G - 1 - g)``. On Ta-Feng with Romanov et al.'s filter it scores higher
+(Recall@10 0.132 against 0.127 for the authors' code); the default stays the authors' code.
+
 The prediction is ``alpha * u + (1 - alpha) * mean(u_j over the k nearest neighbours j)``,
 neighbours by cosine similarity of the user vectors (the query user excluded). The authors'
 code used Euclidean distance with the user among their own neighbours; ``metric="euclidean"``
@@ -52,16 +57,23 @@ def group_of(n: int, n_groups: int) -> tuple[list[int], list[int]]:
 
 
 def user_weights(n: int, within_decay: float = WITHIN_DECAY, group_decay: float = GROUP_DECAY,
-                 n_groups: int = N_GROUPS) -> list[float]:
-    """The weight of each of ``n`` baskets (oldest first) in the user vector."""
+                 n_groups: int = N_GROUPS, within: str = "history") -> list[float]:
+    """The weight of each of ``n`` baskets (oldest first) in the user vector: the authors' code
+    (``within="history"``) or the paper's formula (``within="group"``)."""
     groups, sizes = group_of(n, n_groups)
     real = len(sizes)
-    return [within_decay ** (n - 1 - p) * group_decay ** (n_groups - 1 - g) / sizes[g] / real
+    if within == "history":
+        return [within_decay ** (n - 1 - p) * group_decay ** (n_groups - 1 - g) / sizes[g] / real
+                for p, g in enumerate(groups)]
+    if within != "group":
+        raise ValueError(f"within must be history or group; got {within!r}")
+    starts = [sum(sizes[:g]) for g in range(real)]
+    return [within_decay ** (sizes[g] - 1 - (p - starts[g])) * group_decay ** (real - 1 - g) / sizes[g] / real
             for p, g in enumerate(groups)]
 
 
 def user_matrix(histories: Sequence[Sequence[Sequence[str]]], within_decay: float = WITHIN_DECAY,
-                group_decay: float = GROUP_DECAY, n_groups: int = N_GROUPS
+                group_decay: float = GROUP_DECAY, n_groups: int = N_GROUPS, within: str = "history"
                 ) -> tuple[sparse.csr_matrix, list[str]]:
     """The users' TIFU vectors as a CSR matrix (users x items) and the item of each column
     (items sorted, so ties between equal scores go to the smaller SKU)."""
@@ -71,7 +83,8 @@ def user_matrix(histories: Sequence[Sequence[Sequence[str]]], within_decay: floa
     cols: list[int] = []
     vals: list[float] = []
     for u, baskets in enumerate(histories):
-        for weight, basket in zip(user_weights(len(baskets), within_decay, group_decay, n_groups), baskets):
+        weights = user_weights(len(baskets), within_decay, group_decay, n_groups, within)
+        for weight, basket in zip(weights, baskets):
             for sku in set(basket):
                 rows.append(u)
                 cols.append(column[sku])
@@ -118,11 +131,11 @@ def neighbors(matrix: sparse.csr_matrix, queries: Sequence[int], k: int = N_NEIG
 def predict(histories: Sequence[Sequence[Sequence[str]]], queries: Sequence[int],
             depth: int | Sequence[int] = 10, k: int = N_NEIGHBORS, within_decay: float = WITHIN_DECAY,
             group_decay: float = GROUP_DECAY, alpha: float = ALPHA, n_groups: int = N_GROUPS,
-            metric: str = "cosine", chunk: int = CHUNK) -> list[list[str]]:
+            metric: str = "cosine", within: str = "history", chunk: int = CHUNK) -> list[list[str]]:
     """TIFU-KNN's ranked items for each user in ``queries`` (row indices into ``histories``):
     at most ``depth`` items (one depth for all, or one per query), only items with a positive
     score, best first, ties by SKU."""
-    matrix, items = user_matrix(histories, within_decay, group_decay, n_groups)
+    matrix, items = user_matrix(histories, within_decay, group_decay, n_groups, within)
     depths = [depth] * len(queries) if isinstance(depth, int) else list(depth)
     out: list[list[str]] = []
     n_items = len(items)

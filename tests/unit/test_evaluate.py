@@ -350,6 +350,9 @@ def test_tifu_knn_groups_and_weights_by_hand():
     assert tifu_knn.user_weights(3, 0.5, 0.5, 2) == [0.0625, 0.125, 0.25]
     # fewer baskets than groups: the group decay still counts from n_groups (the authors' code)
     assert tifu_knn.user_weights(2, 0.5, 0.5, 3) == pytest.approx([0.5 * 0.25 / 2, 0.5 / 2])
+    # the paper's formula: decay within each group, groups decayed over the real groups:
+    # group 0 = [b0] → 1 · 0.5 / 1 / 2; group 1 = [b1, b2] → 0.5 / 2 / 2 and 1 / 2 / 2
+    assert tifu_knn.user_weights(3, 0.5, 0.5, 2, within="group") == [0.25, 0.125, 0.25]
 
 
 def test_tifu_knn_on_a_toy_matrix_gives_the_hand_computed_answer():
