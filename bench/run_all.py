@@ -2,8 +2,9 @@
 
     python -m bench.run_all [--quick] [--all] [--json]
 
-``--all`` adds the next-best-offer bench, the Ta-Feng quality evaluation (prequential and
-leave-last-basket-out; writes bench/results/quality_tafeng.json for the quality plot; ~12 min)
+``--all`` adds the next-best-offer bench, the Ta-Feng quality evaluation (prequential,
+leave-last-basket-out, and leave-last-basket-out with Romanov et al.'s filter; writes
+bench/results/quality_tafeng.json and bench/results/quality_protocols.png; ~20 min)
 and the CDNOW churn evaluation. Ta-Feng is prepared in /tmp/omni_out if missing.
 
 Each bench runs as its own `python -m bench.<name> --json` process (fresh broker each), so one
@@ -41,6 +42,8 @@ EXTRA = {
     "nbo": ("bench.nbo", []),
     "quality_prequential": ("omnirec.evaluate", [*TAFENG, "--protocol", "prequential"]),
     "quality_llbo": ("omnirec.evaluate", [*TAFENG, "--protocol", "leave-last-basket-out"]),
+    "quality_romanov": ("omnirec.evaluate", [*TAFENG, "--protocol", "leave-last-basket-out",
+                                             "--min-baskets", "5", "--min-item-count", "10"]),
     "churn": ("omnirec.evaluate_churn", []),
 }
 TIFU_KNN = {"recall@10": 0.1301, "ndcg@10": 0.1011}  # Hu et al., SIGIR 2020, Ta-Feng, last basket
@@ -59,7 +62,17 @@ def _save_quality(results: dict[str, dict]) -> None:
     doc = {"dataset": "Ta-Feng", "k": pre.get("k", 10), "prequential": pre, "leave-last-basket-out": llbo,
            "published": {"TIFU-KNN": {"protocol": "leave-last-basket-out", **TIFU_KNN}},
            "goal": {"recall@10_prequential": 0.13, "cross_sell_vs_popularity": 2.0}}
+    romanov = results.get("quality_romanov", {})
+    if romanov and "error" not in romanov:
+        doc["leave-last-basket-out, Romanov et al.'s filter"] = romanov
     (c.RESULTS / "quality_tafeng.json").write_text(json.dumps(doc, indent=1))
+    try:
+        from omnirec.quality_plot import plot_results
+
+        runs = [pre, llbo] + ([romanov] if romanov and "error" not in romanov else [])
+        plot_results(runs, c.RESULTS / "quality_protocols.png")
+    except Exception as exc:  # noqa: BLE001 - plots are a convenience
+        c.log(f"[yellow]quality plot skipped: {exc}[/]")
 
 
 def main(argv: list[str] | None = None) -> dict:

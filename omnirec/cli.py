@@ -153,12 +153,27 @@ def evaluate(
     catalog: Annotated[Path | None, typer.Option("--catalog", exists=True, dir_okay=False)] = None,
     k: int = typer.Option(10, "--k"),
     as_json: bool = typer.Option(False, "--json"),
-    protocol: str = typer.Option("prequential", "--protocol", help="prequential | leave-last-basket-out"),
+    protocol: str = typer.Option("prequential", "--protocol",
+                                 help="prequential | leave-last-basket-out (alias leave-last-out)"),
+    min_baskets: int = typer.Option(0, "--min-baskets", help="keep customers with >= N baskets (Romanov et al.: 5)"),
+    min_item_count: int = typer.Option(0, "--min-item-count",
+                                       help="keep items bought in >= N baskets (Romanov et al.: 10)"),
+    drop_noise_users: bool = typer.Option(False, "--drop-noise-users",
+                                          help="drop customers above mean + 2 sd purchase lines per day "
+                                               "of tenure, and those buying on one day only"),
+    plot: Path | None = typer.Option(None, "--plot", help="write a PNG: omnirec vs the baselines"),
 ) -> None:
     """Recommendation quality on any JSONL of envelopes, against baselines from the same run."""
-    from omnirec.evaluate import main
+    from omnirec.evaluate import PROTOCOL_ALIASES, PROTOCOLS, Filters, main
 
-    main(file, catalog=catalog, k=k, as_json=as_json, protocol=protocol)
+    if protocol not in PROTOCOLS and protocol not in PROTOCOL_ALIASES:
+        err(f"--protocol must be one of {', '.join(PROTOCOLS)}; got {protocol!r}")
+        raise typer.Exit(2)
+    if k < 1:
+        err("--k must be >= 1")
+        raise typer.Exit(2)
+    main(file, catalog=catalog, k=k, as_json=as_json, protocol=protocol,
+         filters=Filters(min_baskets, min_item_count, drop_noise_users), plot=plot)
 
 
 @app.command("evaluate-churn")

@@ -17,12 +17,30 @@ Protocols (the same evaluation points for omnirec and the baselines):
   bought, then learn the event. Every basket with 2+ distinct SKUs also scores
   cross-sell: the last SKU is hidden, the rest is the cart; a hit if the hidden SKU is
   in the top k.
-- ``leave-last-basket-out``: for customers with 2+ baskets, learn everything but each
-  one's last basket (all customers' history in time order), then predict those baskets.
+- ``leave-last-basket-out`` (alias ``leave-last-out``): for customers with 2+ baskets, learn
+  everything but each one's last basket (all customers' history in time order), then predict
+  those baskets.
+
+Filters (Romanov et al., RecSys 2023), applied to the input before either protocol, so the
+engine and every baseline see the same filtered stream (`Filters`): ``--min-item-count N``
+keeps items bought in at least N baskets (counted on the whole file) and drops baskets left
+empty; then ``--min-baskets N`` keeps customers with at least N baskets; then
+``--drop-noise-users`` drops customers whose purchase lines per day of tenure exceed the mean
++ 2σ, and customers whose purchases all fall on one day. The JSON reports what was applied.
+
+Metrics: HR@k, Recall@k (hits ÷ the basket's distinct SKUs) and NDCG@k, each also split into
+the basket's *repeat* items (bought by the customer before) and *explore* items: each part is
+scored as its own basket over the evaluation points where it is not empty (``n_evaluated``),
+and ``recall_share@k`` is the part's hits ÷ the whole basket, over all points, so that the
+two shares add up to Recall@k.
 
 Baselines: ``popularity`` (all-time basket counts), ``decayed_popularity`` (the same with
-the flow's half-life), ``gp_topfreq`` (the customer's own most frequent items, then
-global popularity); for cross-sell each excludes the cart's items.
+the flow's half-life), ``top_personal`` (the customer's own most frequently bought items,
+nothing else), ``gp_topfreq`` (those, then global popularity) and, for
+leave-last-basket-out, ``tifu_knn`` (a batch TIFU-KNN fitted on the training baskets:
+`omnirec.tifu_knn`). Prequential leaves TIFU-KNN out (it would need a neighbour search over
+all customers at every evaluation point) and says so under ``baselines_omitted``. For
+cross-sell each excludes the cart's items.
 
 A SKU with no catalog product gets one synthesised from the event item's category (or
 "unknown"), so real data without a catalog works (the customer state never reads the
@@ -39,7 +57,7 @@ import os
 import sys
 import time
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +79,12 @@ from online_models.messages import DeadLetter, HashPut, Put, Raw, SAdd, ZAdd
 from online_models.repeats import ItemRepeats, RepeatModel
 
 PROTOCOLS = ("prequential", "leave-last-basket-out")
-BASELINES = ("popularity", "decayed_popularity", "gp_topfreq")
+PROTOCOL_ALIASES = {"leave-last-out": "leave-last-basket-out"}  # the name before the issue's
+BASELINES = ("popularity", "decayed_popularity", "top_personal", "gp_topfreq", "tifu_knn")
+STREAMING_BASELINES = BASELINES[:-1]  # computed at every evaluation point of either protocol
+TIFU_PREQUENTIAL_NOTE = ("omitted for prequential: a batch TIFU-KNN would need a neighbour search "
+                         "over all customers at every evaluation point; see leave-last-basket-out")
+PARTS = ("repeat", "explore")  # a basket's items bought by the customer before, and the others
 REBUILD_EVERY_PURCHASES = 5000
 BASELINE_LIST = 300  # popular items kept per baseline list (k + a cart's size is enough)
 
@@ -273,11 +296,17 @@ class Baselines:
     personal: dict[Key, dict[str, list[int]]] = field(default_factory=dict)  # sku → [count, last ts]
     top_counts: list[str] = field(default_factory=list)
     top_decayed: list[str] = field(default_factory=list)
+    keep_baskets: bool = False  # keep each key's baskets in time order (for TIFU-KNN)
+    baskets: dict[Key, list[tuple[int, tuple[str, ...]]]] = field(default_factory=dict)
+    tifu: dict[Key, list[str]] = field(default_factory=dict)  # TIFU-KNN's ranked list per key
 
     def __post_init__(self) -> None:
         self._decay = decay.Decay(self.half_life_days)
 
     def learn(self, key: Key, skus: Iterable[str], ts_ms: int) -> None:
+        skus = tuple(skus)
+        if self.keep_baskets and skus:
+            self.baskets.setdefault(key, []).append((ts_ms, skus))
         mine = self.personal.setdefault(key, {})
         log_w = self._decay.log_weight(1.0, ts_ms)
         for sku in skus:
@@ -292,6 +321,9 @@ class Baselines:
 
     def merge(self, alias: Key, customer: Key) -> None:
         """A stitched alias's history becomes the customer's."""
+        if alias in self.baskets:
+            merged = self.baskets.pop(alias) + self.baskets.get(customer, [])
+            self.baskets[customer] = sorted(merged, key=lambda b: b[0])  # stable: same-ts order kept
         theirs = self.personal.pop(alias, None)
         if not theirs:
             return
@@ -314,12 +346,30 @@ class Baselines:
             return _fill([], self.top_counts, k, skip, self.counts)
         if name == "decayed_popularity":
             return _fill([], self.top_decayed, k, skip, self.decayed)
-        if name == "gp_topfreq":
+        if name in ("top_personal", "gp_topfreq"):
             mine = self.personal.get(key) or {}
+            # most often bought first, then the most recently bought, then by SKU
             ranked = sorted(mine.items(), key=lambda kv: (-kv[1][0], -kv[1][1], kv[0]))
             chosen = [sku for sku, _ in ranked if sku not in skip][:k]
+            if name == "top_personal":
+                return chosen
             return _fill(chosen, self.top_counts, k, skip, self.counts)
+        if name == "tifu_knn":
+            return [sku for sku in self.tifu.get(key, ()) if sku not in skip][:k]
         raise ValueError(f"unknown baseline {name!r}")
+
+    def fit_tifu(self, keys: Iterable[Key], depths: Mapping[Key, int], **params: Any) -> None:
+        """TIFU-KNN's lists for `keys`, from every key's kept baskets (`keep_baskets`), ranked
+        `depths[key]` deep (k plus the largest cart the key is scored with)."""
+        from omnirec import tifu_knn
+
+        owners = sorted(self.baskets)
+        row = {key: i for i, key in enumerate(owners)}
+        wanted = [key for key in dict.fromkeys(keys) if key in row]
+        histories = [[skus for _, skus in self.baskets[key]] for key in owners]
+        lists = tifu_knn.predict(histories, [row[key] for key in wanted],
+                                 depth=[depths.get(key, 10) for key in wanted], **params)
+        self.tifu = dict(zip(wanted, lists))
 
 
 def _fill(chosen: list[str], ranked: list[str], k: int, skip: set[str], scores: Mapping[str, Any]) -> list[str]:
@@ -367,13 +417,33 @@ class Tally:
     ndcg: float = 0.0
     cross_n: int = 0
     cross_hits: int = 0
+    # part → [points where the part is not empty, hits, recall, NDCG, hits ÷ whole basket]
+    parts: dict[str, list[float]] = field(default_factory=lambda: {p: [0, 0.0, 0.0, 0.0, 0.0] for p in PARTS})
 
-    def add(self, recommended: list[str], bought: list[str], k: int) -> None:
+    def add(self, recommended: list[str], bought: list[str], k: int,
+            before: Iterable[str] | None = None) -> None:
+        """Score one basket; with `before` (what the customer bought earlier) also its repeat
+        and explore parts."""
         hit, recall, ndcg = score_list(recommended, bought, k)
         self.n += 1
         self.hits += hit
         self.recall += recall
         self.ndcg += ndcg
+        if before is None:
+            return
+        earlier = set(before)
+        basket = list(dict.fromkeys(bought))
+        top = set(recommended[:k])
+        for part, items in (("repeat", [s for s in basket if s in earlier]),
+                            ("explore", [s for s in basket if s not in earlier])):
+            tally = self.parts[part]
+            if items:
+                p_hit, p_recall, p_ndcg = score_list(recommended, items, k)
+                tally[0] += 1
+                tally[1] += p_hit
+                tally[2] += p_recall
+                tally[3] += p_ndcg
+                tally[4] += len(top.intersection(items)) / len(basket)
 
     def add_cross(self, recommended: list[str], hidden: str, k: int) -> None:
         self.cross_n += 1
@@ -386,6 +456,10 @@ class Tally:
         self.ndcg += other.ndcg
         self.cross_n += other.cross_n
         self.cross_hits += other.cross_hits
+        for part, values in other.parts.items():
+            mine = self.parts[part]
+            for i, value in enumerate(values):
+                mine[i] += value
 
     def figures(self, k: int) -> dict[str, float | int]:
         def mean(total: float, n: int) -> float:
@@ -398,7 +472,138 @@ class Tally:
             f"cross_sell_hit_rate@{k}": mean(self.cross_hits, self.cross_n),
             "n_evaluated": self.n,
             "n_cross_sell": self.cross_n,
+            **{part: {f"hit_rate@{k}": mean(values[1], int(values[0])),
+                      f"recall@{k}": mean(values[2], int(values[0])),
+                      f"ndcg@{k}": mean(values[3], int(values[0])),
+                      f"recall_share@{k}": mean(values[4], self.n),
+                      "n_evaluated": int(values[0])}
+               for part, values in self.parts.items()},
         }
+
+
+# ----------------------------------------------------------------------------- filters
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Romanov et al.'s preprocessing (RecSys 2023), as options; 0 / False is off.
+
+    Applied to purchases in this order, once each (not iterated to a fixed point):
+    `min_item_count` keeps the SKUs bought in at least that many baskets over the whole file
+    and drops baskets left empty; `min_baskets` keeps the customers left with at least that
+    many baskets; `drop_noise_users` then drops customers whose purchase lines (distinct SKUs
+    per basket, summed) per day of tenure (last purchase day − first) exceed the mean + 2σ
+    over customers, and customers whose purchases all fall on one day. Other events pass as
+    they are. A customer is resolved as at the end of the stream (a stitched alias is its
+    customer), and a duplicate event id counts once.
+    """
+
+    min_baskets: int = 0
+    min_item_count: int = 0
+    drop_noise_users: bool = False
+
+    @property
+    def active(self) -> bool:
+        return self.min_baskets > 1 or self.min_item_count > 1 or self.drop_noise_users
+
+    def fit(self, events: Iterable[Event]) -> FilterPlan:
+        """Which customers and SKUs stay, from one pass over the parsed stream."""
+        stream = [e for e in events if isinstance(e, Event) and e.type in ("purchase", "identify")]
+        links = _links(stream)
+        baskets: dict[str, tuple[str, int, tuple[str, ...]]] = {}  # event id → (who, day, skus)
+        for event in stream:
+            if event.type == "purchase" and event.event_id not in baskets:
+                baskets[event.event_id] = (_who(event, links), event.ts_ms // DAY_MS,
+                                           tuple(dict.fromkeys(i.sku for i in event.items)))
+        stats: dict[str, Any] = {
+            "customers_before": len({w for w, _, _ in baskets.values()}),
+            "items_before": len({s for _, _, skus in baskets.values() for s in skus}),
+            "baskets_before": len(baskets)}
+        counts: dict[str, int] = {}
+        for _, _, skus in baskets.values():
+            for sku in skus:
+                counts[sku] = counts.get(sku, 0) + 1
+        items = {sku for sku, n in counts.items() if n >= self.min_item_count}
+        kept = [(w, day, tuple(s for s in skus if s in items)) for w, day, skus in baskets.values()]
+        kept = [b for b in kept if b[2]]
+        stats["items_with_min_count"] = len(items)
+        per_user: dict[str, list[tuple[int, int]]] = {}
+        for w, day, skus in kept:
+            per_user.setdefault(w, []).append((day, len(skus)))
+        users = {w for w, bs in per_user.items() if len(bs) >= self.min_baskets}
+        stats["customers_with_min_baskets"] = len(users)
+        if self.drop_noise_users:
+            one_day = {w for w in users if len({d for d, _ in per_user[w]}) == 1}
+            rates = {w: sum(n for _, n in per_user[w]) / (max(d for d, _ in per_user[w])
+                                                         - min(d for d, _ in per_user[w]))
+                     for w in users - one_day}
+            noisy: set[str] = set()
+            if rates:
+                mean = sum(rates.values()) / len(rates)
+                sd = math.sqrt(sum((r - mean) ** 2 for r in rates.values()) / len(rates))
+                noisy = {w for w, r in rates.items() if r > mean + 2 * sd}
+                stats["noise_lines_per_day_threshold"] = round(mean + 2 * sd, 4)
+            stats["noise_users_one_day"] = len(one_day)
+            stats["noise_users_dense"] = len(noisy)
+            users -= one_day | noisy
+        final = [b for b in kept if b[0] in users]
+        stats.update({"customers": len(users), "items": len({s for _, _, skus in final for s in skus}),
+                      "baskets": len(final), "lines": sum(len(skus) for _, _, skus in final)})
+        return FilterPlan(self, frozenset(users), frozenset(items), stats, links)
+
+    def describe(self) -> dict[str, Any]:
+        return {"min_baskets": self.min_baskets, "min_item_count": self.min_item_count,
+                "drop_noise_users": self.drop_noise_users}
+
+
+@dataclass(frozen=True)
+class FilterPlan:
+    """A fitted `Filters`: the customers and SKUs kept, and what the filter did."""
+
+    filters: Filters
+    customers: frozenset[str]
+    items: frozenset[str]
+    stats: dict[str, Any]
+    links: dict[str, str] = field(default_factory=dict)
+
+    def apply(self, event: Event) -> Event | None:
+        """The purchase with only its kept SKUs, or None if it goes; other events pass."""
+        if event.type != "purchase":
+            return event
+        if _who(event, self.links) not in self.customers:
+            return None
+        items = tuple(i for i in event.items if i.sku in self.items)
+        if not items:
+            return None
+        return event if len(items) == len(event.items) else replace(event, items=items)
+
+    def report(self) -> dict[str, Any]:
+        return {**self.filters.describe(), **self.stats}
+
+
+def _links(stream: Iterable[Event]) -> dict[str, str]:
+    """Alias → customer, from the stream's `identify` events (the first link wins)."""
+    links: dict[str, str] = {}
+    for record in stream:
+        if isinstance(record, Event) and record.type == "identify" and record.customer_id and record.alias_id:
+            links.setdefault(record.alias_id, record.customer_id)
+    return links
+
+
+def _who(event: Event, links: Mapping[str, str]) -> str:
+    """Who a purchase belongs to, as at the end of the stream: an alias later stitched by
+    `identify` counts as its customer."""
+    alias_id = route(event)
+    if alias_id:
+        return f"c:{links[alias_id]}" if alias_id in links else f"a:{alias_id}"
+    return f"c:{event.customer_id}"
+
+
+def fit_filters(paths: Iterable[str | Path], settings: Settings, filters: Filters) -> FilterPlan:
+    """One pass of the flow's parse step over the files, then `Filters.fit`."""
+    replayer = Replayer(settings)
+    events = (m for raw in read_records(paths, settings) for m in replayer.parse(raw) if isinstance(m, Event))
+    return filters.fit(events)
 
 
 # ----------------------------------------------------------------------------- the protocols
@@ -409,16 +614,22 @@ class Evaluator:
 
     def __init__(self, k: int = 10, settings: Settings | None = None,
                  rules: ranking.Rules | None = None, weights: ranking.Weights | None = None,
-                 shard: tuple[int, int] = (0, 1), tick=None) -> None:
+                 shard: tuple[int, int] = (0, 1), tick=None, protocol: str = "prequential",
+                 plan: FilterPlan | None = None, tifu: Mapping[str, Any] | None = None) -> None:
         self.k = k
         self.shard = shard
         self.tick = tick or (lambda n: None)
         self._points = 0
         self.settings = settings or Settings()
         self.replayer = Replayer(self.settings, rules, weights)
-        self.baselines = Baselines(self.settings.half_life_days)
-        self.tallies = {name: Tally() for name in ("omnirec", *BASELINES)}
+        self.plan = plan
+        self.tifu_params = dict(tifu or {})
+        self.names = BASELINES if protocol == "leave-last-basket-out" else STREAMING_BASELINES
+        self.baselines = Baselines(self.settings.half_life_days, keep_baskets="tifu_knn" in self.names)
+        self.tallies = {name: Tally() for name in ("omnirec", *self.names)}
         self.counts = {"events": 0, "products": 0, "rejected": 0, "duplicates": 0, "purchases": 0}
+        if plan is not None:
+            self.counts["filtered_out"] = 0
         self._baseline_day: int | None = None
         self._baseline_purchases = 0
 
@@ -461,23 +672,33 @@ class Evaluator:
         bought = list(dict.fromkeys(item.sku for item in event.items))
         rep, base = self.replayer, self.baselines
         if state is not None and state.orders >= 1:
+            before = base.personal.get(key, {}).keys()  # what this customer bought earlier
             request = ranking.Request("home", channel=event.channel, store_id=event.store_id, k=k,
                                       now_ms=event.ts_ms)
-            self.tallies["omnirec"].add([s.sku for s in rep.recommend_for(state, request)], bought, k)
-            for name in BASELINES:
-                self.tallies[name].add(base.recommend(name, key, k), bought, k)
+            self.tallies["omnirec"].add([s.sku for s in rep.recommend_for(state, request)], bought, k, before)
+            for name in self.names:
+                self.tallies[name].add(base.recommend(name, key, k), bought, k, before)
         if len(bought) >= 2:
             hidden, cart = bought[-1], tuple(bought[:-1])
             request = ranking.Request("cart", skus=cart, channel=event.channel, store_id=event.store_id, k=k,
                                       now_ms=event.ts_ms)
             self.tallies["omnirec"].add_cross([s.sku for s in rep.recommend_for(state, request)], hidden, k)
-            for name in BASELINES:
+            for name in self.names:
                 self.tallies[name].add_cross(base.recommend(name, key, k, exclude=cart), hidden, k)
 
     def _take(self, raw: Raw) -> tuple[Event | None, list]:
         """Parse one record as the flow does; products and dead letters are learnt at once."""
         messages = self.replayer.parse(raw)
         event = next((m for m in messages if isinstance(m, Event)), None)
+        if event is not None and self.plan is not None:
+            kept = self.plan.apply(event)
+            if kept is None:  # filtered out: the engine never sees it (its clock still moves)
+                self.counts["filtered_out"] += 1
+                self.replayer.learn([m for m in messages if not isinstance(m, Event)])
+                return None, []
+            if kept is not event:
+                messages = [kept if m is event else m for m in messages]
+                event = kept
         if event is None:
             for message in messages:
                 if isinstance(message, DeadLetter):
@@ -535,6 +756,8 @@ class Evaluator:
         if last_ts is not None:
             self.refresh(last_ts, force=True)
         rep = self.replayer
+        if "tifu_knn" in self.names:
+            self.fit_tifu(pending)
         per_basket = size / max(1, len(pending))
         for index, event in enumerate(pending):
             if index % 100 == 0:
@@ -542,13 +765,25 @@ class Evaluator:
             key = rep.key_for(event)
             self.evaluate(event, key, rep.state(key))
 
+    def fit_tifu(self, pending: list[Event]) -> None:
+        """Batch TIFU-KNN over every customer's training baskets, for the held-out baskets this
+        shard scores (the i-th held-out basket is evaluation point i)."""
+        mine = [event for index, event in enumerate(pending) if index % self.shard[1] == self.shard[0]]
+        depths: dict[Key, int] = {}
+        for event in mine:
+            key = self.replayer.key_for(event)
+            depths[key] = max(depths.get(key, 0), self.k + len({i.sku for i in event.items}))
+        self.baselines.fit_tifu(list(depths), depths, **self.tifu_params)
+
     def results(self) -> dict[str, Any]:
         return _figures(self.tallies, self.k)
 
 
 def _figures(tallies: Mapping[str, Tally], k: int) -> dict[str, Any]:
     out: dict[str, Any] = dict(tallies["omnirec"].figures(k))
-    out["baselines"] = {name: tallies[name].figures(k) for name in BASELINES}
+    out["baselines"] = {name: tallies[name].figures(k) for name in BASELINES if name in tallies}
+    if "tifu_knn" not in tallies:
+        out["baselines_omitted"] = {"tifu_knn": TIFU_PREQUENTIAL_NOTE}
     return out
 
 
@@ -558,20 +793,13 @@ def held_out_baskets(stream: list[Event]) -> set[int]:
     A customer is resolved as at the end of the stream: an alias later stitched by
     `identify` counts as its customer.
     """
-    links: dict[str, str] = {}
-    for record in stream:
-        if isinstance(record, Event) and record.type == "identify" and record.customer_id and record.alias_id:
-            links.setdefault(record.alias_id, record.customer_id)
+    links = _links(stream)
     seen: dict[str, set[str]] = {}
     last: dict[str, int] = {}
     for index, record in enumerate(stream):
         if not isinstance(record, Event) or record.type != "purchase":
             continue
-        alias_id = route(record)
-        if alias_id:
-            who = f"c:{links[alias_id]}" if alias_id in links else f"a:{alias_id}"
-        else:
-            who = f"c:{record.customer_id}"
+        who = _who(record, links)
         ids = seen.setdefault(who, set())
         if record.event_id in ids:
             continue
@@ -586,16 +814,21 @@ def held_out_baskets(stream: list[Event]) -> set[int]:
 def run(file: str | Path, catalog: str | Path | None = None, k: int = 10,
         protocol: str = "prequential", settings: Settings | None = None,
         rules: ranking.Rules | None = None, weights: ranking.Weights | None = None,
-        progress: bool = True, workers: int | None = None) -> dict[str, Any]:
-    """Evaluate one file; returns the figures (omnirec's at top level, baselines under a key).
+        progress: bool = True, workers: int | None = None, filters: Filters | None = None,
+        tifu: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Evaluate one file; returns the figures (omnirec's at top level, baselines under a key,
+    the filters applied under ``filters``).
 
     With `workers` > 1 (default: 2 where there are 2+ cores) each worker process replays the
     whole file and scores every `workers`-th evaluation point; the sums are merged, so the
-    figures do not depend on the number of workers.
+    figures do not depend on the number of workers. `tifu` overrides TIFU-KNN's parameters
+    (`omnirec.tifu_knn.predict`'s keywords).
     """
+    protocol = PROTOCOL_ALIASES.get(protocol, protocol)
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol must be one of {PROTOCOLS}; got {protocol!r}")
     settings = settings or Settings()
+    filters = filters or Filters()
     paths = ([Path(catalog)] if catalog else []) + [Path(file)]
     size = sum(p.stat().st_size for p in paths)
     total = size * (1 if protocol == "prequential" else 3)
@@ -603,7 +836,8 @@ def run(file: str | Path, catalog: str | Path | None = None, k: int = 10,
         workers = min(2, os.cpu_count() or 1)
     workers = max(1, workers)
     started = time.perf_counter()
-    args = (paths, k, protocol, settings, rules, weights)
+    plan = fit_filters(paths, settings, filters) if filters.active else None
+    args = (paths, k, protocol, settings, rules, weights, plan, dict(tifu or {}))
     with _Progress(total, progress, f"{protocol}, {workers} worker{'s' if workers > 1 else ''}") as bar:
         if workers == 1:
             evaluator = _shard(*args, shard=(0, 1), tick=bar.advance)
@@ -611,12 +845,27 @@ def run(file: str | Path, catalog: str | Path | None = None, k: int = 10,
         else:
             tallies, counts = _run_forked(args, workers, bar)
     results = _figures(tallies, k)
-    return {"file": str(file), "protocol": protocol, "k": k, **results, **counts,
-            "workers": workers, "seconds": round(time.perf_counter() - started, 1)}
+    applied = plan.report() if plan is not None else {**filters.describe(), "applied": False}
+    if plan is not None:
+        applied["applied"] = True
+    return {"file": str(file), "protocol": protocol, "k": k, **results, "filters": applied,
+            **({"tifu_knn_params": _tifu_params(tifu)} if "tifu_knn" in results["baselines"] else {}),
+            **counts, "workers": workers, "seconds": round(time.perf_counter() - started, 1)}
 
 
-def _shard(paths, k, protocol, settings, rules, weights, shard, tick) -> Evaluator:
-    evaluator = Evaluator(k, settings, rules, weights, shard=shard, tick=tick)
+def _tifu_params(overrides: Mapping[str, Any] | None) -> dict[str, Any]:
+    from omnirec import tifu_knn
+
+    params = {"k": tifu_knn.N_NEIGHBORS, "within_decay": tifu_knn.WITHIN_DECAY,
+              "group_decay": tifu_knn.GROUP_DECAY, "alpha": tifu_knn.ALPHA,
+              "n_groups": tifu_knn.N_GROUPS, "metric": "cosine", "within": "history"}
+    params.update(overrides or {})
+    return params
+
+
+def _shard(paths, k, protocol, settings, rules, weights, plan, tifu, shard, tick) -> Evaluator:
+    evaluator = Evaluator(k, settings, rules, weights, shard=shard, tick=tick, protocol=protocol,
+                          plan=plan, tifu=tifu)
     records = read_records(paths, settings, tick)
     if protocol == "prequential":
         evaluator.prequential(records)
@@ -658,7 +907,7 @@ def _run_forked(args, workers: int, bar: _Progress):
     errors = [outcome[1] for outcome in outcomes if outcome[0] == "error"]
     if errors:
         raise RuntimeError("; ".join(errors))
-    tallies = {name: Tally() for name in ("omnirec", *BASELINES)}
+    tallies = {name: Tally() for name in outcomes[0][1]}
     for _, shard_tallies, counts in outcomes:
         for name, tally in shard_tallies.items():
             tallies[name].merge(tally)
@@ -728,26 +977,42 @@ def render(result: dict[str, Any], stream=None) -> None:
     from rich.table import Table
 
     k = result["k"]
+    filters = result.get("filters") or {}
+    applied = (f"; filters: min baskets {filters.get('min_baskets')}, min item count "
+               f"{filters.get('min_item_count')}, noise users "
+               f"{'dropped' if filters.get('drop_noise_users') else 'kept'} → "
+               f"{filters.get('customers', 0):,} customers, {filters.get('items', 0):,} items"
+               if filters.get("applied") else "; no filter")
     table = Table(title=f"omnirec evaluate: {Path(result['file']).name} ({result['protocol']}, k={k})",
                   caption=(f"{result['events']:,} events, {result['purchases']:,} purchases, "
                            f"{result['rejected']:,} rejected, {result['duplicates']:,} duplicates; "
-                           f"{result['seconds']} s"))
+                           f"{result['seconds']} s{applied}"))
     table.add_column("model")
-    for title in (f"HR@{k}", f"Recall@{k}", f"NDCG@{k}", "n", f"cross-sell HR@{k}", "n cross-sell"):
+    for title in (f"HR@{k}", f"Recall@{k}", f"NDCG@{k}", "n", f"Recall@{k} repeat", f"Recall@{k} explore",
+                  f"cross-sell HR@{k}", "n cross-sell"):
         table.add_column(title, justify="right")
-    rows = [("omnirec", result)] + [(name, result["baselines"][name]) for name in BASELINES]
+    rows = [("omnirec", result)] + list(result["baselines"].items())
     for name, fig in rows:
         table.add_row(name, f"{fig[f'hit_rate@{k}']:.4f}", f"{fig[f'recall@{k}']:.4f}",
                       f"{fig[f'ndcg@{k}']:.4f}", f"{fig['n_evaluated']:,}",
+                      f"{fig['repeat'][f'recall@{k}']:.4f}", f"{fig['explore'][f'recall@{k}']:.4f}",
                       f"{fig[f'cross_sell_hit_rate@{k}']:.4f}", f"{fig['n_cross_sell']:,}")
-    Console(file=stream or sys.stdout, width=120).print(table)
+    console = Console(file=stream or sys.stdout, width=140)
+    console.print(table)
+    for name, why in (result.get("baselines_omitted") or {}).items():
+        console.print(f"{name}: {why}")
 
 
-def main(file, catalog=None, k: int = 10, as_json: bool = False,
-         protocol: str = "prequential") -> dict[str, Any]:
+def main(file, catalog=None, k: int = 10, as_json: bool = False, protocol: str = "prequential",
+         filters: Filters | None = None, plot: str | Path | None = None) -> dict[str, Any]:
     """`omnirec evaluate FILE [--catalog F] [--k 10] [--json]`: table, and with --json a JSON last line."""
-    result = run(file, catalog, k, protocol, progress=True)
+    result = run(file, catalog, k, protocol, progress=True, filters=filters)
     render(result)
+    if plot:
+        from omnirec.quality_plot import plot_results
+
+        plot_results([result], plot)
+        print(f"wrote {plot}", file=sys.stderr)
     if as_json:
         print_json_last(result)
     return result
@@ -760,11 +1025,19 @@ def cli(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--catalog", type=Path, default=None)
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--json", dest="as_json", action="store_true")
-    parser.add_argument("--protocol", choices=PROTOCOLS, default="prequential")
+    parser.add_argument("--protocol", choices=(*PROTOCOLS, *PROTOCOL_ALIASES), default="prequential")
+    parser.add_argument("--min-baskets", type=int, default=0,
+                        help="keep customers with at least N baskets (Romanov et al.: 5)")
+    parser.add_argument("--min-item-count", type=int, default=0,
+                        help="keep items bought in at least N baskets (Romanov et al.: 10)")
+    parser.add_argument("--drop-noise-users", action="store_true",
+                        help="drop customers above mean + 2 sd purchase lines per day, or buying on one day only")
+    parser.add_argument("--plot", type=Path, default=None, help="write a PNG of omnirec vs the baselines")
     args = parser.parse_args(argv)
     if args.k < 1:
         parser.error("--k must be >= 1")
-    return main(args.file, args.catalog, args.k, args.as_json, args.protocol)
+    filters = Filters(args.min_baskets, args.min_item_count, args.drop_noise_users)
+    return main(args.file, args.catalog, args.k, args.as_json, args.protocol, filters, args.plot)
 
 
 if __name__ == "__main__":

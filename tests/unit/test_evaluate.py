@@ -12,18 +12,20 @@ from pathlib import Path
 import orjson
 import pytest
 
-from omnirec import evaluate
+from omnirec import evaluate, tifu_knn
 from omnirec.evaluate import (
     Baselines,
     Evaluator,
+    Filters,
     Replayer,
+    Tally,
     held_out_baskets,
     read_records,
     score_list,
 )
 from omnirec.settings import Settings
 from online_models import keys, ranking
-from online_models.events import DAY_MS, Event, format_ts
+from online_models.events import DAY_MS, Event, Item, format_ts
 
 T0 = 1_795_601_700_000  # 2026-11-25T10:15:00Z
 KEYS = ("hit_rate@{k}", "recall@{k}", "ndcg@{k}", "cross_sell_hit_rate@{k}", "n_evaluated")
@@ -126,7 +128,9 @@ def test_json_last_line_has_the_keys(tmp_path, capsys):
     figures = json.loads(lines[-1])
     for key in KEYS:
         assert key.format(k=5) in figures
-    assert set(figures["baselines"]) == {"popularity", "decayed_popularity", "gp_topfreq"}
+    assert set(figures["baselines"]) == {"popularity", "decayed_popularity", "top_personal", "gp_topfreq"}
+    assert "tifu_knn" in figures["baselines_omitted"]  # prequential: said so, not silently missing
+    assert figures["filters"]["applied"] is False
     for name, fig in figures["baselines"].items():
         for key in KEYS:
             assert key.format(k=5) in fig, (name, key)
@@ -262,3 +266,152 @@ def test_prequential_skips_duplicates_and_first_purchases(tmp_path):
     assert evaluator.counts["purchases"] == 6
     # returning customers: c-2's p5 only (p4 lands on the unlinked loyalty alias)
     assert evaluator.tallies["omnirec"].n == 1
+
+
+# --- protocols and baselines (issue 10, item 5) ------------------------------------------
+
+
+def test_top_personal_is_the_customers_most_bought_items_and_nothing_else():
+    base = Baselines(half_life_days=14)
+    base.learn(("c", "a"), ["P", "Q"], T0)
+    base.learn(("c", "a"), ["Q"], T0 + DAY_MS)
+    base.learn(("c", "a"), ["R", "Q"], T0 + 2 * DAY_MS)
+    for n in range(5):
+        base.learn(("c", f"crowd-{n}"), ["X"], T0)
+    base.rebuild()
+    # Q three times; P and R once each, R bought more recently
+    assert base.recommend("top_personal", ("c", "a"), 10) == ["Q", "R", "P"]
+    assert base.recommend("top_personal", ("c", "a"), 2) == ["Q", "R"]
+    # GP-TopFreq fills with the crowd's X; TopPersonal does not, and a newcomer gets nothing
+    assert base.recommend("gp_topfreq", ("c", "a"), 4) == ["Q", "R", "P", "X"]
+    assert base.recommend("top_personal", ("c", "new"), 10) == []
+
+
+def test_recall_divides_by_the_basket_and_splits_into_repeat_and_explore():
+    tally = Tally()
+    # basket {A, B, C, D}; A and B bought before (repeat), C and D new (explore)
+    tally.add(["A", "C", "X"], ["A", "B", "C", "D"], k=3, before=["A", "B", "Z"])
+    fig = tally.figures(3)
+    assert fig["recall@3"] == 0.5  # 2 hits ÷ 4 items bought
+    assert fig["repeat"]["recall@3"] == 0.5 and fig["explore"]["recall@3"] == 0.5
+    assert fig["repeat"]["recall_share@3"] == fig["explore"]["recall_share@3"] == 0.25
+    # a basket of new items only counts for explore
+    tally.add(["Y"], ["Y"], k=3, before=["A"])
+    fig = tally.figures(3)
+    assert fig["repeat"]["n_evaluated"] == 1 and fig["explore"]["n_evaluated"] == 2
+    assert fig["explore"]["recall@3"] == 0.75 and fig["explore"]["hit_rate@3"] == 1.0
+    shares = fig["repeat"]["recall_share@3"] + fig["explore"]["recall_share@3"]
+    assert shares == pytest.approx(fig["recall@3"])
+
+
+def baskets_file(tmp_path, plan):
+    """plan: customer → list of baskets (one a day); returns the JSONL path."""
+    lines = []
+    for customer, baskets in plan.items():
+        for day, skus in enumerate(baskets):
+            lines.append(envelope(f"{customer}-{day}", day + 0.01 * len(lines), skus, customer=customer))
+    lines.sort(key=lambda line: line["ts"])
+    return write(tmp_path / "baskets.jsonl", lines)
+
+
+def test_filter_drops_customers_with_too_few_baskets_and_rare_items(tmp_path):
+    path = baskets_file(tmp_path, {
+        "five": [["A", "R"], ["A"], ["B"], ["A", "B"], ["A"]],  # 5 baskets; R bought once
+        "four": [["A"], ["B"], ["A"], ["B"]],
+        "rare": [["A"], ["A"], ["A"], ["A"], ["R2"]],  # its 5th basket holds only a rare item
+    })
+    plan = evaluate.fit_filters([path], Settings(), Filters(min_baskets=5, min_item_count=2))
+    assert plan.customers == {"c:five"}
+    assert "R" not in plan.items and "A" in plan.items and "B" in plan.items
+    assert plan.stats["customers_before"] == 3 and plan.stats["customers"] == 1
+    assert plan.stats["baskets"] == 5 and plan.stats["lines"] == 6  # R went from the first basket
+    events = parsed_events(path)
+    first = next(e for e in events if e.event_id == "five-0")
+    assert [i.sku for i in plan.apply(first).items] == ["A"]
+    assert plan.apply(next(e for e in events if e.event_id == "four-0")) is None
+
+
+def test_noise_filter_drops_dense_and_one_day_customers():
+    events = []
+    for n in range(12):  # 12 ordinary customers: one line a day over 10 days
+        events += [Event(f"o{n}-{d}", "purchase", T0 + d * 5 * DAY_MS, "store", customer_id=f"o{n}",
+                         items=(Item("A", 1, 1.0),)) for d in (0, 2)]
+    heavy = tuple(Item(f"S{j}", 1, 1.0) for j in range(40))
+    events += [Event(f"h-{d}", "purchase", T0 + d * DAY_MS, "store", customer_id="heavy", items=heavy)
+               for d in (0, 1)]
+    events += [Event(f"d-{n}", "purchase", T0 + n * 1000, "store", customer_id="oneday",
+                     items=(Item("A", 1, 1.0),)) for n in range(3)]
+    plan = Filters(drop_noise_users=True).fit(events)
+    assert "c:heavy" not in plan.customers and "c:oneday" not in plan.customers
+    assert len(plan.customers) == 12
+    assert plan.stats["noise_users_one_day"] == 1 and plan.stats["noise_users_dense"] == 1
+    assert Filters().active is False and Filters(min_baskets=5).active
+
+
+def test_tifu_knn_groups_and_weights_by_hand():
+    assert tifu_knn.group_of(3, 2) == ([0, 1, 1], [1, 2])  # the last group takes the extra basket
+    assert tifu_knn.group_of(7, 3) == ([0, 0, 1, 1, 2, 2, 2], [2, 2, 3])
+    assert tifu_knn.group_of(2, 7) == ([0, 1], [1, 1])  # fewer baskets than groups: one each
+    # 3 baskets, 2 groups, decays 0.5: 0.5² · 0.5 / 1 / 2, 0.5 · 1 / 2 / 2, 1 · 1 / 2 / 2
+    assert tifu_knn.user_weights(3, 0.5, 0.5, 2) == [0.0625, 0.125, 0.25]
+    # fewer baskets than groups: the group decay still counts from n_groups (the authors' code)
+    assert tifu_knn.user_weights(2, 0.5, 0.5, 3) == pytest.approx([0.5 * 0.25 / 2, 0.5 / 2])
+    # the paper's formula: decay within each group, groups decayed over the real groups:
+    # group 0 = [b0] → 1 · 0.5 / 1 / 2; group 1 = [b1, b2] → 0.5 / 2 / 2 and 1 / 2 / 2
+    assert tifu_knn.user_weights(3, 0.5, 0.5, 2, within="group") == [0.25, 0.125, 0.25]
+
+
+def test_tifu_knn_on_a_toy_matrix_gives_the_hand_computed_answer():
+    histories = [[["A"], ["B"]], [["B"], ["C"]], [["A"], ["D"]]]
+    params = dict(within_decay=0.5, group_decay=0.5, n_groups=2)
+    matrix, items = tifu_knn.user_matrix(histories, **params)
+    assert items == ["A", "B", "C", "D"]
+    assert matrix.toarray().tolist() == [[0.125, 0.5, 0, 0], [0, 0.125, 0.5, 0], [0.125, 0, 0, 0.5]]
+    # cosine: u0·u1 = 0.0625 > u0·u2 = 0.015625, so u0's one neighbour is u1 (and u1's is u0);
+    # 0.5·u0 + 0.5·u1 = {A: 0.0625, B: 0.3125, C: 0.25}
+    got = tifu_knn.predict(histories, [0, 1, 2], depth=10, k=1, alpha=0.5, **params)
+    assert got[0] == ["B", "C", "A"] and got[1] == ["B", "C", "A"]
+    # u2's nearest is u0 (0.015625 vs 0): {B: 0.25, D: 0.25, A: 0.125}, the tie by SKU
+    assert got[2] == ["B", "D", "A"]
+    assert tifu_knn.predict(histories, [0], depth=1, k=1, alpha=0.5, **params) == [["B"]]
+    assert tifu_knn.predict(histories, [0], depth=10, k=1, alpha=1.0, **params) == [["B", "A"]]
+
+
+def test_leave_last_basket_out_with_the_filter_reports_it_and_scores_tifu_knn(tmp_path):
+    plan = {f"c{n}": [["A", "B"], ["A"], ["B", "C"], ["A", "B"], ["A", "B"]] for n in range(4)}
+    plan["short"] = [["A"], ["D"]]
+    result = evaluate.run(baskets_file(tmp_path, plan), k=2, protocol="leave-last-out", progress=False,
+                          workers=1, filters=Filters(min_baskets=5, min_item_count=2))
+    assert result["protocol"] == "leave-last-basket-out"
+    assert result["filters"]["applied"] and result["filters"]["customers"] == 4
+    assert result["filters"]["min_baskets"] == 5 and result["filters"]["drop_noise_users"] is False
+    assert result["n_evaluated"] == 4 and result["filtered_out"] == 2  # short's two baskets
+    assert set(result["baselines"]) == set(evaluate.BASELINES) and "baselines_omitted" not in result
+    tifu = result["baselines"]["tifu_knn"]
+    assert tifu["n_evaluated"] == 4 and tifu["recall@2"] == 1.0  # A and B lead everyone's history
+    assert tifu["repeat"]["n_evaluated"] == 4 and tifu["explore"]["n_evaluated"] == 0
+    assert result["baselines"]["top_personal"]["recall@2"] == 1.0
+
+
+def test_plot_of_runs_by_protocol(tmp_path):
+    pytest.importorskip("matplotlib")
+    from bench import quality_plot
+    from omnirec.quality_plot import run_label
+
+    tally = Tally()
+    tally.add(["A", "B"], ["A", "C"], k=10, before=["A"])
+    figures = tally.figures(10)
+    runs = []
+    for protocol, filters in (("prequential", {"applied": False}),
+                              ("leave-last-basket-out", {"applied": True, "min_baskets": 5,
+                                                         "min_item_count": 10, "customers": 7515})):
+        baselines = {"popularity": figures, "gp_topfreq": figures}
+        if protocol != "prequential":
+            baselines["tifu_knn"] = figures
+        runs.append({"file": "x.jsonl", "protocol": protocol, "k": 10, **figures, "filters": filters,
+                     "baselines": baselines})
+    (tmp_path / "a.out").write_text("a table\n" + json.dumps(runs[0]) + "\n")  # captured stdout
+    (tmp_path / "b.json").write_text(json.dumps(runs[1]))
+    out = quality_plot.main([str(tmp_path / "q.png"), str(tmp_path / "a.out"), str(tmp_path / "b.json")])
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "≥5 baskets" in run_label(runs[1]) and run_label(runs[0]) == "prequential"
