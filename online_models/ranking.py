@@ -23,7 +23,10 @@ HOME_RECENT_VIEWS = 3
 HOME_RECENT_BUYS = 5
 PERSONAL_CANDIDATES = 30
 SUBSTITUTE_PENALTY = 0.3
-PRICE_PENALTY = 0.3  # a suggestion far dearer than the basket (rules.far_above_basket)
+PRICE_PENALTY = 0.3
+# The share of a buy-again score that is the customer's own frequency whatever the learned habit
+# and timing say: what someone bought before stays their likeliest next purchase (GP-TopFreq).
+BUY_AGAIN_FLOOR = 0.7  # a suggestion far dearer than the basket (rules.far_above_basket)
 BASKET_LINE_WEIGHT = 0.7  # at the till, the basket's share of the line evidence (the rest: history)
 RANKER_PRIOR_EVENTS = 500  # feedback events after which learnt and hand-set scores weigh the same
 
@@ -292,11 +295,12 @@ def _score_personal(state, shares, popularity, catalog, rules, repeats, candidat
             continue
         # On the home page anything bought before outranks what is merely popular; with a
         # basket or product in view, complements of it come first. The customer's own
-        # frequency leads (GP-TopFreq), the item's learned habit and its timing temper it.
+        # frequency leads (GP-TopFreq), the item's learned habit and its timing reorder within
+        # the rest (BUY_AGAIN_FLOOR).
         frequency = 0.5 + 0.5 * orders / top_count if context == "home" else 0.3 * orders / top_count
         # Allowed back, so at least as likely as the rule's bar (an override knows no habit).
         habit = replace(habit, share=max(habit.share, retail_rules.DEFAULT.min_repeat_share))
-        score = frequency * buy_again_propensity(habit, record, now_ms)
+        score = frequency * (BUY_AGAIN_FLOOR + (1 - BUY_AGAIN_FLOOR) * buy_again_propensity(habit, record, now_ms))
         _candidate(candidates, sku).add("buy_again", score, "you buy this regularly")
     for cand in candidates.values():
         product = catalog.get(cand.sku)
