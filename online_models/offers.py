@@ -226,6 +226,8 @@ class Situation:
     store_id: str | None = None
     context: str = "default"  # e.g. default | checkout | cancellation_intent | churn_alert
     tier: str | None = None
+    churn_score: float | None = None  # the customer's churn score now (the caller's population model)
+    basket: tuple[str, ...] = ()  # SKUs in the basket at hand (the till's), besides the profile's cart
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,11 +270,32 @@ def _eligibility(offer, state, cell, situation, catalog, policy) -> GateResult:
 
 
 def _suitability(offer, state, cell, situation, catalog, policy) -> GateResult:
+    """``rules.offer_suitability``, fed with what the customer bought and holds, whether they
+    are lapsing, and their churn score: built in for every offer, whatever its data says."""
+    targets = _offer_categories(offer, catalog)
     if state is None:
-        return GateResult(True, "suitability", "suitable")
-    ok, reason = rules.offer_suitability(offer.kind, purchases=state.orders, net_value=state.net_value,
-                                         discount_share=state.discount_share, return_rate=state.return_rate)
+        ok, reason = rules.offer_suitability(offer.kind, offer_categories=targets,
+                                             basket_categories=_categories(situation.basket, catalog))
+        return GateResult(ok, "suitability", reason)
+    lapsing = (state.last_purchase_ts is not None
+               and rules.is_lapsing((situation.now_ms - state.last_purchase_ts) / DAY_MS, usual_gap(state)))
+    ok, reason = rules.offer_suitability(
+        offer.kind, purchases=state.orders, net_value=state.net_value, discount_share=state.discount_share,
+        return_rate=state.return_rate, lapsing=lapsing, churn_score=situation.churn_score,
+        offer_categories=targets, basket_categories=_categories((*state.basket, *situation.basket), catalog),
+        bought_categories=_categories(state.bought, catalog))
     return GateResult(ok, "suitability", reason)
+
+
+def _offer_categories(offer: Offer, catalog: Mapping[str, Product]) -> tuple[str, ...]:
+    """What an offer is about: its bundle's items' categories, else its eligibility's categories."""
+    own = _categories(offer.bundle_skus, catalog)
+    return own or offer.eligibility.categories
+
+
+def _categories(skus: Iterable[str], catalog: Mapping[str, Product]) -> tuple[str, ...]:
+    found = (catalog[sku].category for sku in skus if sku in catalog)
+    return tuple(sorted(set(found)))
 
 
 def _contact_policy(offer, state, cell, situation, catalog, policy) -> GateResult:
