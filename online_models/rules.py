@@ -161,9 +161,21 @@ def lapse_stage(days_since_purchase: float, usual_gap: float | None,
     gap = usual_gap if usual_gap is not None else t.default_gap_days
     if days_since_purchase > max(t.lapsed_min_days, t.lapsed_gaps * gap):
         return "lapsed"
-    if days_since_purchase > max(t.lapsing_min_days, t.lapsing_gaps * gap):
+    if days_since_purchase > lapsing_after_days(usual_gap, t):
         return "lapsing"
     return None
+
+
+def lapsing_after_days(usual_gap: float | None, t: Thresholds = DEFAULT) -> float:
+    """Days of silence after which a buyer is lapsing: max(``lapsing_min_days`` 14,
+    ``lapsing_gaps`` 2.5 × their usual gap, or ``default_gap_days`` when unknown). Churn alerts
+    fall due then too (``churn.lapse_time``).
+
+    >>> lapsing_after_days(7.0), lapsing_after_days(2.0), lapsing_after_days(None)
+    (17.5, 14.0, 35.0)
+    """
+    gap = usual_gap if usual_gap is not None else t.default_gap_days
+    return max(t.lapsing_min_days, t.lapsing_gaps * gap)
 
 
 def is_lapsing(days_since_purchase: float, usual_gap: float | None, t: Thresholds = DEFAULT) -> bool:
