@@ -51,5 +51,4 @@ def require(scope: str):
     return Depends(check)
 
 
-RecommendScope = Annotated[Caller, require("recommend")]
-ProfileScope = Annotated[Caller, require("profile")]
+AdminScope = Annotated[Caller, require("admin")]

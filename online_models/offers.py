@@ -337,17 +337,30 @@ def _under(category: str, prefix: str) -> bool:
 # --- propensity ---------------------------------------------------------------------------
 
 
+MAX_GATE_NAMES = 8  # gates counted per offer (there are four; feedback cannot add more)
+
+
 @dataclass(slots=True)
 class OfferStats:
-    """Impressions and accepts of one offer, overall and per customer cell (the flow keys it by offer)."""
+    """Impressions and accepts of one offer, per customer cell, for the decisions the policy made
+    (``cells``: what propensity learns from) and for the control group's random ones
+    (``control``: kept apart, it only measures uplift), and how many other offers each gate removed
+    in the decisions this offer won and was shown in (``removed``). The flow keys it by offer;
+    its size is bounded by the number of cells."""
 
     offer_id: str
     cells: dict[str, list[float]] = field(default_factory=dict)  # cell → [impressions, accepts]
+    control: dict[str, list[float]] = field(default_factory=dict)  # cell → [impressions, accepts]
+    removed: dict[str, float] = field(default_factory=dict)  # gate → offers it removed
 
-    def record(self, kind: str, cell: str) -> None:
-        counts = self.cells.setdefault(cell, [0.0, 0.0])
+    def record(self, kind: str, cell: str, control: bool = False,
+               removed: Iterable[tuple[str, int]] = ()) -> None:
+        counts = (self.control if control else self.cells).setdefault(cell, [0.0, 0.0])
         if kind == "impression":
             counts[0] += 1
+            for gate, n in removed:
+                if gate in self.removed or len(self.removed) < MAX_GATE_NAMES:
+                    self.removed[gate] = self.removed.get(gate, 0.0) + n
         elif kind == "accept":
             counts[1] += 1
             counts[0] = max(counts[0], counts[1])  # an accept without its impression still is one trial
@@ -356,11 +369,18 @@ class OfferStats:
         return (sum(c[0] for c in self.cells.values()), sum(c[1] for c in self.cells.values()))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"offer_id": self.offer_id, "cells": self.cells}
+        data: dict[str, Any] = {"offer_id": self.offer_id, "cells": self.cells}
+        if self.control:
+            data["control"] = self.control
+        if self.removed:
+            data["removed"] = self.removed
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> OfferStats:
-        return cls(data["offer_id"], {k: list(v) for k, v in data.get("cells", {}).items()})
+        return cls(data["offer_id"], {k: list(v) for k, v in data.get("cells", {}).items()},
+                   {k: list(v) for k, v in data.get("control", {}).items()},
+                   {k: float(v) for k, v in data.get("removed", {}).items()})
 
 
 def posterior(offer: Offer, stats: OfferStats | None, cell: str) -> tuple[float, float]:
@@ -459,6 +479,14 @@ class Decision:
     # the same without facts about the customer (cell, history, value): for callers without the profile scope
     public_reasons: list[str] = field(default_factory=list)
     public_rejected: dict[str, str] = field(default_factory=dict)
+
+    def removed_by_gate(self) -> tuple[tuple[str, int], ...]:
+        """How many offers each gate removed from this decision, e.g. (("suitability", 2),)."""
+        counts: dict[str, int] = {}
+        for why in self.rejected.values():
+            gate = why.partition(":")[0]
+            counts[gate] = counts.get(gate, 0) + 1
+        return tuple(sorted(counts.items()))
 
 
 def decide(
