@@ -51,4 +51,6 @@ def require(scope: str):
     return Depends(check)
 
 
+RecommendScope = Annotated[Caller, require("recommend")]
+ProfileScope = Annotated[Caller, require("profile")]
 AdminScope = Annotated[Caller, require("admin")]

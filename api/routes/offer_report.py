@@ -8,13 +8,14 @@ from fastapi import APIRouter, Query, Response
 
 from api.auth import AdminScope
 from api.deps import StoreDep
+from api.errors import KEYED, responses
 from api.responses import json_response
 from online_models import uplift
 
 router = APIRouter(tags=["offers"])
 
 
-@router.get("/v1/offers/report")
+@router.get("/v1/offers/report", responses=responses(*KEYED, 503))
 async def offers_report(
     _: AdminScope, store: StoreDep,
     confidence: Annotated[float, Query(gt=0.5, lt=1.0)] = 0.95,
