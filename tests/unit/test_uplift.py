@@ -17,8 +17,11 @@ from online_models.offers import (
     offer_from_dict,
     posterior,
 )
+from online_models.refs import SigningKeys
 
 from .helpers import CATALOG, T0, day, purchase
+
+KEYS = SigningKeys.of({"k1": "a test secret, 16+ bytes"})
 
 OFFERS = {o["offer_id"]: offer_from_dict(o) for o in [
     {"offer_id": "pts", "kind": "loyalty_points", "value": 4.0},
@@ -34,11 +37,12 @@ def shown(decision_seed=1, control_share=0.0):
     situation = Situation(day(36), "web", churn_score=0.02)
     decision = decide(OFFERS.values(), {}, state, situation, CATALOG, ArbitrationSettings(control_share=control_share),
                       seed=decision_seed)
-    return answers.decision_body("c-1", decision, situation, nonce=decision_seed), decision
+    return answers.decision_body("c-1", decision, situation, nonce=decision_seed, signing=KEYS,
+                                 reveal_profile=True), decision
 
 
 def feed(engine, state, body, kind, n):
-    envelope = answers.feedback_envelope(body["decision_id"], None, kind, None, T0 + n)
+    envelope = answers.feedback_envelope(body["decision_id"], None, kind, None, T0 + n, KEYS)
     feedback = parse_feedback(orjson.dumps(envelope))
     assert isinstance(feedback, Feedback), feedback
     return engine.offer_stats(state, feedback)[0]
