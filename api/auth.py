@@ -53,3 +53,4 @@ def require(scope: str):
 
 RecommendScope = Annotated[Caller, require("recommend")]
 ProfileScope = Annotated[Caller, require("profile")]
+AdminScope = Annotated[Caller, require("admin")]

@@ -18,7 +18,7 @@ from api.limits import BodySizeLimit
 from api.metrics import ApiMetrics, MetricsMiddleware
 from api.ratelimit import TokenBuckets
 from api.responses import json_response
-from api.routes import alerts, catalog, customers, feedback, health, recommendations
+from api.routes import alerts, catalog, customers, feedback, health, offer_report, recommendations
 from api.store import Store
 from omnirec.settings import Settings, get_settings
 from online_models import keys, ranking
@@ -75,7 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def schema_mismatch(request: Request, exc: keys.SchemaMismatch) -> Response:
         return json_response({"detail": f"Stored data has another schema: {exc}"}, 503)
 
-    for area in (health, customers, recommendations, feedback, catalog, alerts):
+    for area in (health, customers, recommendations, feedback, catalog, alerts, offer_report):
         app.include_router(area.router)
     ui.install(app)
     return app

@@ -133,6 +133,24 @@ def offers_load(
     err(f"published {publish(offers, get_settings())} offers → {get_settings().topic_offers}")
 
 
+@offers_app.command("report")
+def offers_report(
+    as_json: bool = typer.Option(False, "--json", help="print the report as one JSON object"),
+    confidence: float = typer.Option(0.95, "--confidence", min=0.5, max=0.999),
+) -> None:
+    """Measured uplift: treated against control per offer and cell, with intervals, and the gates' removals."""
+    from omnirec.offers_file import read_from_redis
+    from online_models import uplift
+
+    offers, stats = read_from_redis(get_settings())
+    report = uplift.offers_report(offers, stats, confidence)
+    if as_json:
+        typer.echo(json.dumps(report))
+        return
+    for line in uplift.report_lines(report):
+        typer.echo(line)
+
+
 @app.command()
 def simulate(
     customers: int = typer.Option(200, "--customers"),

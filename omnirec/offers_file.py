@@ -7,7 +7,7 @@ from pathlib import Path
 import orjson
 
 from omnirec.settings import Settings
-from online_models.offers import Offer, OfferError, offer_from_dict
+from online_models.offers import Offer, OfferError, OfferStats, offer_from_dict
 
 
 def read_offers(path: Path) -> tuple[list[Offer], list[str]]:
@@ -45,3 +45,27 @@ def publish(offers: list[Offer], settings: Settings) -> int:
     if failures or remaining:
         raise RuntimeError(f"{len(failures) + remaining} offers were not acknowledged by the broker")
     return len(offers)
+
+
+def read_from_redis(settings: Settings) -> tuple[dict[str, Offer], list[OfferStats]]:
+    """The offers and their stats as the flow materialised them (two round trips)."""
+    import redis
+
+    from online_models import keys
+
+    scheme = keys.KeyScheme(settings.key_prefix)
+    client = redis.Redis.from_url(settings.redis_url)
+    try:
+        pipe = client.pipeline(transaction=False)
+        pipe.hgetall(scheme.offers())
+        pipe.smembers(scheme.offer_stats_index())
+        raw_offers, ids = pipe.execute()
+        offer_ids = sorted(i.decode() for i in ids)
+        pipe = client.pipeline(transaction=False)
+        for offer_id in offer_ids:
+            pipe.get(scheme.offer_stats(offer_id))
+        raw_stats = pipe.execute()
+    finally:
+        client.close()
+    offers = {o.offer_id: o for o in (keys.decode_offer(raw) for raw in raw_offers.values())}
+    return offers, [keys.decode_offer_stats(raw) for raw in raw_stats if raw]

@@ -11,7 +11,7 @@ import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from online_models import offers, ranking
+from online_models import offers, ranking, rules
 from online_models.customer import CustomerState
 from online_models.events import ANONYMOUS_CUSTOMER, DAY_MS, Product
 from online_models.items import Neighbor
@@ -59,7 +59,7 @@ def decision_body(customer_id: str, decision: offers.Decision, situation: offers
     if decision.chosen is not None:
         chosen = decision.chosen
         ref = DecisionRef(customer_id, chosen.offer.offer_id, chosen.cell, situation.channel,
-                          decision.control, situation.now_ms, nonce)
+                          decision.control, situation.now_ms, nonce, decision.removed_by_gate())
         body["decision_id"] = encode_ref(ref, signing)
         body["offer"] = {**chosen.summary(), "value": chosen.offer.value, "valid_days": chosen.offer.valid_days,
                          "bundle_skus": list(chosen.offer.bundle_skus)}
@@ -69,6 +69,46 @@ def decision_body(customer_id: str, decision: offers.Decision, situation: offers
 def suggested_offer(decision: offers.Decision) -> dict[str, Any] | None:
     """What a churn alert shows as its win-back suggestion."""
     return decision.chosen.summary() if decision.chosen else None
+
+
+def alerts_by_value(alerts: Iterable[dict[str, Any]], median_value_at_risk: float | None,
+                    tier: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+    """Churn alerts worth a retention call, most value at risk first: those whose value at risk
+    clears the value floor (``rules.clears_value_floor``, relative to the population's median
+    value at risk) and, when ``tier`` is given, of that tier; ties by the alert's id (the order
+    they were raised in).
+
+    >>> found = alerts_by_value([{"id": "1-0", "value_at_risk": 0.0}, {"id": "2-0", "value_at_risk": 90.0},
+    ...                          {"id": "3-0", "value_at_risk": 300.0}, {"id": "4-0", "value_at_risk": 40.0}], 100.0)
+    >>> [a["id"] for a in found]
+    ['3-0', '2-0']
+    """
+    kept = [a for a in alerts if rules.clears_value_floor(float(a.get("value_at_risk") or 0.0), median_value_at_risk)
+            and (tier is None or a.get("tier") == tier)]
+    kept.sort(key=lambda a: (-float(a["value_at_risk"]), stream_order(a["id"])))
+    return kept if limit is None else kept[:limit]
+
+
+def resume_id(read_ids: Sequence[str], sent_ids: Iterable[str]) -> str | None:
+    """Where a client that got ``sent_ids`` of the batch ``read_ids`` (stream order) resumes: the
+    newest id up to which nothing unsent remains (alerts that were left out count as done), so a
+    reconnect with it (``Last-Event-ID``) loses nothing and repeats as little as it can.
+
+    >>> resume_id(["1-0", "2-0", "3-0"], ["3-0", "1-0"]), resume_id(["1-0", "2-0"], ["2-0"])
+    ('1-0', None)
+    """
+    sent, done = set(sent_ids), None
+    for alert_id in read_ids:
+        if alert_id not in sent:
+            break
+        done = alert_id
+    return done
+
+
+def stream_order(alert_id: str) -> tuple[int, int]:
+    """A Redis stream id ("ms-seq") as a sortable pair."""
+    ms, _, seq = alert_id.partition("-")
+    return (int(ms), int(seq or 0)) if ms.isdigit() and (seq or "0").isdigit() else (0, 0)
 
 
 def feedback_envelope(decision_id: str | None, recommendation_id: str | None, event: str,
@@ -90,6 +130,8 @@ def feedback_envelope(decision_id: str | None, recommendation_id: str | None, ev
     }
     if isinstance(ref, DecisionRef):
         envelope.update(offer_id=ref.offer_id, cell=ref.cell, control=ref.control)
+        if ref.removed and event == "impression":  # each decision's gate counts travel once
+            envelope["removed"] = dict(ref.removed)
     else:
         envelope.update(sku=ref.sku, features=list(ref.features))
     return envelope

@@ -627,6 +627,7 @@ class ChurnModel:
     horizon_weeks: float = 39.0
     fitted_at: int | None = None
     fitted_on: int = 0
+    median_value_at_risk: float | None = None  # over the sample at the last refit: the alerts' value floor
 
     # --- population refresh -----------------------------------------------------------
 
@@ -645,6 +646,7 @@ class ChurnModel:
             gap_prior_log_days=self.gap_prior_log_days if gap is None else gap,
             mean_log_order_value=self.mean_log_order_value if aov is None else aov,
             fitted_at=now_ms, fitted_on=int(sum(row[3] for row in data)),
+            median_value_at_risk=_median_value_at_risk(sample, now_ms, params, self.horizon_weeks),
         )
 
     # --- scoring ----------------------------------------------------------------------
@@ -768,47 +770,109 @@ class ChurnModel:
         w = self.weights
         days = int((now_ms - rhythm.last_purchase_ts) // DAY_MS)
         said: list[tuple[float, str]] = []
-        usual = rhythm.usual_gap_days(self.gap_prior_log_days)  # shrunk, as in the score
-        if rhythm.gap_n and usual:
-            times = days / usual
-            said.append((w.overdue * terms["overdue"] + w.expected * terms["expected"] * 0.5,
-                         f"no purchase for {days} days, {times:.1f}× their usual gap of {usual:.0f} days"))
-        else:
-            said.append((w.expected * terms["expected"] * 0.5,
-                         f"no purchase for {days} days since their only purchase"))
+        # their own rhythm once they have one (what a sales assistant knows of them); before
+        # that, the gap shrunk to the population's, as the score reads it
+        usual = (rhythm.usual_gap_days() if rules.has_rhythm(rhythm.purchases)
+                 else rhythm.usual_gap_days(self.gap_prior_log_days))
+        said.append((w.overdue * terms["overdue"] + w.expected * terms["expected"] * 0.5,
+                     silence_text(days, usual if rhythm.gap_n else None, rhythm.purchases)))
         expected = self.expected(rhythm, now_ms)
         said.append((w.expected * terms["expected"] * 0.5,
-                     f"expected purchases in the next {self.horizon_weeks:g} weeks: {expected:.2f}"))
+                     f"expected to buy {_times(expected)} in the next {self.horizon_weeks:g} weeks"))
         if rhythm.returns_streak >= 2:
-            said.append((w.returns * terms["returns"], f"{rhythm.returns_streak} returns in a row"))
+            said.append((w.returns * terms["returns"],
+                         f"sent back {rhythm.returns_streak} orders since they last bought"))
         elif rhythm.returns_streak == 1:
-            said.append((w.returns, "returned their last purchase"))
+            said.append((w.returns, "sent back their last purchase"))
         if rhythm.survey_score is not None and rhythm.survey_score < 7:
-            said.append((w.survey * terms["survey"], f"survey score {rhythm.survey_score:g}"))
+            said.append((w.survey * terms["survey"], f"gave us {rhythm.survey_score:g} out of 10 in a survey"))
         carts = rhythm.carts_abandoned_at(now_ms)
         if carts:
             said.append((w.carts * terms["carts"],
-                         f"{carts} abandoned cart{'s' if carts > 1 else ''} since the last purchase"))
+                         f"left {_count(carts, 'cart')} without buying since their last purchase"))
         if terms["visit_drop"] >= 0.5:
             said.append((w.visit_drop * terms["visit_drop"],
-                         f"visits down {terms['visit_drop']:.0%} against their usual rate"))
+                         f"visiting {terms['visit_drop']:.0%} less often than they used to"))
         said.sort(key=lambda item: -item[0])
         return [text for _, text in said[:limit]]
 
     def to_dict(self) -> dict[str, Any]:
         return {"params": self.params.to_dict(), "gap_prior_log_days": self.gap_prior_log_days,
                 "mean_log_order_value": self.mean_log_order_value, "horizon_weeks": self.horizon_weeks,
-                "fitted_at": self.fitted_at, "fitted_on": self.fitted_on}
+                "fitted_at": self.fitted_at, "fitted_on": self.fitted_on,
+                "median_value_at_risk": self.median_value_at_risk}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ChurnModel:
         return cls(params=BGNBDParams(**data["params"]), gap_prior_log_days=data["gap_prior_log_days"],
                    mean_log_order_value=data["mean_log_order_value"], horizon_weeks=data["horizon_weeks"],
-                   fitted_at=data["fitted_at"], fitted_on=data["fitted_on"])
+                   fitted_at=data["fitted_at"], fitted_on=data["fitted_on"],
+                   median_value_at_risk=data.get("median_value_at_risk"))
+
+
+def _median_value_at_risk(sample: PopulationSample, now_ms: int, params: BGNBDParams,
+                          horizon_weeks: float) -> float | None:
+    """The median of the sampled customers' value at risk (``ChurnModel.value_at_risk``'s formula),
+    on a 2 % grid, so that a few rows' newer purchases do not move the stored bytes."""
+    values = []
+    for x, first_day, last_day, _, aov in sample.as_of(now_ms):
+        rate = (params.r + x) / (params.alpha + (last_day - first_day) / 7.0)
+        values.append(max(0.0, aov) * max(1.0, rate * horizon_weeks))
+    if not values:
+        return None
+    values.sort()
+    median = values[len(values) // 2]
+    return round(math.exp(round(math.log(median) / 0.02) * 0.02), 2) if median > 0 else 0.0
 
 
 def _sigmoid(z: float) -> float:
     return 1.0 / (1.0 + math.exp(-max(-700.0, min(700.0, z))))
+
+
+# --------------------------------------------------------------------------- wording
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def _days_ago(days: int) -> str:
+    return "today" if days <= 0 else "yesterday" if days == 1 else f"{days} days ago"
+
+
+def _times(expected: float) -> str:
+    """Expected purchases as a person says them: "less than once", "about once", "about 3 times"."""
+    if expected < 0.05:
+        return "hardly at all"
+    if expected < 0.75:
+        return "less than once"
+    if expected < 1.5:
+        return "about once"
+    return f"about {round(expected)} times"
+
+
+def silence_text(days: int, usual_gap: float | None, purchases: int) -> str:
+    """How long a customer has been silent, against their rhythm, as a sales assistant would
+    say it (whole days; "today", "yesterday"; their usual gap only when they have one).
+
+    >>> silence_text(0, 2.0, 5), silence_text(1, None, 1)
+    ('last bought today; they usually buy every 2 days', 'one purchase so far, yesterday')
+    >>> silence_text(30, 7.2, 6)
+    'last bought 30 days ago, 4.2 times their usual gap of 7 days'
+    >>> silence_text(10, 7.0, 3)
+    'last bought 10 days ago; they usually buy every 7 days'
+    """
+    if purchases <= 1 or usual_gap is None:
+        if purchases <= 1:
+            return f"one purchase so far, {_days_ago(days)}"
+        return f"last bought {_days_ago(days)}"
+    gap = max(1, round(usual_gap))
+    every = "every day" if gap == 1 else f"every {gap} days"
+    times = days / usual_gap
+    if times >= 2:
+        shown = f"{times:.1f}".removesuffix(".0") if times < 10 else f"{times:.0f}"
+        return f"last bought {_days_ago(days)}, {shown} times their usual gap of {_count(gap, 'day')}"
+    return f"last bought {_days_ago(days)}; they usually buy {every}"
 
 
 # --------------------------------------------------------------------------- alerts
@@ -878,10 +942,14 @@ class PopulationShard:
         self.sample.update(customer_id, rhythm)
         if rhythm.purchases == 0:
             return None, None
-        due = self.model.threshold_time(rhythm, self.threshold, from_ms=max(event_ts, rhythm.last_ts or event_ts))
+        start = max(event_ts, rhythm.last_ts or event_ts)
+        due = _earliest(self.model.threshold_time(rhythm, self.threshold, from_ms=start), lapse_time(rhythm, start))
         if due is None:
             return None, None
-        return due, self.alert(customer_id, rhythm, due)
+        alert = self.alert(customer_id, rhythm, due)
+        if not rules.clears_value_floor(alert.value_at_risk, self.model.median_value_at_risk):
+            return None, None  # not worth a retention call: no alert (and none pending)
+        return due, alert
 
     def tick(self, now_ms: int) -> bool:
         """Advance the shard's clock; True when the model was re-fitted."""
@@ -919,3 +987,27 @@ class PopulationShard:
 
 
 _SHARD_FIELDS = tuple(PopulationShard.__dataclass_fields__)
+
+
+def lapse_time(rhythm: Rhythm, from_ms: int) -> int | None:
+    """When a customer with an established rhythm (``rules.has_rhythm``) starts lapsing
+    (``rules.lapsing_after_days`` past their last purchase, against their own usual gap), not
+    before ``from_ms``. An alert is due then even if the score is still below its threshold: a
+    weekly buyer silent for three weeks is slipping away, though a model of the whole
+    population may need months of silence to call them gone. ``None`` without a rhythm.
+
+    >>> from online_models.clock import DAY_MS
+    >>> weekly = Rhythm(purchases=6, first_purchase_ts=0, last_purchase_ts=35 * DAY_MS, gap_n=5,
+    ...                 gap_mean=math.log(7.0))
+    >>> round((lapse_time(weekly, 35 * DAY_MS) - 35 * DAY_MS) / DAY_MS, 3)
+    17.5
+    """
+    if not rules.has_rhythm(rhythm.purchases) or rhythm.last_purchase_ts is None:
+        return None
+    after = rules.lapsing_after_days(rules.usual_gap_days(rhythm.gap_n, rhythm.gap_mean))
+    return max(from_ms, rhythm.last_purchase_ts + math.ceil(after * DAY_MS) + 1)
+
+
+def _earliest(*times: int | None) -> int | None:
+    known = [t for t in times if t is not None]
+    return min(known) if known else None

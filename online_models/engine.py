@@ -211,9 +211,8 @@ class Engine:
 
     def offer_stats(self, state: OfferStats | None, feedback: Feedback):
         state = state or OfferStats(feedback.offer_id or "")
-        if feedback.control:  # the control group measures uplift; it must not steer learning
-            return state, []
-        state.record(feedback.type, feedback.cell or "new")
+        # the control group is counted apart: it measures uplift and must not steer learning
+        state.record(feedback.type, feedback.cell or "new", feedback.control, feedback.removed)
         return state, [Put(self.scheme.offer_stats(state.offer_id), state, keys.encode_offer_stats),
                        SAdd(self.scheme.offer_stats_index(), state.offer_id)]
 

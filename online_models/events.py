@@ -119,6 +119,7 @@ class Feedback:
     recommendation_id: str | None = None
     sku: str | None = None
     features: tuple[float, ...] = ()  # the served item's ranking features (recommendations)
+    removed: tuple[tuple[str, int], ...] = ()  # offers each gate removed from the decision (impressions)
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,7 +195,7 @@ def parse_feedback(raw: bytes | None, *, limits: ParseLimits = ParseLimits()) ->
             decision_id=_opt_str(obj, "decision_id"), offer_id=_opt_str(obj, "offer_id"),
             cell=_opt_str(obj, "cell"), control=_bool(obj, "control", default=False),
             recommendation_id=_opt_str(obj, "recommendation_id"), sku=_opt_str(obj, "sku"),
-            features=_features(obj, "features"),
+            features=_features(obj, "features"), removed=_removed(obj, "removed"),
         )
         if not (feedback.offer_id or feedback.sku):
             raise _Invalid("feedback needs 'offer_id' (an offer) or 'sku' (a recommendation)")
@@ -202,6 +203,25 @@ def parse_feedback(raw: bytes | None, *, limits: ParseLimits = ParseLimits()) ->
         return feedback
     except _Invalid as exc:
         return Rejected(str(exc))
+
+
+MAX_GATES = 8
+
+
+def _removed(obj: dict[str, Any], name: str) -> tuple[tuple[str, int], ...]:
+    """An optional object gate → offers it removed (small non-negative integers, a few gates)."""
+    value = obj.get(name)
+    if value is None:
+        return ()
+    if not isinstance(value, dict) or len(value) > MAX_GATES:
+        raise _Invalid(f"field '{name}' must be an object of at most {MAX_GATES} gates; got {_show(value)}")
+    out = []
+    for gate, n in value.items():
+        if (not isinstance(gate, str) or not 0 < len(gate) <= 32 or isinstance(n, bool) or not isinstance(n, int)
+                or not 0 <= n <= 10_000):
+            raise _Invalid(f"field '{name}' must map gate names to counts 0..10000; got {_show(value)}")
+        out.append((gate, n))
+    return tuple(sorted(out))
 
 
 def product_from_dict(obj: dict[str, Any], limits: ParseLimits = ParseLimits()) -> Product:

@@ -226,6 +226,8 @@ class Situation:
     store_id: str | None = None
     context: str = "default"  # e.g. default | checkout | cancellation_intent | churn_alert
     tier: str | None = None
+    churn_score: float | None = None  # the customer's churn score now (the caller's population model)
+    basket: tuple[str, ...] = ()  # SKUs in the basket at hand (the till's), besides the profile's cart
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,11 +270,32 @@ def _eligibility(offer, state, cell, situation, catalog, policy) -> GateResult:
 
 
 def _suitability(offer, state, cell, situation, catalog, policy) -> GateResult:
+    """``rules.offer_suitability``, fed with what the customer bought and holds, whether they
+    are lapsing, and their churn score: built in for every offer, whatever its data says."""
+    targets = _offer_categories(offer, catalog)
     if state is None:
-        return GateResult(True, "suitability", "suitable")
-    ok, reason = rules.offer_suitability(offer.kind, purchases=state.orders, net_value=state.net_value,
-                                         discount_share=state.discount_share, return_rate=state.return_rate)
+        ok, reason = rules.offer_suitability(offer.kind, offer_categories=targets,
+                                             basket_categories=_categories(situation.basket, catalog))
+        return GateResult(ok, "suitability", reason)
+    lapsing = (state.last_purchase_ts is not None
+               and rules.is_lapsing((situation.now_ms - state.last_purchase_ts) / DAY_MS, usual_gap(state)))
+    ok, reason = rules.offer_suitability(
+        offer.kind, purchases=state.orders, net_value=state.net_value, discount_share=state.discount_share,
+        return_rate=state.return_rate, lapsing=lapsing, churn_score=situation.churn_score,
+        offer_categories=targets, basket_categories=_categories((*state.basket, *situation.basket), catalog),
+        bought_categories=_categories(state.bought, catalog))
     return GateResult(ok, "suitability", reason)
+
+
+def _offer_categories(offer: Offer, catalog: Mapping[str, Product]) -> tuple[str, ...]:
+    """What an offer is about: its bundle's items' categories, else its eligibility's categories."""
+    own = _categories(offer.bundle_skus, catalog)
+    return own or offer.eligibility.categories
+
+
+def _categories(skus: Iterable[str], catalog: Mapping[str, Product]) -> tuple[str, ...]:
+    found = (catalog[sku].category for sku in skus if sku in catalog)
+    return tuple(sorted(set(found)))
 
 
 def _contact_policy(offer, state, cell, situation, catalog, policy) -> GateResult:
@@ -314,17 +337,30 @@ def _under(category: str, prefix: str) -> bool:
 # --- propensity ---------------------------------------------------------------------------
 
 
+MAX_GATE_NAMES = 8  # gates counted per offer (there are four; feedback cannot add more)
+
+
 @dataclass(slots=True)
 class OfferStats:
-    """Impressions and accepts of one offer, overall and per customer cell (the flow keys it by offer)."""
+    """Impressions and accepts of one offer, per customer cell, for the decisions the policy made
+    (``cells``: what propensity learns from) and for the control group's random ones
+    (``control``: kept apart, it only measures uplift), and how many other offers each gate removed
+    in the decisions this offer won and was shown in (``removed``). The flow keys it by offer;
+    its size is bounded by the number of cells."""
 
     offer_id: str
     cells: dict[str, list[float]] = field(default_factory=dict)  # cell → [impressions, accepts]
+    control: dict[str, list[float]] = field(default_factory=dict)  # cell → [impressions, accepts]
+    removed: dict[str, float] = field(default_factory=dict)  # gate → offers it removed
 
-    def record(self, kind: str, cell: str) -> None:
-        counts = self.cells.setdefault(cell, [0.0, 0.0])
+    def record(self, kind: str, cell: str, control: bool = False,
+               removed: Iterable[tuple[str, int]] = ()) -> None:
+        counts = (self.control if control else self.cells).setdefault(cell, [0.0, 0.0])
         if kind == "impression":
             counts[0] += 1
+            for gate, n in removed:
+                if gate in self.removed or len(self.removed) < MAX_GATE_NAMES:
+                    self.removed[gate] = self.removed.get(gate, 0.0) + n
         elif kind == "accept":
             counts[1] += 1
             counts[0] = max(counts[0], counts[1])  # an accept without its impression still is one trial
@@ -333,11 +369,18 @@ class OfferStats:
         return (sum(c[0] for c in self.cells.values()), sum(c[1] for c in self.cells.values()))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"offer_id": self.offer_id, "cells": self.cells}
+        data: dict[str, Any] = {"offer_id": self.offer_id, "cells": self.cells}
+        if self.control:
+            data["control"] = self.control
+        if self.removed:
+            data["removed"] = self.removed
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> OfferStats:
-        return cls(data["offer_id"], {k: list(v) for k, v in data.get("cells", {}).items()})
+        return cls(data["offer_id"], {k: list(v) for k, v in data.get("cells", {}).items()},
+                   {k: list(v) for k, v in data.get("control", {}).items()},
+                   {k: float(v) for k, v in data.get("removed", {}).items()})
 
 
 def posterior(offer: Offer, stats: OfferStats | None, cell: str) -> tuple[float, float]:
@@ -436,6 +479,14 @@ class Decision:
     # the same without facts about the customer (cell, history, value): for callers without the profile scope
     public_reasons: list[str] = field(default_factory=list)
     public_rejected: dict[str, str] = field(default_factory=dict)
+
+    def removed_by_gate(self) -> tuple[tuple[str, int], ...]:
+        """How many offers each gate removed from this decision, e.g. (("suitability", 2),)."""
+        counts: dict[str, int] = {}
+        for why in self.rejected.values():
+            gate = why.partition(":")[0]
+            counts[gate] = counts.get(gate, 0) + 1
+        return tuple(sorted(counts.items()))
 
 
 def decide(

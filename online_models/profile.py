@@ -34,6 +34,19 @@ class Population:
     def tier_of(self, state: CustomerState) -> str | None:
         return self.value_tiers.tier_of_log(state.rhythm_view().value_log()) if self.value_tiers else None
 
+    def churn_score(self, state: CustomerState | None, now_ms: int) -> float | None:
+        """The customer's churn score now, from their shard's model (``None``: never bought)."""
+        if state is None:
+            return None
+        model = self.models.get(tiers.shard_of(state.customer_id, self.shards), ChurnModel())
+        return model.score(state.rhythm_view(), now_ms)
+
+    def median_value_at_risk(self) -> float | None:
+        """The population's median value at risk (the shards' models, each fitted on its own
+        sample): what the churn alerts' value floor is relative to."""
+        values = sorted(m.median_value_at_risk for m in self.models.values() if m.median_value_at_risk)
+        return values[len(values) // 2] if values else None
+
     def assess(self, state: CustomerState, now_ms: int) -> dict[str, Any]:
         """Tier, RFM cell, behaviour segment and churn score of one customer, with reasons."""
         rhythm = state.rhythm_view()

@@ -13,11 +13,12 @@ states each rule in retail words with its setting and its test.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 
 OFFER_KINDS = ("discount", "bundle", "loyalty_points", "win_back", "service")
+PRICE_CUTS = frozenset({"discount", "bundle", "win_back"})  # the red carpet: kinds that cut the price
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,7 +31,7 @@ class Thresholds:
     discount_driven_share: float = 0.5  # share bought below list price that is "mostly on discount"
     deal_discount_share: float = 0.35  # a deal seeker: this much on discount ...
     deal_return_rate: float = 0.25  # ... or returns this much (a weaker habit; learning cells only)
-    discount_min_net_value: float = 0.0  # no discount for a buyer whose net value is below this
+    discount_min_net_value: float = 0.0  # no price cut for a buyer whose net value is not above this
     # Purchase rhythm.
     gap_prior_weight: float = 2.0  # how many gaps the population's prior gap is worth
     rhythm_min_purchases: int = 3  # purchase days before a rhythm is trusted for timing offers
@@ -40,8 +41,13 @@ class Thresholds:
     lapsing_gaps: float = 2.5
     lapsed_min_days: float = 180.0
     lapsed_gaps: float = 3.0
-    # New customers.
+    # New and loyal customers.
     new_customer_days: float = 30.0
+    new_customer_max_purchases: int = 2  # "new" also means few purchase days so far
+    loyal_min_purchases: int = 6  # purchase days that make a regular
+    loyal_min_tenure_days: float = 90.0  # ... over at least this long since the first purchase
+    # Offer suitability by kind.
+    win_back_min_churn_score: float = 0.5  # a win-back needs lapsing, or a churn score at least this
     # Repeat purchase: below this share of its buyers buying it again, an item is a durable.
     min_repeat_share: float = 0.1
     # The till: a suggestion this many times dearer than the basket's dearest item (or than
@@ -155,9 +161,21 @@ def lapse_stage(days_since_purchase: float, usual_gap: float | None,
     gap = usual_gap if usual_gap is not None else t.default_gap_days
     if days_since_purchase > max(t.lapsed_min_days, t.lapsed_gaps * gap):
         return "lapsed"
-    if days_since_purchase > max(t.lapsing_min_days, t.lapsing_gaps * gap):
+    if days_since_purchase > lapsing_after_days(usual_gap, t):
         return "lapsing"
     return None
+
+
+def lapsing_after_days(usual_gap: float | None, t: Thresholds = DEFAULT) -> float:
+    """Days of silence after which a buyer is lapsing: max(``lapsing_min_days`` 14,
+    ``lapsing_gaps`` 2.5 × their usual gap, or ``default_gap_days`` when unknown). Churn alerts
+    fall due then too (``churn.lapse_time``).
+
+    >>> lapsing_after_days(7.0), lapsing_after_days(2.0), lapsing_after_days(None)
+    (17.5, 14.0, 35.0)
+    """
+    gap = usual_gap if usual_gap is not None else t.default_gap_days
+    return max(t.lapsing_min_days, t.lapsing_gaps * gap)
 
 
 def is_lapsing(days_since_purchase: float, usual_gap: float | None, t: Thresholds = DEFAULT) -> bool:
@@ -170,13 +188,27 @@ def is_lapsed(days_since_purchase: float, usual_gap: float | None, t: Thresholds
     return lapse_stage(days_since_purchase, usual_gap, t) == "lapsed"
 
 
-def is_new_customer(days_since_first_purchase: float, t: Thresholds = DEFAULT) -> bool:
-    """First purchase less than ``new_customer_days`` (30) days ago.
+def is_new_customer(days_since_first_purchase: float, purchases: int, t: Thresholds = DEFAULT) -> bool:
+    """New to the shop: first purchase less than ``new_customer_days`` (30) days ago *and* at
+    most ``new_customer_max_purchases`` (2) purchase days so far. Someone who bought on 53 days
+    is a regular, however recently their history starts (a stitched loyalty card, a replay).
 
-    >>> is_new_customer(10), is_new_customer(30)
-    (True, False)
+    >>> is_new_customer(10, 1), is_new_customer(30, 1), is_new_customer(10, 53)
+    (True, False, False)
     """
-    return days_since_first_purchase < t.new_customer_days
+    return days_since_first_purchase < t.new_customer_days and 0 < purchases <= t.new_customer_max_purchases
+
+
+def is_loyal(purchases: int, days_since_first_purchase: float, days_since_purchase: float,
+             usual_gap: float | None, t: Thresholds = DEFAULT) -> bool:
+    """A loyal regular: at least ``loyal_min_purchases`` (6) purchase days over at least
+    ``loyal_min_tenure_days`` (90) days, and still buying to their rhythm (not lapsing).
+
+    >>> is_loyal(8, 200, 5, 20.0), is_loyal(8, 40, 5, 5.0), is_loyal(3, 200, 5, 60.0), is_loyal(8, 200, 90, 20.0)
+    (True, False, False, False)
+    """
+    return (purchases >= t.loyal_min_purchases and days_since_first_purchase >= t.loyal_min_tenure_days
+            and not is_lapsing(days_since_purchase, usual_gap, t))
 
 
 # --------------------------------------------------------------------------- repeat purchase
@@ -276,30 +308,103 @@ def clears_value_floor(value: float, population_median: float | None, t: Thresho
 # --------------------------------------------------------------------------- offer suitability
 
 
+def line_of(category: str) -> str:
+    """The line a category belongs to: its parent in the retailer's own taxonomy ("men/belts" →
+    "men", "kids/boys/trousers" → "kids/boys"; a top-level category is its own line). No name
+    is read: the depth of the path decides.
+
+    >>> line_of("kids/boys/trousers"), line_of("men/belts"), line_of("grocery")
+    ('kids/boys', 'men', 'grocery')
+    """
+    head, sep, _ = category.rpartition("/")
+    return head if sep else category
+
+
+def same_line(a: str, b: str) -> bool:
+    """Two categories of one line: one lies under the other's line ("men/belts" and
+    "men/trousers"; "electronics" and "electronics/phones"), not "kids/boys/…" and "men/…".
+
+    >>> same_line("men/belts", "men/trousers"), same_line("kids/boys/trousers", "men/belts")
+    (True, False)
+    >>> same_line("kids/boys/trousers", "kids/girls/dresses")
+    False
+    """
+    la, lb = line_of(a), line_of(b)
+    return _under_any(a, (lb,)) or _under_any(b, (la,))
+
+
+def relates(targets: Iterable[str], owned: Iterable[str]) -> bool:
+    """Whether any target category (an offer's) is in the line of any category the customer
+    has (bought, or holds in the basket). An offer's category prefix ("men") relates to
+    everything under it.
+
+    >>> relates(["men/belts"], ["men/trousers"]), relates(["men/belts"], ["kids/boys/trousers"])
+    (True, False)
+    >>> relates(["electronics"], ["electronics/phones"]), relates([], ["men/trousers"])
+    (True, False)
+    """
+    owned = tuple(owned)
+    return any(_under_any(o, (target,)) or same_line(target, o) for target in targets for o in owned)
+
+
 def offer_suitability(kind: str, *, purchases: int = 0, net_value: float = 0.0,
                       discount_share: float = 0.0, return_rate: float = 0.0,
+                      lapsing: bool = False, churn_score: float | None = None,
+                      offer_categories: Iterable[str] = (), basket_categories: Iterable[str] = (),
+                      bought_categories: Iterable[str] = (),
                       t: Thresholds = DEFAULT) -> tuple[bool, str]:
-    """Whether an offer of this ``kind`` suits the customer, and why, in plain words.
+    """Whether an offer of this ``kind`` suits the customer, and why, in plain words. Built in:
+    an offer's data (eligibility) can narrow it further but not switch it off.
 
-    - ``discount``: never for a buyer whose net value after returns is below
-      ``discount_min_net_value`` (0), nor for a discount-driven returner
+    - price cuts (``discount``, ``bundle``, ``win_back``) are a red carpet: never for a buyer
+      whose net value after returns is not above ``discount_min_net_value`` (0: who returned
+      everything they bought gets none), nor for a discount-driven returner
       (``is_discount_driven_returner``);
-    - ``bundle``, ``loyalty_points``, ``win_back``, ``service``: no rule of their own yet
-      (the relevance issue adds them here).
+    - ``win_back``: only for a buyer who is lapsing (``lapse_stage``) or whose churn score is at
+      least ``win_back_min_churn_score`` (0.5); never for one who just bought, nor for someone
+      who never bought (there is nothing to win back);
+    - ``bundle``: only when its items' categories (``offer_categories``) are in the line of the
+      basket (``basket_categories``) or of what the customer bought (``bought_categories``,
+      ``relates``): a men's belt bundle goes with men's trousers, not with a boys' basket;
+    - ``service``: for what the customer buys: they bought, or hold in the basket, something
+      under one of its categories (phone set-up for a phone buyer, trouser alterations for
+      trousers); a service without categories (delivery, a welcome) serves anyone;
+    - ``loyalty_points``: no rule of its own (its eligibility names what it rewards).
 
-    A customer who never bought (``purchases`` 0) passes: there is nothing to hold against them.
+    A customer who never bought passes the red-carpet rule: there is nothing to hold against them.
 
     >>> offer_suitability("discount", purchases=4, net_value=30.0, discount_share=1.0, return_rate=0.75)
     (False, 'no discount: buys 100% on discount and returns 75%')
-    >>> offer_suitability("service", purchases=4, discount_share=1.0, return_rate=0.75)
-    (True, 'suitable')
+    >>> offer_suitability("win_back", purchases=9, net_value=900.0, churn_score=0.01)
+    (False, 'no win-back: still buying to their rhythm (churn risk 1%)')
+    >>> offer_suitability("bundle", purchases=2, net_value=80.0, offer_categories=["men/belts"],
+    ...                   bought_categories=["kids/boys/trousers"])
+    (False, 'no bundle: men/belts does not go with their basket or what they buy')
     """
     if kind not in OFFER_KINDS:
         raise ValueError(f"unknown offer kind {kind!r}; expected one of {list(OFFER_KINDS)}")
-    if kind == "discount" and purchases > 0:
-        if net_value < t.discount_min_net_value:
-            below = "negative" if t.discount_min_net_value == 0 else f"below {t.discount_min_net_value:g}"
-            return False, f"no discount: net value after returns is {below}"
+    word = kind.replace("_", "-")
+    if kind in PRICE_CUTS and purchases > 0:
+        if net_value <= t.discount_min_net_value:
+            below = "nothing" if t.discount_min_net_value == 0 else f"not above {t.discount_min_net_value:g}"
+            if net_value < 0 and t.discount_min_net_value == 0:
+                below = "negative"
+            return False, f"no {word}: net value after returns is {below}"
         if is_discount_driven_returner(discount_share, return_rate, purchases, t):
-            return False, f"no discount: buys {discount_share:.0%} on discount and returns {return_rate:.0%}"
+            return False, f"no {word}: buys {discount_share:.0%} on discount and returns {return_rate:.0%}"
+    if kind == "win_back":
+        if purchases <= 0:
+            return False, "no win-back: they have not bought yet"
+        score_ok = churn_score is not None and churn_score >= t.win_back_min_churn_score
+        if not (lapsing or score_ok):
+            risk = "" if churn_score is None else f" (churn risk {churn_score:.0%})"
+            return False, f"no win-back: still buying to their rhythm{risk}"
+    targets = tuple(offer_categories)
+    owned = (*basket_categories, *bought_categories)
+    if kind == "bundle" and not relates(targets, owned):
+        shown = ", ".join(targets) or "its items"
+        return False, f"no bundle: {shown} does not go with their basket or what they buy"
+    if kind == "service":
+        if targets and not any(_under_any(o, (target,)) for target in targets for o in owned):
+            return False, f"no service: they do not buy {', '.join(targets)}"
     return True, "suitable"

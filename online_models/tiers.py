@@ -333,7 +333,10 @@ _T = rules.DEFAULT
 
 SEGMENT_RULES: dict[str, str] = {
     "prospect": "no purchase yet",
-    "new": f"first purchase less than {_T.new_customer_days:g} days ago",
+    "new": (f"first purchase less than {_T.new_customer_days:g} days ago, and at most "
+            f"{_T.new_customer_max_purchases} purchase days so far"),
+    "loyal": (f"bought on at least {_T.loyal_min_purchases} days over at least {_T.loyal_min_tenure_days:g} "
+              "days, and still buying to their rhythm"),
     "lapsed": (f"no purchase for more than max({_T.lapsed_min_days:g} days, {_T.lapsed_gaps:g}× their "
                "usual gap between purchases)"),
     "returner": (f"returned {_T.returner_rate:.0%} or more of the value bought, over at least "
@@ -345,7 +348,7 @@ SEGMENT_RULES: dict[str, str] = {
     "web_only": "buys only on the web / app, never visited a store",
 }
 # The primary segment is the first that applies, in this order.
-SEGMENT_ORDER = ("prospect", "new", "lapsed", "returner", "omnichannel", "web_browses_store_buys",
+SEGMENT_ORDER = ("prospect", "new", "lapsed", "returner", "loyal", "omnichannel", "web_browses_store_buys",
                  "store_only", "web_only")
 
 
@@ -354,14 +357,18 @@ def segments(rhythm: Any, now_ms: int) -> list[str]:
     out: list[str] = []
     if rhythm.purchases == 0:
         return ["prospect"]
-    if rhythm.first_purchase_ts is not None and rules.is_new_customer(
-            (now_ms - rhythm.first_purchase_ts) / DAY_MS):
+    tenure = (now_ms - rhythm.first_purchase_ts) / DAY_MS if rhythm.first_purchase_ts is not None else 0.0
+    if rhythm.first_purchase_ts is not None and rules.is_new_customer(tenure, rhythm.purchases):
         out.append("new")
     days_since = (now_ms - rhythm.last_purchase_ts) / DAY_MS
-    if rules.is_lapsed(days_since, rules.usual_gap_days(rhythm.gap_n, rhythm.gap_mean)):
+    usual = rules.usual_gap_days(rhythm.gap_n, rhythm.gap_mean)
+    if rules.is_lapsed(days_since, usual):
         out.append("lapsed")
-    if rules.returns_a_lot(rhythm.return_rate(), rhythm.purchases):
+    returner = rules.returns_a_lot(rhythm.return_rate(), rhythm.purchases)
+    if returner:
         out.append("returner")
+    if not returner and rules.is_loyal(rhythm.purchases, tenure, days_since, usual):
+        out.append("loyal")
     store, web = rhythm.store_purchases, rhythm.web_purchases
     if store and web:
         out.append("omnichannel")

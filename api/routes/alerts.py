@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import secrets
-from typing import Annotated
+from typing import Annotated, Literal
 
 import orjson
 from fastapi import APIRouter, Query, Request
@@ -23,6 +23,9 @@ router = APIRouter(tags=["churn"])
 ALERT_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")  # a Redis stream id: two 64-bit numbers
 
 
+ALERT_SCAN = 1000  # alerts read per page when ordering by value at risk
+
+
 @router.get("/v1/alerts/churn", response_model=ChurnAlerts, responses=responses(*KEYED, 503))
 async def churn_alerts(
     _: ProfileScope,
@@ -31,13 +34,19 @@ async def churn_alerts(
     since: Annotated[str | None, Query(max_length=40, description="an alert id, ISO-8601 time or epoch ms")] = None,
     tier: Annotated[str | None, Query(max_length=32)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    order: Annotated[Literal["value", "time"], Query(description="most value at risk first, or as raised")] = "value",
 ) -> Response:
-    entries = await store.alerts(_stream_start(since), count=limit * 4)
-    chosen = [(alert, state) for alert, state in zip(entries, await _with_tiers(store, entries))
-              if tier is None or alert["tier"] == tier][:limit]
-    await _suggest_win_back(store, arbitration, chosen)
-    alerts = [alert for alert, _ in chosen]
-    return json_response({"alerts": alerts, "next": alerts[-1]["id"] if alerts else since})
+    """Alerts whose value at risk clears the value floor. ``order=value`` (default): the ``limit``
+    most valuable among the next ``ALERT_SCAN`` alerts after ``since``; ``next`` is the last alert
+    read, so polling with it sees only newer ones. ``order=time``: as raised."""
+    entries = await store.alerts(_stream_start(since), count=ALERT_SCAN if order == "value" else limit * 4)
+    states = dict(zip((a["id"] for a in entries), await _with_tiers(store, entries)))
+    chosen = answers.alerts_by_value(entries, store.population.median_value_at_risk(), tier, limit)
+    if order == "time":
+        chosen.sort(key=lambda a: answers.stream_order(a["id"]))
+    await _suggest_win_back(store, arbitration, [(alert, states[alert["id"]]) for alert in chosen])
+    last = (chosen[-1]["id"] if chosen else None) if order == "time" else (entries[-1]["id"] if entries else None)
+    return json_response({"alerts": chosen, "next": last or since})
 
 
 @router.get("/v1/alerts/churn/stream", response_class=StreamingResponse,
@@ -51,7 +60,11 @@ async def churn_alert_stream(
     tier: Annotated[str | None, Query(max_length=32)] = None,
     max_events: Annotated[int | None, Query(ge=1, le=1_000_000)] = None,
 ) -> StreamingResponse:
-    """Server-sent events: each new churn alert as it is raised (resume with Last-Event-ID)."""
+    """Server-sent events: each new churn alert worth a call (value at risk above the floor) as
+    it is raised. Alerts arrive in the order they are raised; those that arrive together (one
+    read of the stream, up to 100) are sent most value at risk first. An event carries an
+    ``id`` only where everything raised before it has been sent, so a reconnect with
+    Last-Event-ID never loses an alert (it may repeat a few)."""
     last_id = request.headers.get("last-event-id") or "$"
 
     async def events():
@@ -64,15 +77,24 @@ async def churn_alert_stream(
             if not arrived:
                 yield ": keep-alive\n\n"
                 continue
-            for alert, state in zip(arrived, await _with_tiers(store, arrived)):
-                last_id = alert["id"]
-                if tier is not None and alert["tier"] != tier:
-                    continue
-                await _suggest_win_back(store, arbitration, [(alert, state)])
-                yield f"id: {alert['id']}\nevent: churn_alert\ndata: {orjson.dumps(alert).decode()}\n\n"
+            states = dict(zip((a["id"] for a in arrived), await _with_tiers(store, arrived)))
+            ranked = answers.alerts_by_value(arrived, store.population.median_value_at_risk(), tier)
+            read_ids = [a["id"] for a in arrived]
+            done = set(read_ids) - {a["id"] for a in ranked}  # left out: nothing to send
+            if not ranked:
+                last_id = read_ids[-1]
+                continue
+            for alert in ranked:
+                await _suggest_win_back(store, arbitration, [(alert, states[alert["id"]])])
+                done.add(alert["id"])
                 sent += 1
+                final = sent == max_events or alert is ranked[-1]
+                resume = answers.resume_id(read_ids, done) if final else None
+                head = f"id: {resume}\n" if resume else ""
+                yield f"{head}event: churn_alert\ndata: {orjson.dumps(alert).decode()}\n\n"
                 if max_events is not None and sent >= max_events:
                     return
+            last_id = read_ids[-1]
 
     return StreamingResponse(events(), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
@@ -103,10 +125,13 @@ async def _with_tiers(store: Store, alerts: list[dict]) -> list:
 
 
 async def _suggest_win_back(store: Store, arbitration: offers.ArbitrationSettings, alerts: list[tuple]) -> None:
-    """Attach the next best offer in a churn-alert context to each (alert, profile)."""
+    """Attach the next best offer in a churn-alert context to each (alert, profile): the same
+    gates as any next best offer (a win-back only while they are lapsing or at risk, no price
+    cut for who returned everything), so the suggestion may be none."""
     now = now_ms()
     for alert, state in alerts:
-        situation = offers.Situation(now, None, None, "churn_alert", alert.get("tier"))
+        situation = offers.Situation(now, None, None, "churn_alert", alert.get("tier"),
+                                     churn_score=store.population.churn_score(state, now))
         decision = offers.decide(store.offers.values(), store.offer_stats, state, situation, store.catalog,
                                  arbitration, seed=secrets.randbits(63))
         alert["suggested_offer"] = answers.suggested_offer(decision)

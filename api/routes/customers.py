@@ -42,10 +42,14 @@ async def next_best_offer(
     channel: Literal["web", "app", "store"] | None = None,
     store_id: Annotated[str | None, Query(max_length=64)] = None,
     context: Annotated[str, Query(pattern=NBO_CONTEXTS)] = "default",
+    sku: Annotated[list[str] | None, Query(max_length=100, description="the basket at hand (bundles fit it)")] = None,
 ) -> Response:
     state, _neighbors = await store.fetch(customer_id, None, ())
     tier = store.population.tier_of(state) if state is not None else None  # not the whole churn assessment
-    situation = offers.Situation(now_ms(), channel, store_id, context, tier)
+    now = now_ms()
+    situation = offers.Situation(now, channel, store_id, context, tier,
+                                 churn_score=store.population.churn_score(state, now),
+                                 basket=tuple(dict.fromkeys(sku or ())))
     decision = offers.decide(store.offers.values(), store.offer_stats, state, situation, store.catalog,
                              arbitration, seed=secrets.randbits(63))
     body = answers.decision_body(customer_id, decision, situation, nonce=secrets.randbits(32), signing=signing,

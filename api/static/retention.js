@@ -94,11 +94,17 @@ function addAlert(alert) {
   state.alerts.set(alert.id, alert);
   const card = alertCard(alert);
   const list = $("alerts");
-  // newest first: stream ids grow with time, so insert before the first older card
-  const older = [...list.children].find((node) => compareIds(node.dataset.id, alert.id) < 0);
-  list.insertBefore(card, older || null);
+  // most value at risk first, then newest first (stream ids grow with time)
+  const after = [...list.children].find((node) => ranksBelow(node, alert));
+  list.insertBefore(card, after || null);
   applyFilters();
   lookUpStore(alert.customer_id);
+}
+
+function ranksBelow(node, alert) {
+  const mine = Number(alert.value_at_risk) || 0;
+  const theirs = Number(node.dataset.value) || 0;
+  return theirs < mine || (theirs === mine && compareIds(node.dataset.id, alert.id) < 0);
 }
 
 function compareIds(a, b) {
@@ -115,7 +121,7 @@ function alertCard(alert) {
   const contacted = h("button", { type: "button", class: "accept" }, "Contacted");
   const dismissed = h("button", { type: "button", class: "secondary" }, "Dismissed");
   const card = h("li", {
-    class: "alert-card", dataset: { id: alert.id, tier: alert.tier || "",
+    class: "alert-card", dataset: { id: alert.id, value: String(alert.value_at_risk ?? 0), tier: alert.tier || "",
       customer: alert.customer_id, handled: handled || "" },
   },
   h("div", { class: "card-head" },

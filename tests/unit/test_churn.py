@@ -77,9 +77,23 @@ def test_reasons_in_plain_words():
     model = ChurnModel(params=PARAMS, gap_prior_log_days=math.log(20.0))
     reasons = model.reasons(rhythm, day(41 + 63), limit=10)
     text = " | ".join(reasons)
-    assert "no purchase for 63 days, 3.1× their usual gap of 20 days" in text
-    assert "2 returns in a row" in text
-    assert "survey score 3" in text
+    assert "last bought 63 days ago, 3.1 times their usual gap of 20 days" in text
+    assert "sent back 2 orders since they last bought" in text
+    assert "gave us 3 out of 10 in a survey" in text
+
+
+def test_reasons_read_as_sentences_on_edge_values():
+    today = " | ".join(MODEL.reasons(rhythm_of([0, 2, 4, 6]), day(6)))
+    assert "last bought today; they usually buy every 2 days" in today
+    assert "0 days" not in today and "0.0×" not in today
+    once = " | ".join(MODEL.reasons(rhythm_of([0]), day(1)))
+    assert "one purchase so far, yesterday" in once and "1 days" not in once
+    assert "one purchase so far, today" in MODEL.reasons(rhythm_of([0]), day(0.2))
+    daily = MODEL.reasons(rhythm_of([0, 1, 2, 3]), day(3.5))
+    assert "last bought today; they usually buy every day" in daily
+    assert MODEL.reasons(Observed(), day(3)) == []  # no history: nothing to say
+    for text in MODEL.reasons(rhythm_of([0, 10, 20]), day(400), limit=10):
+        assert "×" not in text and ":" not in text  # no dashboard notation
 
 
 # --------------------------------------------------------------------------- score

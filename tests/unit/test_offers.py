@@ -211,3 +211,49 @@ def test_unknown_customer_gets_a_safe_answer():
     assert "never buys men" in decision.rejected["o-1"]
     welcome = decide([offer(kind="service")], {}, None, Situation(T0, "web"), CATALOG, ArbitrationSettings(), seed=3)
     assert welcome.chosen.offer.kind == "service" and welcome.cell == "new"
+
+
+# --- suitability by kind (rules.offer_suitability, built into every decision) -------------------
+
+
+def weekly_buyer(weeks=20):
+    return customer(*[purchase(f"p{i}", skus=("TR-1",), ts=day(7 * i), price=80.0) for i in range(weeks)])
+
+
+def test_an_active_customer_never_gets_a_win_back_and_a_lapsing_one_does():
+    state = weekly_buyer()  # last purchase on day 133
+    win_back = [offer("wb", kind="win_back", value=50.0), offer("pts", kind="loyalty_points", value=1.0)]
+    plain = ArbitrationSettings(control_share=0.0)
+    yesterday = [decide(win_back, {}, state, Situation(day(134), "web", churn_score=0.01), CATALOG, plain, seed=s)
+                 for s in range(20)]
+    assert all(d.chosen.offer.offer_id == "pts" for d in yesterday)  # 0 of 20, however valuable the win-back
+    assert all("wb" not in [c.offer.offer_id for c in d.runner_ups] for d in yesterday)
+    assert yesterday[0].rejected["wb"].startswith("suitability: no win-back: still buying to their rhythm")
+    lapsing = decide(win_back, {}, state, Situation(day(133 + 30), "web"), CATALOG, plain, seed=1)
+    assert lapsing.chosen.offer.offer_id == "wb"  # 30 days against a 7-day rhythm
+    worried = decide(win_back, {}, state, Situation(day(135), "web", churn_score=0.7), CATALOG, plain, seed=1)
+    assert worried.chosen.offer.offer_id == "wb"
+
+
+def test_a_bundle_needs_the_basket_or_the_customers_line():
+    belt_bundle = offer("belt", kind="bundle", value=12.0, bundle_skus=["BL-1"])
+    boys = customer(purchase("p1", skus=("BT-1",), price=18.0))
+    refused = gate(belt_bundle, boys, now=day(2))
+    assert not refused.passed and refused.reason == "no bundle: men/belts does not go with their basket or what they buy"
+    assert gate(belt_bundle, boys, now=day(2), basket=("TR-2",)).passed  # men's trousers at the till
+    assert gate(belt_bundle, menswear_buyer()).passed
+
+
+def test_a_service_is_for_what_the_customer_bought():
+    setup = offer("setup", kind="service", bundle_skus=["PH-1"])  # phone set-up: about phones, no eligibility
+    assert gate(setup, customer(purchase("p1", skus=("PH-1",), price=500.0)), now=day(3)).passed
+    refused = gate(setup, customer(purchase("p1", skus=("TR-1",))), now=day(3))
+    assert not refused.passed and refused.reason == "no service: they do not buy electronics/phones"
+
+
+def test_a_customer_who_returned_their_only_purchase_gets_no_price_cut():
+    state = customer(purchase("p1", skus=("TR-1",), price=50.0),
+                     Event("r1", "return", day(2), "web", customer_id="c-1", items=(Item("TR-1", 1, 50.0),)))
+    for kind, extra in (("bundle", {"bundle_skus": ["BL-1"]}), ("win_back", {}), ("discount", {})):
+        result = gate(offer(kind=kind, **extra), state, now=day(60))
+        assert not result.passed and result.reason.endswith("net value after returns is nothing"), kind

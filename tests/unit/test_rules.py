@@ -7,7 +7,6 @@ import pytest
 from online_models import rules
 from online_models.rules import (
     DEFAULT,
-    OFFER_KINDS,
     Thresholds,
     clears_value_floor,
     far_above_basket,
@@ -16,11 +15,13 @@ from online_models.rules import (
     is_discount_driven_returner,
     is_lapsed,
     is_lapsing,
+    is_loyal,
     is_new_customer,
     lapse_stage,
     may_recommend_again,
     not_interested,
     offer_suitability,
+    relates,
     returns_a_lot,
     usual_gap_days,
     value_floor,
@@ -97,8 +98,17 @@ def test_lapsed_always_implies_lapsing():
             assert not is_lapsed(days, gap) or is_lapsing(days, gap)
 
 
-def test_new_customer():
-    assert is_new_customer(0) and is_new_customer(29.9) and not is_new_customer(30)
+def test_new_customer_needs_a_short_tenure_and_few_purchases():
+    assert is_new_customer(0, 1) and is_new_customer(29.9, 2) and not is_new_customer(30, 1)
+    assert not is_new_customer(3, 53)  # 53 purchase days are a regular, however recent the first
+    assert not is_new_customer(3, 3) and not is_new_customer(3, 0)
+
+
+def test_loyal_needs_many_purchases_over_time_and_no_lapse():
+    assert is_loyal(6, 90, 3, 14.0)
+    assert not is_loyal(5, 300, 3, 14.0)  # too few purchase days
+    assert not is_loyal(20, 60, 3, 3.0)  # not long enough
+    assert not is_loyal(20, 300, 40, 10.0)  # silent for 4 gaps: lapsing, not loyal
 
 
 # --- repeat purchase ---------------------------------------------------------------------------
@@ -149,26 +159,79 @@ def test_value_floor_is_half_the_median_and_zero_value_never_clears_it():
 # --- offer suitability -------------------------------------------------------------------------
 
 
-def test_discounts_are_refused_to_discount_driven_returners_and_negative_net_value():
+def test_discounts_are_refused_to_discount_driven_returners_and_non_positive_net_value():
     ok, reason = offer_suitability("discount", purchases=4, net_value=30.0, discount_share=1.0, return_rate=0.75)
     assert not ok and reason == "no discount: buys 100% on discount and returns 75%"
     ok, reason = offer_suitability("discount", purchases=1, net_value=-20.0)
     assert not ok and reason == "no discount: net value after returns is negative"
+    ok, reason = offer_suitability("discount", purchases=1, net_value=0.0)  # returned their only purchase
+    assert not ok and reason == "no discount: net value after returns is nothing"
     assert offer_suitability("discount", purchases=3, net_value=120.0, discount_share=0.4, return_rate=0.1) == (
         True, "suitable")
     assert offer_suitability("discount") == (True, "suitable")  # never bought: nothing against them
 
 
-@pytest.mark.parametrize("kind", [k for k in OFFER_KINDS if k != "discount"])
-def test_other_kinds_have_no_rule_yet(kind):
-    assert offer_suitability(kind, purchases=4, net_value=-5.0, discount_share=1.0, return_rate=1.0) == (
-        True, "suitable")
+@pytest.mark.parametrize("kind", ["bundle", "win_back"])
+def test_every_price_cut_is_a_red_carpet(kind):
+    fits = {"lapsing": True, "offer_categories": ["men/belts"], "bought_categories": ["men/trousers"]}
+    ok, reason = offer_suitability(kind, purchases=1, net_value=0.0, **fits)
+    assert not ok and reason == f"no {kind.replace('_', '-')}: net value after returns is nothing"
+    ok, reason = offer_suitability(kind, purchases=4, net_value=30.0, discount_share=1.0, return_rate=0.75, **fits)
+    assert not ok and "on discount and returns 75%" in reason
+    assert offer_suitability(kind, purchases=4, net_value=300.0, **fits) == (True, "suitable")
+
+
+def test_win_back_only_for_the_lapsing_or_a_high_churn_score():
+    loyal = {"purchases": 30, "net_value": 2000.0}
+    assert offer_suitability("win_back", churn_score=0.01, **loyal) == (
+        False, "no win-back: still buying to their rhythm (churn risk 1%)")
+    assert offer_suitability("win_back", **loyal) == (False, "no win-back: still buying to their rhythm")
+    assert offer_suitability("win_back", lapsing=True, **loyal) == (True, "suitable")
+    assert offer_suitability("win_back", churn_score=DEFAULT.win_back_min_churn_score, **loyal)[0]
+    assert not offer_suitability("win_back", churn_score=0.49, **loyal)[0]
+    assert offer_suitability("win_back", lapsing=True, churn_score=0.9) == (
+        False, "no win-back: they have not bought yet")
+    assert not offer_suitability("win_back", churn_score=0.6, **loyal, t=Thresholds(win_back_min_churn_score=0.7))[0]
+
+
+def test_bundles_go_with_the_basket_or_the_customers_line():
+    men_belts = {"purchases": 3, "net_value": 150.0, "offer_categories": ["men/belts"]}
+    assert offer_suitability("bundle", bought_categories=["men/trousers"], **men_belts) == (True, "suitable")
+    assert offer_suitability("bundle", basket_categories=["men/trousers"], **men_belts)[0]
+    ok, reason = offer_suitability("bundle", bought_categories=["kids/boys/trousers"], **men_belts)
+    assert not ok and reason == "no bundle: men/belts does not go with their basket or what they buy"
+    assert not offer_suitability("bundle", **men_belts)[0]  # nothing bought, empty basket: nothing it goes with
+    assert not offer_suitability("bundle", offer_categories=[], basket_categories=["men/trousers"])[0]
+
+
+def test_lines_come_from_the_taxonomys_depth_not_its_names():
+    assert relates(["q9/x1"], ["q9/x2"]) and not relates(["q9/x1"], ["q8/x1"])
+    assert relates(["a/b/c"], ["a/b/d"]) and not relates(["a/b/c"], ["a/e/c"])
+    assert relates(["electronics"], ["electronics/phones"])
+
+
+def test_services_are_for_what_the_customer_buys():
+    tech = {"purchases": 2, "net_value": 500.0, "offer_categories": ["electronics"]}
+    assert offer_suitability("service", bought_categories=["electronics/phones"], **tech)[0]
+    assert offer_suitability("service", basket_categories=["electronics/phones"], purchases=0,
+                             offer_categories=["electronics"])[0]
+    ok, reason = offer_suitability("service", bought_categories=["men/trousers"], **tech)
+    assert not ok and reason == "no service: they do not buy electronics"
+    # trouser alterations are for trousers, not for a shirt of the same line
+    assert not offer_suitability("service", bought_categories=["men/shirts"], purchases=1, net_value=40.0,
+                                 offer_categories=["men/trousers"])[0]
+    assert offer_suitability("service") == (True, "suitable")  # a service for anyone (delivery, a welcome)
+
+
+def test_loyalty_points_have_no_rule_of_their_own():
+    assert offer_suitability("loyalty_points", purchases=4, net_value=-5.0, discount_share=1.0,
+                             return_rate=1.0) == (True, "suitable")
 
 
 def test_suitability_follows_the_thresholds_and_rejects_unknown_kinds():
     strict = Thresholds(discount_min_net_value=50.0)
     ok, reason = offer_suitability("discount", purchases=2, net_value=40.0, t=strict)
-    assert not ok and reason == "no discount: net value after returns is below 50"
+    assert not ok and reason == "no discount: net value after returns is not above 50"
     with pytest.raises(ValueError, match="unknown offer kind 'gift'"):
         offer_suitability("gift")
 
@@ -178,4 +241,7 @@ def test_defaults_are_the_documented_settings():
     assert (DEFAULT.returner_rate, DEFAULT.returner_min_purchases, DEFAULT.discount_driven_share) == (0.35, 2, 0.5)
     assert (DEFAULT.lapsing_min_days, DEFAULT.lapsing_gaps, DEFAULT.lapsed_min_days, DEFAULT.lapsed_gaps) == (
         14.0, 2.5, 180.0, 3.0)
+    assert (DEFAULT.new_customer_days, DEFAULT.new_customer_max_purchases) == (30.0, 2)
+    assert (DEFAULT.loyal_min_purchases, DEFAULT.loyal_min_tenure_days) == (6, 90.0)
+    assert DEFAULT.win_back_min_churn_score == 0.5
     assert rules.DEFAULT is DEFAULT and DEFAULT == Thresholds()

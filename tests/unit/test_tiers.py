@@ -174,6 +174,19 @@ def test_segments_on_crafted_histories():
     assert tiers.segment(new, day(10)) == "new"
     assert tiers.segment(new, day(60)) == "web_only"
 
+    regular = Observed()  # 53 purchase days within four weeks (a replayed history): not "new"
+    for n in range(53):
+        buy(regular, n * 0.5, "web")
+    assert "new" not in tiers.segments(regular, day(27))
+
+    loyal = Observed()
+    for n in range(0, 120, 14):
+        buy(loyal, n, "store")
+    buy(loyal, 115, "web")
+    assert tiers.segment(loyal, day(120)) == "loyal"
+    assert "omnichannel" in tiers.segments(loyal, day(120))
+    assert "loyal" not in tiers.segments(loyal, day(112 + 60))  # silent for 4 gaps: lapsing, no longer loyal
+
     lapsed = Observed()
     for n in (0, 10, 20, 30):
         buy(lapsed, n, "store")

@@ -45,8 +45,11 @@ def test_a_silent_customer_gets_exactly_one_alert_once_the_clock_passes():
     alerts, runner = run(raws(regular("c-1")), until_day=400)
     assert len(alerts) == 1
     alert = alerts[0]
-    assert alert.customer_id == "c-1" and alert.episode == T0 + 28 * DAY_MS and alert.score >= 0.85
-    assert alert.reasons and alert.value_at_risk > 0
+    assert alert.customer_id == "c-1" and alert.episode == T0 + 28 * DAY_MS
+    # due as soon as they lapse (2.5 × their weekly gap), not when the population model gives up on them
+    assert alert.ts_ms == T0 + 28 * DAY_MS + int(17.5 * DAY_MS) + 1
+    assert alert.reasons[0] == "last bought 17 days ago, 2.4 times their usual gap of 7 days"
+    assert alert.value_at_risk > 0
     runner.advance_clock(T0 + 800 * DAY_MS)
     assert len(alerts) == 1  # once per lapse episode
 
@@ -95,3 +98,38 @@ def test_a_finished_bucket_fires_late_timers_at_once_and_holds_nothing():
     assert bucket.arm(timer) == []
     assert bucket.finish() == [Fired(timer)] and bucket.timers == {}
     assert bucket.arm(Timer("c-2", 1, 10, 101, None)) == [Fired(Timer("c-2", 1, 10, 101, None))]
+
+
+def ret(customer, day, value=40.0):
+    return {**purchase(customer, day, value), "event_id": f"r-{customer}-{day}", "type": "return"}
+
+
+def test_a_valuable_regular_is_alerted_when_they_lapse_and_a_worthless_one_never():
+    # A replay of history: a weekly spender stops after six weeks; another returned their only
+    # purchase. The stream moves on (others keep buying) and ends; nothing runs on wall time.
+    others = [purchase(f"o-{c}", d) for c in range(5) for d in range(0, 200, 10)]
+    history = sorted(regular("weekly", days=tuple(range(100, 142, 7)), value=60.0)
+                     + [purchase("zero", 120, 30.0), ret("zero", 125, 30.0)] + others, key=lambda e: e["ts"])
+    alerts, _ = run(raws(history), until_day=200)
+    weekly = [a for a in alerts if a.customer_id == "weekly"]
+    assert len(weekly) == 1 and weekly[0].ts_ms < T0 + (135 + 18) * DAY_MS  # within 18 days of silence
+    assert weekly[0].value_at_risk > 0
+    assert [a for a in alerts if a.customer_id == "zero"] == []  # value at risk 0.00: no alert
+
+
+def test_the_value_floor_is_relative_to_the_population():
+    from dataclasses import replace
+
+    from online_models.churn import PopulationShard
+    from tests.unit.helpers import Observed
+    from tests.unit.helpers import purchase as bought
+
+    buyer = Observed("c-1")
+    for n in range(6):
+        buyer.observe(bought(f"p{n}", customer="c-1", ts=T0 + n * 7 * DAY_MS, price=10.0))
+    shard = PopulationShard()
+    due, alert = shard.update("c-1", buyer.view, None, buyer.state.sketch_keys(buyer.view), T0 + 35 * DAY_MS)
+    assert due is not None and alert.value_at_risk > 0  # no population yet: any value above 0 counts
+    rich = replace(shard.model, median_value_at_risk=alert.value_at_risk * 3)
+    shard.model = rich  # in a population whose median customer has three times their value at risk
+    assert shard.update("c-1", buyer.view, None, buyer.state.sketch_keys(buyer.view), T0 + 35 * DAY_MS) == (None, None)
