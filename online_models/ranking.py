@@ -87,6 +87,7 @@ class _Candidate:
     sku: str
     parts: dict[str, float] = field(default_factory=dict)
     reasons: dict[str, tuple[float, str | tuple]] = field(default_factory=dict)
+    together: float = 0.0  # the largest share of an anchor's baskets that also held this item
 
     def add(self, part: str, value: float, reason: str | tuple | None = None) -> None:
         if value > self.parts.get(part, 0.0):
@@ -223,18 +224,20 @@ class _Till:
 
     def place(self, entry: _Scored, rules: Rules, repeats: RepeatModel) -> None:
         product = entry.product
-        if self.is_substitute(product, rules, repeats):
+        if self.is_substitute(product, entry.candidate.together, rules, repeats):
             entry.substitute = True
             entry.score *= SUBSTITUTE_PENALTY
         if retail_rules.far_above_basket(product.price, self.max_price, self.usual_item_price):
             entry.score *= PRICE_PENALTY
         entry.tier = 0 if entry.candidate.parts.get("complement", 0.0) > 0 else 1
 
-    def is_substitute(self, product: Product, rules: Rules, repeats: RepeatModel) -> bool:
-        """A second item of a basket item's category, unless such items are rebought (a second
-        coffee is more coffee, a second pair of trousers is a substitute)."""
-        return product.category in self.categories and not rules.may_recommend_again(
-            product, repeats.view(product.sku, product.category))
+    def is_substitute(self, product: Product, together: float, rules: Rules, repeats: RepeatModel) -> bool:
+        """A second item of a basket item's category is a substitute (a second pair of trousers),
+        unless the stream says otherwise: such items are rebought (a second coffee is more
+        coffee), or baskets hold the two together often (``rules.bought_together``: a yoghurt
+        of another flavour)."""
+        return (product.category in self.categories and not retail_rules.bought_together(together)
+                and not rules.may_recommend_again(product, repeats.view(product.sku, product.category)))
 
     @staticmethod
     def keep_substitutes_out_of_the_top(top: list[_Scored], rules: Rules) -> list[_Scored]:
@@ -275,7 +278,9 @@ def _score_complements(anchor_weights, neighbors, catalog, candidates) -> None:
         anchor_name = anchor_product.name if anchor_product else anchor
         for neighbor in neighbors.get(anchor, ()):
             reason = ("bought with {} in {:.0%} of baskets", anchor_name, neighbor.confidence)  # formatted if shown
-            _candidate(candidates, neighbor.sku).add("complement", weight * neighbor.score, reason)
+            candidate = _candidate(candidates, neighbor.sku)
+            candidate.add("complement", weight * neighbor.score, reason)
+            candidate.together = max(candidate.together, neighbor.confidence)
 
 
 def _score_personal(state, shares, popularity, catalog, rules, repeats, candidates, context: str,

@@ -54,6 +54,7 @@ class Thresholds:
     # what the customer usually pays per item, if more) is out of place.
     till_price_ratio: float = 3.0
     till_substitute_free_top: int = 3  # no substitute of a basket item among the first this many
+    together_share: float = 0.1  # share of an item's baskets holding another: "bought together"
     # "Not interested": a dismissed recommendation stays out this long; this many dismissed in
     # one category keep the category out too.
     not_interested_days: float = 30.0
@@ -258,6 +259,16 @@ def not_interested(dismissed: Mapping[str, int], category_of: Mapping[str, str],
         if category:
             per_category[category] = per_category.get(category, 0) + 1
     return skus, {c for c, n in per_category.items() if n >= t.not_interested_category_items}
+
+
+def bought_together(share_of_baskets: float, t: Thresholds = DEFAULT) -> bool:
+    """Do baskets hold two items together often enough that one is no substitute for the other?
+    At least ``together_share`` (10 %) of the basket item's baskets also held the candidate.
+
+    >>> bought_together(0.25), bought_together(0.03)
+    (True, False)
+    """
+    return share_of_baskets >= t.together_share
 
 
 def far_above_basket(price: float, basket_max_price: float, usual_item_price: float | None = None,

@@ -42,11 +42,18 @@ def test_substitutes_rank_below_complements_at_the_till():
 
 
 def test_a_substitute_never_reaches_the_top_3_even_as_the_strongest_complement():
-    neighbors = {"TR-1": [Neighbor("TR-2", 0.95, 0.6), Neighbor("BL-1", 0.3, 0.2), Neighbor("SK-1", 0.2, 0.1),
+    neighbors = {"TR-1": [Neighbor("TR-2", 0.95, 0.05), Neighbor("BL-1", 0.3, 0.2), Neighbor("SK-1", 0.2, 0.1),
                           Neighbor("SH-1", 0.1, 0.1)]}
     out = recommend(None, Request("cart", ("TR-1",), k=5), neighbors, POPULAR, CATALOG, RULES)
     assert "TR-2" not in skus(out)[:3]
     assert skus(out)[:3] == ["BL-1", "SK-1", "SH-1"]
+
+
+def test_a_second_item_of_the_category_that_baskets_often_hold_with_it_is_no_substitute():
+    # In 40% of TR-1's baskets TR-2 came along (a second colour, bought together): not a substitute.
+    neighbors = {"TR-1": [Neighbor("TR-2", 0.95, 0.4), Neighbor("BL-1", 0.3, 0.2)]}
+    out = recommend(None, Request("cart", ("TR-1",), k=5), neighbors, POPULAR, CATALOG, RULES)
+    assert skus(out)[0] == "TR-2"
 
 
 def test_a_boys_basket_gets_boys_complements_not_girls():

@@ -8,6 +8,7 @@ from online_models import rules
 from online_models.rules import (
     DEFAULT,
     Thresholds,
+    bought_together,
     clears_value_floor,
     far_above_basket,
     has_rhythm,
@@ -136,6 +137,10 @@ def test_not_interested():
     skus, categories = not_interested(dismissed, category_of, now_ms=35 * day)
     assert skus == {"b", "c", "d"} and categories == {"y/2"}  # "a" is 35 days old; x/1 has one left
     assert not_interested({}, {}, 0) == (set(), set())
+
+
+def test_bought_together_needs_a_tenth_of_the_baskets():
+    assert bought_together(0.1) and not bought_together(0.099)
 
 
 def test_far_above_basket():
