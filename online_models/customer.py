@@ -213,9 +213,6 @@ class CustomerState:
     def sketch_keys(self, rhythm: Rhythm) -> tuple[int | None, int | None, int | None]:
         return tiers.sketch_keys(rhythm.value_log(), rhythm.last_purchase_ts, rhythm.purchases)
 
-    def bought_recently(self, sku: str) -> bool:
-        return sku in self.bought
-
     # --- event handlers -------------------------------------------------------------------
 
     def _on_view(self, event: Event, decay_) -> list[BasketSignal]:

@@ -23,10 +23,10 @@ HOME_RECENT_VIEWS = 3
 HOME_RECENT_BUYS = 5
 PERSONAL_CANDIDATES = 30
 SUBSTITUTE_PENALTY = 0.3
-PRICE_PENALTY = 0.3
+PRICE_PENALTY = 0.3  # a suggestion far dearer than the basket (rules.far_above_basket)
 # The share of a buy-again score that is the customer's own frequency whatever the learned habit
 # and timing say: what someone bought before stays their likeliest next purchase (GP-TopFreq).
-BUY_AGAIN_FLOOR = 0.7  # a suggestion far dearer than the basket (rules.far_above_basket)
+BUY_AGAIN_FLOOR = 0.7
 BASKET_LINE_WEIGHT = 0.7  # at the till, the basket's share of the line evidence (the rest: history)
 RANKER_PRIOR_EVENTS = 500  # feedback events after which learnt and hand-set scores weigh the same
 
@@ -138,7 +138,7 @@ def recommend(
     outside_line: dict[str, bool] = {}  # per category, for this customer (at the till: this basket)
     for cand in candidates.values():
         product = catalog.get(cand.sku)
-        if (product is None or cand.sku in excluded or _under_any(product.category, excluded_categories)
+        if (product is None or cand.sku in excluded or retail_rules.under_any(product.category, excluded_categories)
                 or not _allowed(product, state, line_shares, rules, repeats, outside_line)):
             continue
         score = sum(getattr(weights, part) * value for part, value in cand.parts.items())
@@ -151,7 +151,7 @@ def recommend(
     # Only the k shown are dressed with names, reasons and features: most candidates never are.
     top = heapq.nsmallest(request.k, scored, key=lambda s: (s.tier, -s.score, s.candidate.sku))
     if till is not None:
-        top = till.keep_substitutes_out_of_the_top(top, rules)
+        top = till.keep_substitutes_out_of_the_top(top)
     return [_finish(s, state) for s in top]
 
 
@@ -167,10 +167,6 @@ def _excluded(state: CustomerState | None, request: Request, catalog: Mapping[st
         skus |= dismissed
         categories |= dismissed_categories
     return skus, tuple(sorted(categories))
-
-
-def _under_any(category: str, prefixes: tuple[str, ...]) -> bool:
-    return any(_under(category, prefix) for prefix in prefixes) if prefixes else False
 
 
 PERSONAL_PARTS = ("complement", "category", "brand", "buy_again")
@@ -240,7 +236,7 @@ class _Till:
                 and not rules.may_recommend_again(product, repeats.view(product.sku, product.category)))
 
     @staticmethod
-    def keep_substitutes_out_of_the_top(top: list[_Scored], rules: Rules) -> list[_Scored]:
+    def keep_substitutes_out_of_the_top(top: list[_Scored]) -> list[_Scored]:
         """No substitute among the first ``till_substitute_free_top`` (3): a shorter list rather."""
         free = retail_rules.DEFAULT.till_substitute_free_top
         head = [s for s in top if not s.substitute][:free]
@@ -430,10 +426,6 @@ def _margin_share(product: Product) -> float:
     if product.margin <= 1.0:
         return max(0.0, product.margin)
     return min(1.0, product.margin / product.price) if product.price > 0 else 0.0
-
-
-def _categories(skus, catalog: Mapping[str, Product]) -> set[str]:
-    return {catalog[sku].category for sku in skus if sku in catalog}
 
 
 def _under(category: str, prefix: str) -> bool:

@@ -237,7 +237,7 @@ def may_recommend_again(category: str, *, repeat_share: float = 0.0, own_orders:
     True
     """
     return (repeat_share >= t.min_repeat_share or own_orders >= 2 or flagged_replenishable
-            or _under_any(category, replenishable_categories))
+            or under_any(category, replenishable_categories))
 
 
 def not_interested(dismissed: Mapping[str, int], category_of: Mapping[str, str], now_ms: int,
@@ -287,7 +287,8 @@ def far_above_basket(price: float, basket_max_price: float, usual_item_price: fl
 
 
 @lru_cache(maxsize=65_536)
-def _under_any(category: str, prefixes: tuple[str, ...]) -> bool:
+def under_any(category: str, prefixes: tuple[str, ...]) -> bool:
+    """Is ``category`` one of ``prefixes`` or below one of them (a prefix is a whole level)?"""
     return any(category == p or category.startswith(p + "/") for p in prefixes)
 
 
@@ -341,7 +342,7 @@ def same_line(a: str, b: str) -> bool:
     False
     """
     la, lb = line_of(a), line_of(b)
-    return _under_any(a, (lb,)) or _under_any(b, (la,))
+    return under_any(a, (lb,)) or under_any(b, (la,))
 
 
 def relates(targets: Iterable[str], owned: Iterable[str]) -> bool:
@@ -355,7 +356,7 @@ def relates(targets: Iterable[str], owned: Iterable[str]) -> bool:
     (True, False)
     """
     owned = tuple(owned)
-    return any(_under_any(o, (target,)) or same_line(target, o) for target in targets for o in owned)
+    return any(under_any(o, (target,)) or same_line(target, o) for target in targets for o in owned)
 
 
 def offer_suitability(kind: str, *, purchases: int = 0, net_value: float = 0.0,
@@ -416,6 +417,6 @@ def offer_suitability(kind: str, *, purchases: int = 0, net_value: float = 0.0,
         shown = ", ".join(targets) or "its items"
         return False, f"no bundle: {shown} does not go with their basket or what they buy"
     if kind == "service":
-        if targets and not any(_under_any(o, (target,)) for target in targets for o in owned):
+        if targets and not any(under_any(o, (target,)) for target in targets for o in owned):
             return False, f"no service: they do not buy {', '.join(targets)}"
     return True, "suitable"
