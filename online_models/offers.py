@@ -191,7 +191,7 @@ def offer_cell(cell: str, offer: Offer, state: CustomerState | None, catalog: Ma
         return cell
     shares = state.category_shares(catalog)
     fit = sum(share for category, share in shares.items()
-              if any(_under(category, prefix) for prefix in offer.eligibility.categories))
+              if rules.under_any(category, tuple(offer.eligibility.categories)))
     return f"{cell}|{'fit' if fit >= INTEREST_FIT else 'some'}"
 
 
@@ -264,7 +264,7 @@ def _eligibility(offer, state, cell, situation, catalog, policy) -> GateResult:
         return GateResult(False, "eligibility", f"for tiers {', '.join(e.tiers)}, not {situation.tier}")
     if e.categories:
         shares = state.category_shares(catalog) if state is not None else {}
-        if not any(_under(c, prefix) for c in shares for prefix in e.categories):
+        if not any(rules.under_any(c, tuple(e.categories)) for c in shares):
             return GateResult(False, "eligibility", f"customer never buys {', '.join(e.categories)}")
     return GateResult(True, "eligibility", "eligible")
 
@@ -328,10 +328,6 @@ def _timing(offer, state, cell, situation, catalog, policy) -> GateResult:
         return GateResult(False, "timing",
                           f"next purchase expected in {next_in:.0f} days; the offer lasts {offer.valid_days:g}")
     return GateResult(True, "timing", "valid until the expected next purchase")
-
-
-def _under(category: str, prefix: str) -> bool:
-    return category == prefix or category.startswith(prefix + "/")
 
 
 # --- propensity ---------------------------------------------------------------------------
