@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     anonymous_ttl_days: float = Field(
         90.0, gt=0, description="an anonymous (not yet stitched) profile expires in Redis this long after its "
                                 "last event; a stitched one becomes a link and stays")
+    erasure_retention_days: float = Field(
+        30.0, gt=0, description="after a customer is erased, their events with an event time before the erasure "
+                                "plus this are ignored (late events and retries cannot bring them back)")
     repeat_half_life_days: float = Field(
         180.0, gt=0, description="decay of the learned repeat-purchase habits of items and categories")
     max_event_bytes: int = Field(65_536, gt=0)
@@ -151,6 +154,7 @@ class Settings(BaseSettings):
                                max_item_qty=self.max_item_qty, max_item_price=self.max_item_price),
             churn_shards=self.churn_shards, churn_threshold=self.churn_threshold,
             anonymous_ttl_s=int(self.anonymous_ttl_days * 86_400),
+            erasure_retention_ms=int(self.erasure_retention_days * DAY_MS),
             clock=ClockSettings(use_wall_clock=self.churn_wall_clock, catch_up_ms=int(self.churn_catch_up_s * 1000),
                                 bucket_ms=int(self.churn_timer_bucket_s * 1000), lookback_ms=lateness_ms,
                                 settle_ms=int(self.churn_settle_s * 1000)),

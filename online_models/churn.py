@@ -951,6 +951,13 @@ class PopulationShard:
             return None, None  # not worth a retention call: no alert (and none pending)
         return due, alert
 
+    def forget(self, customer_id: str, sketch_keys) -> None:
+        """An erased customer: out of the sketches (from the buckets they were last counted in)
+        and out of the sample. The fitted model keeps no id and stays until its next refit."""
+        if sketch_keys is not None:
+            self.sketch.remove(sketch_keys)
+        self.sample.rows.pop(customer_id, None)
+
     def tick(self, now_ms: int) -> bool:
         """Advance the shard's clock; True when the model was re-fitted."""
         if self.clock is not None and now_ms <= self.clock:

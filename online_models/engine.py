@@ -13,7 +13,8 @@ So there is one parser, one router and one set of rules, and a figure measured t
 ``Runner`` measures the code the flow runs. Nothing here reads a clock: wall time arrives
 only in ``Raw.received_ms`` and ``Heartbeat`` messages, stamped by the edge.
 
-    Raw ─► parse (by topic/partition: watermark) ─► DeadLetter | Product | Offer | Feedback | Event | Progress
+    Raw ─► parse (by topic/partition: watermark) ─► DeadLetter | Product | Offer | Feedback | Event | Progress | Tombstone
+    Tombstone ─► erasures ─► ForgetAlias (to aliases);  Tombstone ─► customers, alert_gate (online_models.erasure)
     Event ─► aliases (by alias) ─► Forward ─┐
     Event, Forward, offer Feedback ─────────┴► customers (by customer) ─► Put, ItemBasket, ChurnUpdate
     ItemBasket ─► item_counts (by sku) ─► ToNeighbors, ZAdd, SAdd ─► item_neighbors (by sku) ─► Put
@@ -34,10 +35,11 @@ from typing import Any
 
 import orjson
 
-from online_models import decay, keys, repeats, tiers
+from online_models import decay, erasure, keys, repeats, tiers
 from online_models.churn import CHURN_SIGNAL_TYPES, Alert, PopulationShard
-from online_models.clock import MINUTE_MS, ClockSettings, PartitionClock, StreamClock
+from online_models.clock import DAY_MS, MINUTE_MS, ClockSettings, PartitionClock, StreamClock
 from online_models.customer import BasketSignal, CustomerState
+from online_models.erasure import Erased, ForgetAlias, ForgetChurn
 from online_models.events import (
     ANONYMOUS_CUSTOMER,
     Event,
@@ -45,6 +47,7 @@ from online_models.events import (
     ParseLimits,
     Product,
     Rejected,
+    Tombstone,
     parse_event,
     parse_feedback,
     parse_product,
@@ -58,6 +61,8 @@ from online_models.messages import (
     BucketTick,
     ChurnUpdate,
     DeadLetter,
+    Delete,
+    DeleteAlerts,
     Fired,
     Forward,
     HashPut,
@@ -97,6 +102,7 @@ class EngineSettings:
     clock: ClockSettings = field(default_factory=ClockSettings)
     alerts_maxlen: int = 10_000
     anonymous_ttl_s: int | None = None  # an unstitched alias profile expires in Redis after this
+    erasure_retention_ms: int = 30 * DAY_MS  # an erased id's events before erasure + this are ignored
 
 
 class Engine:
@@ -134,7 +140,14 @@ class Engine:
 
     # --- identity and customers ----------------------------------------------------------------
 
-    def alias(self, state: AliasState | None, event: Event):
+    def alias(self, state: AliasState | Erased | None, event: Event | ForgetAlias):
+        if isinstance(event, ForgetAlias):
+            held = state.extended(event.until_ms) if isinstance(state, Erased) else Erased(event.alias_id, event.until_ms)
+            return held, [Delete(self.scheme.alias(event.alias_id))]
+        if isinstance(state, Erased):
+            if state.ignores(event.ts_ms):
+                return state, []
+            state = None  # the hold is over: a new, empty alias
         alias_id = event.alias_id or ""
         state = state or AliasState(alias_id)
         outcome = state.apply(event, self.popularity)
@@ -147,11 +160,17 @@ class Engine:
         emits.extend(_memberships(outcome.signals))
         return state, emits
 
-    def customer(self, state: CustomerState | None, message: Event | Forward | Feedback):
+    def customer(self, state: CustomerState | Erased | None, message: Event | Forward | Feedback | Tombstone):
+        if isinstance(message, Tombstone):
+            return self._erase_customer(state, message)
         if isinstance(message, Forward):
             customer_id, message = message.customer_id, message.message
         else:
             customer_id = message.customer_id or ""
+        if isinstance(state, Erased):
+            if state.ignores(message.ts_ms):
+                return state, []  # a late event (or a retry) of an erased customer
+            state = None  # the hold is over: a new, empty customer
         state = state or CustomerState(customer_id)
         touched = _skus_bought(message)
         before = {sku: list(state.bought[sku]) for sku in touched if sku in state.bought}
@@ -164,6 +183,21 @@ class Engine:
         if isinstance(message, Merge) or (isinstance(message, Event) and message.type in CHURN_SIGNAL_TYPES):
             emits.append(self._churn_update(state))
         return state, emits
+
+    def _erase_customer(self, state: CustomerState | Erased | None, tombstone: Tombstone):
+        """Drop the customer's state for a marker, delete what the flow wrote of them and of their
+        aliases (again: the edge did at once, but writes may have followed), and take them out of
+        their churn shard."""
+        until = tombstone.ts_ms + self.settings.erasure_retention_ms
+        customer_id = tombstone.customer_id
+        aliases = set(tombstone.aliases)
+        emits: list = []
+        if isinstance(state, CustomerState):
+            aliases.update(state.aliases)
+            emits.append(ForgetChurn(customer_id, tiers.shard_of(customer_id, self.settings.churn_shards),
+                                     state.churn_keys))
+        held = state.extended(until) if isinstance(state, Erased) else Erased(customer_id, until)
+        return held, [*erasure.writes(self.scheme, customer_id, tuple(aliases)), *emits]
 
     def _churn_update(self, state: CustomerState) -> ChurnUpdate:
         rhythm = state.rhythm_view()
@@ -249,11 +283,14 @@ class Engine:
                 state.open_bucket += 1
         return state, emits
 
-    def population(self, state: PopulationShard | None, message: ChurnUpdate | ShardTick):
+    def population(self, state: PopulationShard | None, message: ChurnUpdate | ShardTick | ForgetChurn):
         state = state or PopulationShard(threshold=self.settings.churn_threshold)
         put = Put(self.scheme.churn_shard(message.shard), state, keys.encode_churn_shard)
         if isinstance(message, ShardTick):
             return state, [put] if state.tick(message.now_ms) else []
+        if isinstance(message, ForgetChurn):
+            state.forget(message.customer_id, message.sketch_keys)
+            return state, [put]
         due, alert = state.update(message.customer_id, message.rhythm, message.old_keys, message.new_keys,
                                   message.event_ts)
         return state, [Timer(message.customer_id, message.version, message.event_ts, due, alert), put]
@@ -264,8 +301,10 @@ class Engine:
             return state, state.finish()
         return state, state.arm(message)
 
-    def alert_gate(self, state: AlertGate | None, message: Timer | Fired):
+    def alert_gate(self, state: AlertGate | None, message: Timer | Fired | Tombstone):
         state = state or AlertGate()
+        if isinstance(message, Tombstone):
+            return state, state.erase(message.ts_ms + self.settings.erasure_retention_ms)
         if isinstance(message, Fired):
             return state, state.on_fired(message)
         return state, state.on_timer(message)
@@ -275,6 +314,10 @@ class Engine:
                          keys.encode_alert(alert), self.settings.alerts_maxlen)]
 
     # --- keys ---------------------------------------------------------------------------------
+
+    def erasures(self, tombstone: Tombstone) -> list[ForgetAlias]:
+        """A tombstone fans out to the keys of the aliases it names."""
+        return erasure.alias_messages(tombstone, tombstone.ts_ms + self.settings.erasure_retention_ms)
 
     def bucket_key(self, timer: Timer) -> str | None:
         return None if timer.due_ts is None else f"due:{timer.due_ts // self.settings.clock.bucket_ms}"
@@ -434,15 +477,17 @@ def _steps(engine: Engine) -> list[Step]:
     e = engine
     return [
         Step("parse", {Raw: lambda raw: raw.source}, e.parse,
-             (DeadLetter, Product, Offer, Feedback, Event, Progress)),
+             (DeadLetter, Product, Offer, Feedback, Event, Progress, Tombstone)),
+        Step("erasures", {Tombstone: None}, e.erasures, (ForgetAlias,), stateful=False),
         Step("catalog", {Product: None}, e.product_write, (HashPut,), stateful=False),
         Step("offers", {Offer: None}, e.offer_write, (HashPut,), stateful=False),
-        Step("aliases", {Event: route}, e.alias, (Forward, Put, ItemBasket)),
+        Step("aliases", {Event: route, ForgetAlias: lambda m: m.alias_id}, e.alias, (Forward, Put, ItemBasket, Delete)),
         Step("customers", {
             Event: lambda ev: None if route(ev) else ev.customer_id or "",
             Forward: lambda fw: fw.customer_id,
             Feedback: _whose_feedback,
-        }, e.customer, (Put, ItemBasket, ChurnUpdate, RepeatChange)),
+            Tombstone: lambda t: t.customer_id,
+        }, e.customer, (Put, ItemBasket, ChurnUpdate, RepeatChange, Delete, DeleteAlerts, ForgetChurn)),
         Step("item_repeats", {RepeatChange: lambda m: m.sku}, e.item_repeats, (HashPut,)),
         Step("item_counts", {ItemBasket: lambda m: m.sku}, e.item_counts, (ToNeighbors, ZAdd, SAdd)),
         Step("item_neighbors", {ToNeighbors: lambda m: m.sku}, e.item_neighbors, (Put,)),
@@ -450,11 +495,13 @@ def _steps(engine: Engine) -> list[Step]:
         Step("ranker", {Feedback: lambda fb: RANKER_KEY if fb.features else None}, e.ranker, (Put,)),
         Step("stream_clock", {Progress: lambda _: CLOCK_KEY, Heartbeat: lambda _: CLOCK_KEY},
              e.stream_clock, (ShardTick, BucketTick)),
-        Step("population", {ChurnUpdate: lambda m: f"shard:{m.shard}", ShardTick: lambda m: f"shard:{m.shard}"},
+        Step("population", {ChurnUpdate: lambda m: f"shard:{m.shard}", ShardTick: lambda m: f"shard:{m.shard}",
+                            ForgetChurn: lambda m: f"shard:{m.shard}"},
              e.population, (Timer, Put)),
         Step("timer_buckets", {Timer: e.bucket_key, BucketTick: lambda m: f"due:{m.bucket}"},
              e.timer_bucket, (Fired,)),
-        Step("alert_gate", {Timer: lambda t: t.customer_id, Fired: lambda f: f.timer.customer_id},
+        Step("alert_gate", {Timer: lambda t: t.customer_id, Fired: lambda f: f.timer.customer_id,
+                            Tombstone: lambda t: t.customer_id},
              e.alert_gate, (Alert,)),
         Step("alert_writes", {Alert: None}, e.alert_write, (AddAlert,), stateful=False),
     ]

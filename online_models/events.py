@@ -27,6 +27,8 @@ EVENT_TYPES = frozenset({
     "purchase", "return", "store_visit", "identify", "survey",
 })
 FEEDBACK_TYPES = frozenset({"impression", "click", "accept", "dismiss"})
+ERASE_TYPE = "erase"  # a tombstone: forget this customer (online_models.erasure)
+MAX_ERASED_ALIASES = 64
 ANONYMOUS_CUSTOMER = "anonymous"  # the customer id of feedback on an answer for a shopper we did not know
 ITEM_EVENTS = frozenset({"add_to_cart", "remove_from_cart", "purchase", "return"})
 CHANNELS = frozenset({"web", "app", "store"})
@@ -123,6 +125,21 @@ class Feedback:
 
 
 @dataclass(frozen=True, slots=True)
+class Tombstone:
+    """An erasure request for one customer (envelope type ``erase``): the flow drops their state
+    and that of their aliases, deletes what it wrote of them, and ignores their events with an
+    event time before ``ts_ms`` plus the retention (``online_models.erasure``).
+
+    ``ts_ms`` is when the erasure was asked for; ``aliases`` are the anonymous / loyalty ids
+    the asker knew of (the flow adds those its own state knows)."""
+
+    event_id: str
+    customer_id: str
+    ts_ms: int
+    aliases: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class Rejected:
     reason: str
 
@@ -155,7 +172,7 @@ def partition_key(obj: dict[str, Any]) -> str | None:
 def parse_event(
     raw: bytes | None, *, stream_ts_ms: int | None = None, now_ms: int | None = None,
     limits: ParseLimits = ParseLimits(),
-) -> Event | Rejected:
+) -> Event | Tombstone | Rejected:
     """Parse one envelope.
 
     `stream_ts_ms` is the newest event time seen so far on the message's own partition:
@@ -163,9 +180,14 @@ def parse_event(
     was read: an event far ahead of it is rejected as from the future (without it, nothing
     is). A replay of history is never "from the future", and a sparse partition running
     ahead does not make another partition's events late.
+
+    An ``erase`` envelope is a `Tombstone`; it is never late nor early (an erasure is asked
+    for in wall time, whatever the event times of the stream it joins).
     """
     try:
         obj = _load_object(raw, limits)
+        if obj.get("type") == ERASE_TYPE:
+            return _build_tombstone(obj)
         event = _build_event(obj, limits)
         _check_time(event.ts_ms, stream_ts_ms, limits, now_ms)
         return event
@@ -336,6 +358,18 @@ def _build_event(obj: dict[str, Any], limits: ParseLimits) -> Event:
     )
     _check_type_rules(event)
     return event
+
+
+def _build_tombstone(obj: dict[str, Any]) -> Tombstone:
+    if "ts" not in obj or obj["ts"] is None:
+        raise _Invalid("missing field 'ts'")
+    aliases = obj.get("aliases") or []
+    if (not isinstance(aliases, list) or len(aliases) > MAX_ERASED_ALIASES
+            or not all(isinstance(a, str) and a.strip() for a in aliases)):
+        raise _Invalid(f"field 'aliases' must be a list of at most {MAX_ERASED_ALIASES} non-empty strings; "
+                       f"got {_show(aliases)}")
+    return Tombstone(event_id=_req_str(obj, "event_id"), customer_id=_req_str(obj, "customer_id"),
+                     ts_ms=parse_ts(obj["ts"]), aliases=tuple(sorted(set(aliases))))
 
 
 def _check_type_rules(event: Event) -> None:

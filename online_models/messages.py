@@ -240,8 +240,62 @@ class AddAlert:
         pipe.eval(ADD_ALERT_ONCE, 2, self.key, self.seen_key, self.payload, self.maxlen, ALERT_SEEN_TTL_S)
 
 
-Write = Put | HashPut | ZAdd | SAdd | AddAlert
-WRITE_TYPES = (Put, HashPut, ZAdd, SAdd, AddAlert)
+@dataclass(frozen=True, slots=True)
+class Delete:
+    """DEL key: an erased customer's profile or alias (``online_models.erasure``)."""
+
+    key: str
+
+    @property
+    def slot(self) -> tuple[str, str | None]:
+        return (self.key, None)
+
+    def apply(self, pipe) -> None:
+        pipe.delete(self.key)
+
+
+# One customer's churn alerts out of the stream, with their `seen` keys (same hash tag as the
+# stream). The id is looked for as plain text first (cheap), then each candidate is decoded: an
+# id that JSON escapes (quotes, backslashes, control characters) skips the plain-text filter.
+DELETE_ALERTS_OF = r"""
+local id, seen_prefix = ARGV[1], ARGV[2]
+local plain = not string.find(id, '[%c"\\]')
+local removed = 0
+for _, entry in ipairs(redis.call('XRANGE', KEYS[1], '-', '+')) do
+  local fields = entry[2]
+  for i = 1, #fields, 2 do
+    if fields[i] == 'alert' and (not plain or string.find(fields[i + 1], id, 1, true)) then
+      local ok, alert = pcall(cjson.decode, fields[i + 1])
+      if ok and alert['customer_id'] == id then
+        redis.call('XDEL', KEYS[1], entry[1])
+        if type(alert['alert_id']) == 'string' then redis.call('DEL', seen_prefix .. alert['alert_id']) end
+        removed = removed + 1
+      end
+    end
+  end
+end
+return removed
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteAlerts:
+    """Remove one customer's entries from the churn-alert stream, and their `seen` keys."""
+
+    key: str  # the alert stream
+    seen_prefix: str  # ``KeyScheme.churn_alert_seen("")``: an alert's seen key is this + its id
+    customer_id: str
+
+    @property
+    def slot(self) -> tuple[str, str | None]:
+        return (self.key, "\x01erase:" + self.customer_id)
+
+    def apply(self, pipe) -> None:
+        pipe.eval(DELETE_ALERTS_OF, 1, self.key, self.customer_id, self.seen_prefix)
+
+
+Write = Put | HashPut | ZAdd | SAdd | AddAlert | Delete | DeleteAlerts
+WRITE_TYPES = (Put, HashPut, ZAdd, SAdd, AddAlert, Delete, DeleteAlerts)
 
 
 def coalesce(writes) -> dict[tuple[str, str | None], Write]:

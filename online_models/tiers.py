@@ -276,6 +276,11 @@ class PopulationSketch:
         for sketch, o, n in zip((self.value, self.recency, self.frequency), old or (None,) * 3, new):
             sketch.move(o, n, known=old is not None)
 
+    def remove(self, old: tuple[int | None, int | None, int | None]) -> None:
+        """One customer out of the sketches, from the buckets they were last counted in."""
+        for sketch, bucket in zip((self.value, self.recency, self.frequency), old):
+            sketch.add_bucket(bucket, -1)
+
     def copy(self) -> PopulationSketch:
         return PopulationSketch(self.value.copy(), self.recency.copy(), self.frequency.copy())
 

@@ -55,11 +55,24 @@ class AlertGate:
     version: int = 0
     pending: Timer | None = None
     alerted_episode: int | None = None
+    erased_until: int | None = None  # the customer was erased: timers of events before this are void
 
     def __deepcopy__(self, memo: dict) -> AlertGate:
-        return AlertGate(self.version, self.pending, self.alerted_episode)
+        return AlertGate(self.version, self.pending, self.alerted_episode, self.erased_until)
+
+    def erase(self, until_ms: int) -> list[Alert]:
+        """The customer was erased: nothing pending is raised, nor any timer of an event before
+        ``until_ms`` (one may still sit in a bucket, or be in flight)."""
+        self.pending = None
+        self.erased_until = max(until_ms, self.erased_until or until_ms)
+        return []
+
+    def _void(self, timer: Timer) -> bool:
+        return self.erased_until is not None and timer.event_ts < self.erased_until
 
     def on_timer(self, timer: Timer) -> list[Alert]:
+        if self._void(timer):
+            return []
         alerts = []
         pending = self.pending
         if pending is not None and pending.due_ts is not None and pending.due_ts <= timer.event_ts:
@@ -71,6 +84,8 @@ class AlertGate:
 
     def on_fired(self, fired: Fired) -> list[Alert]:
         timer = fired.timer
+        if self._void(timer):
+            return []
         if timer.version < self.version:
             return []  # replaced by a newer timer (raised by it, if it lapsed before)
         if timer.version > self.version:  # the firing overtook its own timer

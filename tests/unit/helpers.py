@@ -1,5 +1,7 @@
 """Small builders for domain tests: events on event time, a tiny catalog."""
 
+import orjson
+
 from online_models.events import DAY_MS, Event, Item, Product
 
 T0 = 1_795_601_700_000  # 2026-11-25T10:15:00Z
@@ -56,7 +58,20 @@ class MemoryPipe:
     def sadd(self, key, member):
         self.data[(key, "\x00" + member)] = None
 
-    def eval(self, script, numkeys, key, seen_key, payload, *args):
+    def delete(self, key):
+        for slot in [slot for slot in self.data if slot[0] == key]:
+            del self.data[slot]
+
+    def eval(self, script, numkeys, key, *args):
+        from online_models.messages import DELETE_ALERTS_OF
+
+        if script == DELETE_ALERTS_OF:  # the customer's alerts out, with their seen keys
+            customer_id, seen_prefix = args
+            for slot, payload in list(self.data.items()):
+                if slot[0].startswith(seen_prefix) and orjson.loads(payload)["customer_id"] == customer_id:
+                    del self.data[slot]
+            return
+        seen_key, payload = args[0], args[1]
         self.data.setdefault((seen_key, None), payload)  # an alert is added once
 
 
