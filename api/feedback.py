@@ -81,12 +81,13 @@ class FeedbackProducer:
         except KafkaException:
             pass  # it is fatal: it may say so again
 
-    async def send(self, key: str, value: bytes) -> None:
-        """Returns once the broker acknowledged the message; raises KafkaException otherwise."""
+    async def send(self, key: str, value: bytes, topic: str | None = None) -> None:
+        """Returns once the broker acknowledged the message (to ``topic``, default the feedback
+        topic); raises KafkaException otherwise."""
         for attempt in (1, 2):
             producer = self._producer
             try:
-                await self._send_once(producer, key, value)
+                await self._send_once(producer, key, value, topic or self.topic)
                 return
             except KafkaException as exc:
                 error = exc.args[0] if exc.args else None
@@ -94,7 +95,7 @@ class FeedbackProducer:
                     raise
                 self._rebuild(producer)
 
-    async def _send_once(self, producer: Producer, key: str, value: bytes) -> None:
+    async def _send_once(self, producer: Producer, key: str, value: bytes, topic: str) -> None:
         loop = asyncio.get_running_loop()
         done: asyncio.Future = loop.create_future()
 
@@ -102,7 +103,7 @@ class FeedbackProducer:
             outcome = KafkaException(error) if error is not None else None
             loop.call_soon_threadsafe(_settle, done, outcome)
 
-        producer.produce(self.topic, key=key.encode(), value=value, on_delivery=delivered)
+        producer.produce(topic, key=key.encode(), value=value, on_delivery=delivered)
         await asyncio.wait_for(done, self.timeout_s + 1)
 
     def broker_status(self, timeout_s: float = 1.0) -> str | None:

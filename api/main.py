@@ -60,6 +60,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.rate_limits = TokenBuckets(settings.rate_limit_per_s, settings.rate_limit_burst)
     app.state.rules = ranking.Rules(replenishable=tuple(settings.replenishable_categories))
     app.state.arbitration = settings.arbitration()
+    app.state.erasure_topic = settings.topic_web  # tombstones go to the customer's partition of it
 
     errors.install(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)

@@ -93,6 +93,16 @@ class NextBestOffer(BaseModel):
     not_eligible: dict[str, str] = Field(description="offer id → the gate that stopped it, in words")
 
 
+class Erasure(BaseModel):
+    """What `DELETE /v1/customers/{id}` removed; the flow removes the rest when the tombstone arrives."""
+
+    customer_id: str
+    aliases: list[str] = Field(description="the anonymous / loyalty ids erased with the customer")
+    keys_deleted: int = Field(description="Redis keys deleted: profile, aliases, alert `seen` keys")
+    alerts_deleted: int = Field(description="churn-alert stream entries deleted")
+    tombstone_event_id: str = Field(description="the `erase` event sent to the customer's partition")
+
+
 class Profile(BaseModel):
     """The 360° view of a customer (RFM, net value, channel mix, categories, churn …)."""
 

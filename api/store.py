@@ -10,7 +10,7 @@ import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from online_models import keys
+from online_models import erasure, keys
 from online_models.answers import GLOBAL_LIST, STORE_LIST
 from online_models.customer import CustomerState
 from online_models.events import Product
@@ -60,6 +60,26 @@ class Store:
             raw = await self.client.get(self.scheme.customer(state))
             state = keys.decode_profile(raw) if raw else None
         return state if isinstance(state, CustomerState) else None, neighbors
+
+    async def aliases(self, customer_id: str) -> tuple[str, ...]:
+        """The aliases the customer's stored profile lists."""
+        raw = await self.client.get(self.scheme.customer(customer_id))
+        return erasure.aliases_of(keys.decode_profile(raw)) if raw else ()
+
+    async def erase(self, customer_id: str, aliases: tuple[str, ...]) -> tuple[int, int]:
+        """Delete every key of the customer and of ``aliases``, their churn-alert entries and the
+        alerts' ``seen`` keys (``online_models.erasure``); returns (keys deleted, alert entries deleted)."""
+        pipe = self.client.pipeline(transaction=False)
+        for write in erasure.writes(self.scheme, customer_id, aliases):
+            write.apply(pipe)
+        *deleted, (alerts, seen_deleted) = await pipe.execute()
+        deleted.append(seen_deleted)
+        seen = [key async for key in self.client.scan_iter(match=erasure.seen_key_pattern(self.scheme, customer_id),
+                                                             count=1000)
+                if erasure.is_seen_key_of(self.scheme, key.decode(errors="replace"), customer_id)]
+        for start in range(0, len(seen), 500):  # seen keys share the stream's hash tag: one slot
+            deleted.append(await self.client.delete(*seen[start:start + 500]))
+        return sum(deleted), int(alerts)
 
     async def profiles(self, customer_ids: list[str]) -> list[CustomerState | None]:
         pipe = self.client.pipeline(transaction=False)

@@ -133,6 +133,26 @@ def offers_load(
     err(f"published {publish(offers, get_settings())} offers → {get_settings().topic_offers}")
 
 
+customers_app = typer.Typer(help="Customers: erase one (data-protection requests).", no_args_is_help=True)
+app.add_typer(customers_app, name="customers")
+
+
+@customers_app.command("erase")
+def customers_erase(
+    customer_id: Annotated[str, typer.Argument(help="the customer id")],
+    alias: Annotated[list[str] | None, typer.Option("--alias", help="an alias the profile may not list")] = None,
+) -> None:
+    """Erase a customer: a tombstone to the flow, then every Redis key of them and their aliases."""
+    from omnirec.customers import erase
+
+    try:
+        outcome = erase(get_settings(), customer_id, tuple(alias or ()))
+    except RuntimeError as exc:
+        err(f"omnirec customers erase: {exc}")
+        raise typer.Exit(1) from None
+    typer.echo(json.dumps(outcome))
+
+
 @offers_app.command("report")
 def offers_report(
     as_json: bool = typer.Option(False, "--json", help="print the report as one JSON object"),

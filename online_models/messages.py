@@ -260,7 +260,7 @@ class Delete:
 DELETE_ALERTS_OF = r"""
 local id, seen_prefix = ARGV[1], ARGV[2]
 local plain = not string.find(id, '[%c"\\]')
-local removed = 0
+local removed, seen = 0, 0
 for _, entry in ipairs(redis.call('XRANGE', KEYS[1], '-', '+')) do
   local fields = entry[2]
   for i = 1, #fields, 2 do
@@ -268,19 +268,20 @@ for _, entry in ipairs(redis.call('XRANGE', KEYS[1], '-', '+')) do
       local ok, alert = pcall(cjson.decode, fields[i + 1])
       if ok and alert['customer_id'] == id then
         redis.call('XDEL', KEYS[1], entry[1])
-        if type(alert['alert_id']) == 'string' then redis.call('DEL', seen_prefix .. alert['alert_id']) end
+        if type(alert['alert_id']) == 'string' then seen = seen + redis.call('DEL', seen_prefix .. alert['alert_id']) end
         removed = removed + 1
       end
     end
   end
 end
-return removed
+return {removed, seen}
 """
 
 
 @dataclass(frozen=True, slots=True)
 class DeleteAlerts:
-    """Remove one customer's entries from the churn-alert stream, and their `seen` keys."""
+    """Remove one customer's entries from the churn-alert stream, and their `seen` keys; the
+    script answers [entries removed, seen keys removed]."""
 
     key: str  # the alert stream
     seen_prefix: str  # ``KeyScheme.churn_alert_seen("")``: an alert's seen key is this + its id

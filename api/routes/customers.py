@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, HTTPException, Path, Query, Response
+import orjson
+from confluent_kafka import KafkaException
+from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
 
-from api.auth import ProfileScope, RecommendScope
-from api.deps import ArbitrationDep, SigningDep, StoreDep, now_ms
+from api.auth import AdminScope, ProfileScope, RecommendScope
+from api.deps import ArbitrationDep, FeedbackDep, SigningDep, StoreDep, now_ms
 from api.errors import KEYED, responses
 from api.responses import json_response
-from api.schemas import NextBestOffer, Profile
-from online_models import answers, offers
+from api.schemas import Erasure, NextBestOffer, Profile
+from online_models import answers, erasure, offers
 from online_models.profile import profile_view
 
 log = logging.getLogger("omnirec.api")
@@ -29,6 +32,28 @@ async def customer_profile(customer_id: CustomerId, _: ProfileScope, store: Stor
     if state is None:
         raise HTTPException(404, "Customer not found")
     return json_response(profile_view(state, now_ms(), store.catalog, store.population))
+
+
+@router.delete("/v1/customers/{customer_id}", tags=["profile"], response_model=Erasure,
+               responses=responses(*KEYED, 503))
+async def erase_customer(customer_id: CustomerId, request: Request, _: AdminScope, store: StoreDep,
+                         producer: FeedbackDep) -> Response:
+    """Erase the customer: first a tombstone to their partition of the events topic (so the flow
+    drops their state and ignores their late events), then every Redis key of them and of their
+    aliases, their churn alerts and offer contacts. Idempotent; an unknown id is erased too (its
+    events may be on their way). 503 if the broker did not take the tombstone: nothing is deleted."""
+    aliases = await store.aliases(customer_id)
+    tombstone = erasure.tombstone_envelope(customer_id, aliases, now_ms())
+    try:
+        await producer.send(customer_id, orjson.dumps(tombstone), topic=request.app.state.erasure_topic)
+    except (asyncio.TimeoutError, KafkaException) as exc:
+        raise HTTPException(503, f"Not erased, the broker did not acknowledge the tombstone: {exc}") from None
+    keys_deleted, alerts_deleted = await store.erase(customer_id, aliases)
+    log.info("erased customer=%s aliases=%d keys=%d alerts=%d tombstone=%s", customer_id, len(aliases),
+             keys_deleted, alerts_deleted, tombstone["event_id"])
+    return json_response({"customer_id": customer_id, "aliases": list(tombstone["aliases"]),
+                          "keys_deleted": keys_deleted, "alerts_deleted": alerts_deleted,
+                          "tombstone_event_id": tombstone["event_id"]})
 
 
 @router.get("/v1/customers/{customer_id}/next-best-offer", tags=["offers"], response_model=NextBestOffer,
