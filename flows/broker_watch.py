@@ -9,7 +9,8 @@ we watched, without a word. This source emits nothing; a thread checks every
 ``OMNIREC_BROKER_CHECK_S`` that each input topic still exists with the id it had when the flow
 started, and the next poll raises with both ids, so the flow exits non-zero for its supervisor
 (and `omnirec flow` then refuses the stale recovery state until `--reset-recovery`). A broker
-that is merely down is waited for.
+that is merely down is waited for. The same thread sets the consumer-lag gauge
+(``flows.metrics.CONSUMER_LAG``) from the input partitions' high watermarks.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import threading
 from datetime import datetime, timedelta, timezone
 
 from bytewax.inputs import DynamicSource, StatelessSourcePartition
+
+from flows import metrics
 
 
 class BrokerChanged(RuntimeError):
@@ -45,6 +48,7 @@ class _Watch(StatelessSourcePartition[None]):
         from omnirec.recovery import TopicMissing, admin_client, topic_ids
 
         admin = admin_client(bootstrap, **config)
+        lag_reader = None  # a consumer that never subscribes: only asks for high watermarks
         expected: dict[str, str | None] | None = None
         unreachable = False
         while not self._stop.wait(0 if expected is None and not unreachable else every_s):
@@ -69,6 +73,9 @@ class _Watch(StatelessSourcePartition[None]):
             if expected is None:
                 expected = now
                 continue
+            lag_reader = lag_reader or _lag_reader(bootstrap, config)
+            metrics.POSITIONS.report(metrics.high_watermarks(lag_reader, metrics.POSITIONS.partitions(),
+                                                             max(1.0, every_s)))
             changed = [f"{t} (id {expected[t]}, now {now[t]})" for t in topics
                        if expected[t] and now.get(t) and expected[t] != now[t]]
             if changed:
@@ -105,6 +112,13 @@ class _Watch(StatelessSourcePartition[None]):
 
     def close(self) -> None:
         self._stop.set()
+
+
+def _lag_reader(bootstrap: str, config: dict):
+    from confluent_kafka import Consumer
+
+    return Consumer({"bootstrap.servers": bootstrap, "group.id": "omnirec-flow-lag", "enable.auto.commit": False,
+                     **config})
 
 
 class BrokerWatch(DynamicSource[None]):

@@ -11,6 +11,9 @@ second tally.
 - ``omnirec_flow_redis_batch_seconds``: time to write one batch to Redis, retries included
 - ``omnirec_flow_redis_retries_total``: Redis batches sent again after a connection error
 - ``omnirec_flow_churn_alerts_total``: churn alerts raised (produced to ``alerts.churn``)
+- ``omnirec_flow_consumer_lag{topic,partition}``: records on the broker the flow has not read yet
+  (the partition's high watermark minus the next offset to read), checked with the broker watch
+  (every ``OMNIREC_BROKER_CHECK_S``), for each partition this process has read from since it started
 
 Counts are per process and since it started (Prometheus counters); a resumed flow counts what it
 replays again. With several flow processes on one host, give each its own port."""
@@ -21,7 +24,7 @@ import logging
 import sys
 import threading
 
-from prometheus_client import Counter, Histogram, start_http_server
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 log = logging.getLogger("omnirec.flow.metrics")
 
@@ -33,6 +36,54 @@ REDIS_BATCH_SECONDS = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0))
 REDIS_RETRIES = Counter("omnirec_flow_redis_retries_total", "Redis batches sent again after a connection error")
 CHURN_ALERTS = Counter("omnirec_flow_churn_alerts_total", "Churn alerts raised")
+CONSUMER_LAG = Gauge("omnirec_flow_consumer_lag",
+                     "Records on the broker not read yet (high watermark - next offset), by topic and partition",
+                     ["topic", "partition"])
+
+
+class ReadPositions:
+    """The next offset to read of each (topic, partition), as the Kafka source hands records on
+    (the source keeps its offsets in bytewax's snapshots, out of reach: this is what was read)."""
+
+    def __init__(self) -> None:
+        self.next: dict[tuple[str, int], int] = {}
+
+    def read(self, topic: str | None, partition: int | None, offset: int | None) -> None:
+        if topic is not None and partition is not None and offset is not None and offset >= 0:
+            self.next[(topic, partition)] = offset + 1  # one dict store: cheap enough per record
+
+    def partitions(self) -> list[tuple[str, int]]:
+        return sorted(self.next)
+
+    def report(self, ends: dict[tuple[str, int], int | None]) -> dict[tuple[str, int], int]:
+        """Set the lag gauge from the partitions' high watermarks (``None``: unknown, left as it was)."""
+        lags = {}
+        for (topic, partition), next_offset in list(self.next.items()):
+            end = ends.get((topic, partition))
+            if end is None:
+                continue
+            lags[(topic, partition)] = lag = max(0, end - next_offset)
+            CONSUMER_LAG.labels(topic, str(partition)).set(lag)
+        return lags
+
+
+POSITIONS = ReadPositions()
+
+
+def high_watermarks(consumer, partitions: list[tuple[str, int]], timeout_s: float) -> dict[tuple[str, int], int | None]:
+    """Each partition's high watermark (the offset the next record will get), or None if the broker
+    did not say."""
+    from confluent_kafka import KafkaException, TopicPartition
+
+    ends: dict[tuple[str, int], int | None] = {}
+    for topic, partition in partitions:
+        try:
+            _low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout_s,
+                                                        cached=False)
+            ends[(topic, partition)] = high if high >= 0 else None
+        except KafkaException:
+            ends[(topic, partition)] = None
+    return ends
 
 # What a reason starts with → its label: the reasons themselves carry values (unbounded).
 _REASON_KINDS = (

@@ -29,6 +29,7 @@ def from_kafka(msg: Any, error: str | None = None) -> Raw | DeadLetter:
     if counter is None:
         counter = _EVENTS_BY_TOPIC[msg.topic] = metrics.EVENTS_IN.labels(str(msg.topic))
     counter.inc()
+    metrics.POSITIONS.read(msg.topic, msg.partition, msg.offset)
     raw = Raw(msg.topic, msg.partition, msg.offset, msg.key, msg.value, wall_ms())
     return raw if error is None else DeadLetter(raw, error)
 

@@ -53,6 +53,46 @@ def test_the_flow_serves_its_metrics_on_the_port_setting():
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
     for name in ("omnirec_flow_events_total", "omnirec_flow_dead_letters_total", "omnirec_flow_step_errors_total",
                  "omnirec_flow_redis_batch_seconds_bucket", "omnirec_flow_redis_retries_total",
-                 "omnirec_flow_churn_alerts_total"):
+                 "omnirec_flow_churn_alerts_total", "omnirec_flow_consumer_lag"):
         assert name in text, name
     metrics.serve(0)  # 0: off, nothing happens
+
+
+class Watermarks:
+    """Stands in for a Kafka consumer: each partition's (low, high) watermarks; 'gone' raises."""
+
+    def __init__(self, ends) -> None:
+        self.ends = ends
+
+    def get_watermark_offsets(self, tp, timeout, cached):
+        from confluent_kafka import KafkaError, KafkaException
+
+        if tp.topic == "gone":
+            raise KafkaException(KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART))
+        return 0, self.ends[(tp.topic, tp.partition)]
+
+
+def test_consumer_lag_is_the_high_watermark_minus_the_next_offset_read():
+    positions = metrics.ReadPositions()
+    for offset in range(10):
+        positions.read("t.lag", 0, offset)  # read 0..9: next is 10
+    positions.read("t.lag", 1, 41)
+    positions.read("gone", 0, 3)
+    positions.read("t.lag", 2, None)  # an error record carries no offset: not a position
+    ends = metrics.high_watermarks(Watermarks({("t.lag", 0): 25, ("t.lag", 1): 42}), positions.partitions(), 1.0)
+    assert ends == {("gone", 0): None, ("t.lag", 0): 25, ("t.lag", 1): 42}
+    assert positions.report(ends) == {("t.lag", 0): 15, ("t.lag", 1): 0}
+    assert value("omnirec_flow_consumer_lag", topic="t.lag", partition="0") == 15
+    assert value("omnirec_flow_consumer_lag", topic="t.lag", partition="1") == 0
+    positions.read("t.lag", 0, 24)  # caught up
+    positions.report(ends)
+    assert value("omnirec_flow_consumer_lag", topic="t.lag", partition="0") == 0
+
+
+def test_the_flow_edge_records_what_it_read():
+    before = dict(metrics.POSITIONS.next)
+    record = Record("t.positions")
+    record.partition, record.offset = 3, 7
+    from_kafka(record)
+    assert metrics.POSITIONS.next[("t.positions", 3)] == 8
+    assert {k: v for k, v in metrics.POSITIONS.next.items() if k != ("t.positions", 3)} == before
