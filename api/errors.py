@@ -30,7 +30,8 @@ class ErrorBody(BaseModel):
 
 
 DESCRIPTIONS = {
-    400: "Bad id: not one this API issued (forged, altered or signed with an unknown key)",
+    400: "Bad request: a body that is not JSON (or not UTF-8), or an id this API did not issue (forged, "
+         "altered or signed with an unknown key)",
     401: "Missing or unknown API key",
     403: "The API key lacks the scope",
     404: "Not found",

@@ -43,7 +43,7 @@ async def recommendations(
     return await _recommend(store, rules, signing, customer_id, anonymous_id, req)
 
 
-@router.post("/v1/cross-sell", response_model=Recommendations, responses=responses(*KEYED, 503))
+@router.post("/v1/cross-sell", response_model=Recommendations, responses=responses(400, *KEYED, 503))
 async def cross_sell(body: CrossSellRequest, _: RecommendScope, store: StoreDep, rules: RulesDep,
                      signing: SigningDep) -> Response:
     req = ranking.Request(context="cart", skus=tuple(body.basket), channel=body.channel,
