@@ -72,17 +72,18 @@ POSITIONS = ReadPositions()
 
 def high_watermarks(consumer, partitions: list[tuple[str, int]], timeout_s: float) -> dict[tuple[str, int], int | None]:
     """Each partition's high watermark (the offset the next record will get), or None if the broker
-    did not say."""
+    did not say. After one failure the rest are not asked (the broker is away: the broker watch must
+    not wait ``timeout_s`` once per partition)."""
     from confluent_kafka import KafkaException, TopicPartition
 
-    ends: dict[tuple[str, int], int | None] = {}
+    ends: dict[tuple[str, int], int | None] = dict.fromkeys(partitions)
     for topic, partition in partitions:
         try:
             _low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout_s,
                                                         cached=False)
             ends[(topic, partition)] = high if high >= 0 else None
         except KafkaException:
-            ends[(topic, partition)] = None
+            break
     return ends
 
 # What a reason starts with → its label: the reasons themselves carry values (unbounded).

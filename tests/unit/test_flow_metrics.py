@@ -63,11 +63,13 @@ class Watermarks:
 
     def __init__(self, ends) -> None:
         self.ends = ends
+        self.asked = 0
 
     def get_watermark_offsets(self, tp, timeout, cached):
         from confluent_kafka import KafkaError, KafkaException
 
-        if tp.topic == "gone":
+        self.asked += 1
+        if tp.topic == "z.gone":
             raise KafkaException(KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART))
         return 0, self.ends[(tp.topic, tp.partition)]
 
@@ -77,16 +79,20 @@ def test_consumer_lag_is_the_high_watermark_minus_the_next_offset_read():
     for offset in range(10):
         positions.read("t.lag", 0, offset)  # read 0..9: next is 10
     positions.read("t.lag", 1, 41)
-    positions.read("gone", 0, 3)
+    positions.read("z.gone", 0, 3)
     positions.read("t.lag", 2, None)  # an error record carries no offset: not a position
     ends = metrics.high_watermarks(Watermarks({("t.lag", 0): 25, ("t.lag", 1): 42}), positions.partitions(), 1.0)
-    assert ends == {("gone", 0): None, ("t.lag", 0): 25, ("t.lag", 1): 42}
+    assert ends == {("z.gone", 0): None, ("t.lag", 0): 25, ("t.lag", 1): 42}
     assert positions.report(ends) == {("t.lag", 0): 15, ("t.lag", 1): 0}
     assert value("omnirec_flow_consumer_lag", topic="t.lag", partition="0") == 15
     assert value("omnirec_flow_consumer_lag", topic="t.lag", partition="1") == 0
     positions.read("t.lag", 0, 24)  # caught up
     positions.report(ends)
     assert value("omnirec_flow_consumer_lag", topic="t.lag", partition="0") == 0
+    away = Watermarks({})  # a broker that is away: asked once, not once per partition
+    assert metrics.high_watermarks(away, [("z.gone", 0), ("z.gone", 1)], 1.0) == {("z.gone", 0): None,
+                                                                                  ("z.gone", 1): None}
+    assert away.asked == 1
 
 
 def test_the_flow_edge_records_what_it_read():
