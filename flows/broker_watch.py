@@ -48,7 +48,6 @@ class _Watch(StatelessSourcePartition[None]):
         from omnirec.recovery import TopicMissing, admin_client, topic_ids
 
         admin = admin_client(bootstrap, **config)
-        lag_reader = None  # a consumer that never subscribes: only asks for high watermarks
         expected: dict[str, str | None] | None = None
         unreachable = False
         while not self._stop.wait(0 if expected is None and not unreachable else every_s):
@@ -74,8 +73,7 @@ class _Watch(StatelessSourcePartition[None]):
                 expected = now
                 continue
             try:
-                lag_reader = lag_reader or _lag_reader(bootstrap, config)
-                metrics.POSITIONS.report(metrics.high_watermarks(lag_reader, metrics.POSITIONS.partitions(),
+                metrics.POSITIONS.report(metrics.high_watermarks(admin, metrics.POSITIONS.partitions(),
                                                                  max(1.0, every_s)))
             except Exception as exc:  # noqa: BLE001 - a metric must never stop the watch
                 print(f"omnirec flow: consumer lag not measured: {exc}", file=sys.stderr, flush=True)
@@ -115,13 +113,6 @@ class _Watch(StatelessSourcePartition[None]):
 
     def close(self) -> None:
         self._stop.set()
-
-
-def _lag_reader(bootstrap: str, config: dict):
-    from confluent_kafka import Consumer
-
-    return Consumer({"bootstrap.servers": bootstrap, "group.id": "omnirec-flow-lag", "enable.auto.commit": False,
-                     **config})
 
 
 class BrokerWatch(DynamicSource[None]):

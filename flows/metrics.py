@@ -70,20 +70,27 @@ class ReadPositions:
 POSITIONS = ReadPositions()
 
 
-def high_watermarks(consumer, partitions: list[tuple[str, int]], timeout_s: float) -> dict[tuple[str, int], int | None]:
+def high_watermarks(admin, partitions: list[tuple[str, int]], timeout_s: float) -> dict[tuple[str, int], int | None]:
     """Each partition's high watermark (the offset the next record will get), or None if the broker
-    did not say. After one failure the rest are not asked (the broker is away: the broker watch must
-    not wait ``timeout_s`` once per partition)."""
+    did not say: one ListOffsets request through the broker watch's admin client (a second consumer
+    in the flow process made its Kafka source fail, measured here)."""
     from confluent_kafka import KafkaException, TopicPartition
+    from confluent_kafka.admin import OffsetSpec
 
     ends: dict[tuple[str, int], int | None] = dict.fromkeys(partitions)
-    for topic, partition in partitions:
+    if not partitions:
+        return ends
+    try:
+        futures = admin.list_offsets({TopicPartition(t, p): OffsetSpec.latest() for t, p in partitions},
+                                     request_timeout=timeout_s)
+    except KafkaException:
+        return ends
+    for tp, future in futures.items():
         try:
-            _low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout_s,
-                                                        cached=False)
-            ends[(topic, partition)] = high if high >= 0 else None
-        except KafkaException:
-            break
+            offset = future.result(timeout=timeout_s).offset
+        except (KafkaException, TimeoutError):
+            continue
+        ends[(tp.topic, tp.partition)] = offset if offset >= 0 else None
     return ends
 
 # What a reason starts with → its label: the reasons themselves carry values (unbounded).
