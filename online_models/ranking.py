@@ -399,6 +399,45 @@ def _outside_customer_line(category: str, shares: Mapping[str, float], rules: Ru
     return False
 
 
+SEARCH_BRAND_WEIGHT = 0.25  # a brand they like counts a quarter of one level of their line
+
+
+def search_affinity(category: str, brand: str, shares: Mapping[str, float],
+                    brand_shares: Mapping[str, float]) -> float:
+    """How much a search match is this customer's: their share of interest under each level of
+    the match's category path (the top level, the line, the category itself: a men's buyer's
+    interest lies under "men" whatever trousers they bought), plus a little for its brand.
+
+    >>> shares = {"men/shirts": 0.75, "men/trousers": 0.25}
+    >>> search_affinity("men/trousers", "", shares, {}), search_affinity("kids/boys/trousers", "", shares, {})
+    (1.25, 0.0)
+    """
+    parts = category.split("/")
+    line = sum(share for depth in range(1, len(parts) + 1)
+               for c, share in shares.items() if _under(c, "/".join(parts[:depth])))
+    return line + SEARCH_BRAND_WEIGHT * brand_shares.get(brand, 0.0)
+
+
+def search_order(matches: list[Product], state: CustomerState | None,
+                 catalog: Mapping[str, Product]) -> list[Product]:
+    """Catalog search matches in the order a till should offer them: in stock first, then the
+    customer's affinity for each (``search_affinity``: their line, category and brand, learnt
+    from what they bought and viewed), then by name. Without a customer: stock, then name.
+
+    >>> shop = {p.sku: p for p in [Product("BT", "Cargo trousers", "kids/boys/trousers"),
+    ...         Product("MT", "Linen trousers", "men/trousers"), Product("MS", "Oxford shirt", "men/shirts")]}
+    >>> [p.sku for p in search_order([shop["BT"], shop["MT"]], None, shop)]
+    ['BT', 'MT']
+    >>> buys_men = CustomerState("c-1", sku_interest={"MS": 0.0})
+    >>> [p.sku for p in search_order([shop["BT"], shop["MT"]], buys_men, shop)]
+    ['MT', 'BT']
+    """
+    shares = state.category_shares(catalog) if state is not None else {}
+    brands = state.brand_shares(catalog) if state is not None else {}
+    return sorted(matches, key=lambda p: (not p.in_stock, -search_affinity(p.category, p.brand, shares, brands),
+                                          p.name, p.sku))
+
+
 def _features(cand: _Candidate, product: Product, state: CustomerState | None) -> dict[str, float]:
     return {**cand.parts, "price": math.log1p(product.price) / 10, "margin": _margin_share(product),
             "viewed": 1.0 if state is not None and product.sku in state.recent_views else 0.0}

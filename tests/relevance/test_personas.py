@@ -229,3 +229,20 @@ def test_reasons_read_as_sentences_with_the_customers_own_rhythm(api):
     assert active["churn"]["reasons"][0] == "last bought yesterday; they usually buy every 4 days"
     newbie = profile(api, pets.P_NEWBIE)["value"]
     assert newbie["churn"]["reasons"][0] == "one purchase so far, 5 days ago"
+
+
+def test_catalog_search_ranks_matches_by_the_customers_affinity(api):
+    """Rule "search by affinity": "bed" at the till finds every bed; a dog owner gets dog beds
+    first (Enter adds the first), a cat home the cat bed, an anonymous shopper the name order."""
+    def search(**params) -> list[dict]:
+        answer = api.get("/v1/catalog/search", params={"q": "bed", **params}, headers=TILL)
+        assert answer.status_code == 200, answer.text
+        return answer.json()["items"]
+
+    anonymous = search()
+    assert skus(anonymous)[0] == "WW-CB1"  # "Cat cave bed" comes first by name
+    dog_owner = search(customer_id=pets.P_DISMISS)
+    assert sorted(skus(dog_owner)) == sorted(skus(anonymous))  # the same matches, reordered
+    assert [under(i["category"], "pt/dg") for i in dog_owner] == [True, True, True, False]
+    assert skus(search(customer_id=pets.P_NEWBIE))[0] == "WW-CB1"  # buys cat food
+    assert skus(search(customer_id="ww-never-seen"))[0] == "WW-CB1"

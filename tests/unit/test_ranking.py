@@ -163,3 +163,19 @@ def test_a_fallback_says_why():
     known = customer(purchase("p1", skus=("TR-1",), ts=day(0)))
     out = recommend(known, Request("cart", ("TR-1",), k=3), TROUSER_NEIGHBORS, POPULAR, CATALOG, RULES)
     assert fallback_reason(known, Request("cart", ("TR-1",)), out) is None  # complements: no fallback
+
+
+def test_catalog_search_puts_the_customers_own_line_first():
+    from online_models.ranking import search_order
+
+    trousers = [CATALOG[s] for s in ("BT-1", "TR-1", "TR-2")]  # "Boys trousers" first by name
+    assert skus(search_order(trousers, None, CATALOG)) == ["BT-1", "TR-2", "TR-1"]
+    buys_men = customer(purchase("p1", skus=("SH-1", "BL-1")))  # shirts and belts, never trousers
+    assert skus(search_order(trousers, buys_men, CATALOG))[0] in {"TR-1", "TR-2"}
+    assert skus(search_order(trousers, buys_men, CATALOG))[-1] == "BT-1"
+    # within the line, the brand they buy first; out of stock last whatever the affinity
+    likes_northway = customer(purchase("p1", skus=("BL-1",)))  # a Northway belt: men's, neither socks nor trousers
+    men = [CATALOG[s] for s in ("SK-1", "TR-1", "XX-1")]
+    assert skus(search_order(men, likes_northway, CATALOG)) == ["TR-1", "SK-1", "XX-1"]
+    buys_boys = customer(purchase("p1", skus=("BS-1",)))
+    assert skus(search_order(trousers, buys_boys, CATALOG))[0] == "BT-1"
