@@ -64,6 +64,10 @@ P_PICKY = "ww-picky"  # a cat and dog home; excludes things per request
 P_DISMISS = "ww-dismisser"  # a dog owner who dismisses leads
 P_NEWBIE = "ww-newbie"  # one purchase, five days ago
 P_BUSY = "ww-busy"  # twelve purchases in 24 days: recent, but no newcomer
+P_DEAL = "ww-deal"  # a fair share on discount, nothing sent back: a deal seeker, no returner
+P_SLOW = "ww-slow"  # buys every 60 days, last yesterday: the next purchase is far off
+P_GONE = "ww-gone"  # bought three times, ten days apart, then nothing for 200 days
+P_DEAR = "ww-dear"  # pays 45 an item on average: a dear complement is in their range
 
 
 @dataclass
@@ -156,3 +160,9 @@ def _personas(shop: Shop) -> None:
     shop.buy(P_NEWBIE, 5, ["WW-CF1"])
     for n in range(12):
         shop.buy(P_BUSY, 2 + 2 * (11 - n), ["AQ-FF1", "AQ-PL1"])
+    for n in range(3):
+        shop.buy(P_DEAL, 9 - 4 * n, ["WW-DF1"], discount=0.3 if n == 1 else 0.0)
+        shop.buy(P_DEAL, 9 - 4 * n, ["WW-CF1"], discount=0.3)
+        shop.buy(P_SLOW, 1 + 60 * n, ["WW-DF1"])
+        shop.buy(P_GONE, 200 + 10 * n, ["WW-CL1"])
+    shop.buy(P_DEAR, 15, ["WW-DB2", "WW-CB1"])

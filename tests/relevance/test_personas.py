@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from tests.integration.kafka_tools import wait_for
 
 from . import shop as pets
@@ -83,6 +85,27 @@ def test_offer_suitability_no_discount_for_a_discount_driven_returner_nor_a_zero
     seen = profile(api, pets.P_BARGAIN)["value"]
     assert seen["rules"]["discount_driven_returner"] is True and "returner" in seen["segments"]
     assert profile(api, pets.P_DISMISS)["value"]["rules"]["discount_driven_returner"] is False
+    assert bargain["cell"] == "discount_returner"  # their offers' propensity is learnt apart
+
+
+def test_a_deal_seeker_learns_in_a_cell_of_their_own_but_is_not_refused_discounts(api):
+    """Rule "deal seeker": a fair share bought on discount, nothing returned: the offers learn
+    their propensity in the deal cell, and no gate withholds a discount from them."""
+    deal = nbo(api, pets.P_DEAL)
+    assert deal["cell"].endswith("|deal")
+    assert not deal["not_eligible"].get(pets.DOG_DISCOUNT["offer_id"], "").startswith("suitability")
+    assert nbo(api, pets.P_ACTIVE)["cell"].split("|")[1] != "deal"
+
+
+def test_a_coupon_is_timed_to_the_next_purchase_once_there_is_a_rhythm(api):
+    """Rule "purchase rhythm for timing": who buys every 60 days and bought yesterday gets no
+    two-week coupon (it would expire first); who buys every 4 days does; a one-purchase
+    customer has no rhythm to time it by."""
+    points = pets.POINTS["offer_id"]
+    slow = nbo(api, pets.P_SLOW)
+    assert slow["not_eligible"][points] == "timing: next purchase expected in 59 days; the offer lasts 14"
+    assert points not in nbo(api, pets.P_ACTIVE)["not_eligible"]
+    assert points not in nbo(api, pets.P_NEWBIE)["not_eligible"]
 
 
 def skus_of(summaries: list[dict]) -> list[str]:
@@ -131,6 +154,18 @@ def test_the_till_the_basket_speaks_for_the_line_and_evidence_comes_first(api):
     assert "AQ-FF1" in skus(items)[2:]
     cat_home = till(api, pets.P_PICKY, ["WW-DB1"], k=10)
     assert "WW-CT1" in skus(cat_home)
+
+
+def test_the_till_a_dear_complement_is_demoted_unless_the_customer_buys_dear(api):
+    """Rule "the till: price in place": with a 5.00 fern in the basket, the 120.00 filter
+    bought with it in a third of its baskets is demoted for a shopper who pays 8 an item, not
+    for one who pays 45 an item."""
+    from online_models.ranking import PRICE_PENALTY
+
+    def filter_score(customer: str) -> float:
+        return next(i["score"] for i in till(api, customer, ["AQ-PL1"], k=10) if i["sku"] == "AQ-FL1")
+
+    assert filter_score(pets.P_NEWBIE) == pytest.approx(PRICE_PENALTY * filter_score(pets.P_DEAR), rel=0.05)
 
 
 def test_the_till_no_substitute_in_the_top_3(api):
@@ -216,6 +251,15 @@ def test_segments_new_needs_a_short_tenure_and_few_orders_and_loyal_a_long_rhyth
     busy = profile(api, pets.P_BUSY)["value"]["segments"]
     assert "new" not in busy and "loyal" not in busy  # 24 days are no long relationship either
     assert "loyal" in profile(api, pets.P_ACTIVE)["value"]["segments"]
+
+
+def test_lapsed_is_silent_far_beyond_their_rhythm_and_also_lapsing(api):
+    """Rules "lapsed" and "lapsing": three purchases ten days apart, then 200 days of silence,
+    are lapsed (the CRM segment); 60 days after a weekly rhythm is lapsing, not yet lapsed."""
+    gone = profile(api, pets.P_GONE)["value"]
+    assert gone["rules"]["lapse"] == "lapsed" and "lapsed" in gone["segments"]
+    slipping = profile(api, pets.P_LAPSING_HIGH)["value"]
+    assert slipping["rules"]["lapse"] == "lapsing" and "lapsed" not in slipping["segments"]
 
 
 def test_reasons_read_as_sentences_with_the_customers_own_rhythm(api):
