@@ -50,7 +50,9 @@ DOG_DISCOUNT = {"offer_id": "ww-dog-10", "name": "10% off everything for dogs", 
                 "value": 8.0, "eligibility": {"categories": ["pt/dg"]}, "prior_propensity": 0.2}
 POINTS = {"offer_id": "ww-points", "name": "Double points on food", "kind": "loyalty_points",
           "value": 3.0, "prior_propensity": 0.1}
-OFFERS = [WIN_BACK, DOG_DISCOUNT, POINTS]
+LEAD_BUNDLE = {"offer_id": "ww-lead-bundle", "name": "A lead at half price with a bed", "kind": "bundle",
+               "value": 6.0, "bundle_skus": ["WW-DL1"], "prior_propensity": 0.2}
+OFFERS = [WIN_BACK, DOG_DISCOUNT, POINTS, LEAD_BUNDLE]
 
 # The personas: each one plants a known need.
 P_ACTIVE = "ww-active"  # buys dog food every 4 days for months, last yesterday: no win-back

@@ -108,6 +108,17 @@ def test_a_coupon_is_timed_to_the_next_purchase_once_there_is_a_rhythm(api):
     assert points not in nbo(api, pets.P_NEWBIE)["not_eligible"]
 
 
+def test_offer_suitability_a_bundle_goes_with_the_basket_or_the_customers_line(api):
+    """Rule "offer suitability by kind" (bundle): the lead bundle is for a dog home, or for
+    whoever holds a dog bed at the till; not for a cat home with nothing of the dog line."""
+    bundle = pets.LEAD_BUNDLE["offer_id"]
+    cat_home = nbo(api, pets.P_NEWBIE)
+    assert cat_home["not_eligible"][bundle].startswith("suitability: no bundle")
+    with_a_dog_bed = nbo(api, pets.P_NEWBIE, sku=["WW-DB1"])
+    assert not with_a_dog_bed["not_eligible"].get(bundle, "").startswith("suitability")
+    assert not nbo(api, pets.P_DISMISS)["not_eligible"].get(bundle, "").startswith("suitability")
+
+
 def skus_of(summaries: list[dict]) -> list[str]:
     return [s["offer_id"] for s in summaries]
 
