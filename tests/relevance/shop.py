@@ -120,6 +120,7 @@ def _population(shop: Shop, rng: random.Random) -> None:
             shop.buy(customer, first - 14 * n + rng.uniform(-1, 1), ["WW-DF1"] + (["WW-DT1"] if n == 2 else []))
     for c in range(10):  # multi-pet homes: the dog bed with a cat toy
         shop.buy(f"ww-multi-{c}", rng.uniform(20, 70), ["WW-DB1", "WW-CT1"] + (["WW-DL1"] if c % 2 else []))
+    shop.buy("ww-stock-up", 30, ["WW-DB1", "WW-DF1"])  # once, the bed with kibble: a token pair
     for c in range(15):  # a second dog bed bought on its own (rarely with the first: no pair)
         shop.buy(f"ww-donut-{c}", rng.uniform(5, 60), ["WW-DB2"] if c else ["WW-DB2", "WW-DB1"])
     for c in range(20):  # cat homes: litter and pouches every fortnight, a toy once
