@@ -139,7 +139,7 @@ def feedback_envelope(decision_id: str | None, recommendation_id: str | None, ev
 
 def search_catalog(catalog: Iterable[Product], q: str, limit: int) -> list[dict[str, Any]]:
     """Products whose SKU or name contains every word of `q` (case-insensitive), in stock first,
-    then by name.
+    then by name (for a known customer the route orders them with ``ranking.search_order``).
 
     >>> shop = [Product("TR-1", "Slim trousers", "men/trousers", in_stock=False),
     ...         Product("TR-2", "Wide trousers", "men/trousers"), Product("BL-1", "Belt", "men/belts")]
@@ -148,11 +148,20 @@ def search_catalog(catalog: Iterable[Product], q: str, limit: int) -> list[dict[
     >>> [p["sku"] for p in search_catalog(shop, "tr 1", 10)]
     ['TR-1']
     """
-    words = q.lower().split()
-    found = [p for p in catalog if all(word in f"{p.sku} {p.name}".lower() for word in words)]
+    found = matching_products(catalog, q)
     found.sort(key=lambda p: (not p.in_stock, p.name))
+    return product_rows(found[:limit])
+
+
+def matching_products(catalog: Iterable[Product], q: str) -> list[Product]:
+    """Products whose SKU or name contains every word of `q` (case-insensitive), unordered."""
+    words = q.lower().split()
+    return [p for p in catalog if all(word in f"{p.sku} {p.name}".lower() for word in words)]
+
+
+def product_rows(products: Iterable[Product]) -> list[dict[str, Any]]:
     return [{"sku": p.sku, "name": p.name, "category": p.category, "brand": p.brand, "price": p.price,
-             "in_stock": p.in_stock} for p in found[:limit]]
+             "in_stock": p.in_stock} for p in products]
 
 
 def day_start_ms(now_ms: int) -> int:

@@ -24,17 +24,18 @@ TEST_SESSION_TIMEOUT_MS = 6000
 
 
 def pytest_collection_modifyitems(config, items):
-    """Tests under integration/ are marked ``integration``; under faults/, ``faults`` and
-    ``integration`` (they need the real broker and Redis too, so ``-m "not integration"`` skips them)."""
+    """Tests under integration/ are marked ``integration``; under faults/ and relevance/, also
+    ``faults`` or ``relevance`` (they need the real broker and Redis too, so ``-m "not
+    integration"`` skips them)."""
     here = Path(__file__).parent.resolve()
     for item in items:
         try:
             first = Path(str(item.fspath)).resolve().relative_to(here).parts[0]
         except (ValueError, IndexError):
             continue
-        if first == "faults":
-            item.add_marker(pytest.mark.faults)
-        if first in ("integration", "faults"):
+        if first in ("faults", "relevance"):
+            item.add_marker(getattr(pytest.mark, first))
+        if first in ("integration", "faults", "relevance"):
             item.add_marker(pytest.mark.integration)
 
 

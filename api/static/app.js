@@ -113,7 +113,9 @@ const runSearch = debounce(async (query) => {
   const controller = new AbortController();
   state.searchAbort = controller;
   try {
-    const { items } = await api(`/v1/catalog/search?q=${encodeURIComponent(query)}&limit=8`,
+    // With a customer identified, their own line, category and brand come first.
+    const who = state.customerId ? `&customer_id=${encodeURIComponent(state.customerId)}` : "";
+    const { items } = await api(`/v1/catalog/search?q=${encodeURIComponent(query)}&limit=8${who}`,
       { signal: controller.signal });
     state.searchResults = items;
     list.replaceChildren(...(items.length ? items.map(resultRow)

@@ -75,6 +75,16 @@ def test_at_the_till_what_goes_with_the_basket_ranks_before_affinity():
     assert "bought with Leather belt in 66% of baskets" in out[0].reasons
 
 
+def test_at_the_till_a_token_pair_is_no_evidence_for_affinity_to_ride_on():
+    # The phone fan's case was in 2% of the belt's baskets: the shirt in 66% still comes first.
+    fan = customer(*[purchase(f"p{i}", skus=("PH-1",), ts=day(i), price=500.0) for i in range(4)])
+    neighbors = {"BL-1": [Neighbor("SH-1", 0.05, 0.66), Neighbor("PC-1", 0.9, 0.02)]}
+    out = recommend(fan, Request("cart", ("BL-1",), k=5), neighbors, POPULAR, CATALOG, RULES)
+    assert skus(out)[0] == "SH-1" and "PC-1" in skus(out)
+    case = next(s for s in out if s.sku == "PC-1")
+    assert "bought with Leather belt in 2% of baskets" in case.reasons  # the pair is still said
+
+
 def test_a_complement_far_dearer_than_the_basket_is_demoted_unless_the_customer_buys_dear():
     neighbors = {"SK-1": [Neighbor("PH-1", 0.9, 0.5), Neighbor("BL-1", 0.4, 0.3)]}
     out = recommend(None, Request("cart", ("SK-1",), k=5), neighbors, POPULAR, CATALOG, RULES)
@@ -163,3 +173,19 @@ def test_a_fallback_says_why():
     known = customer(purchase("p1", skus=("TR-1",), ts=day(0)))
     out = recommend(known, Request("cart", ("TR-1",), k=3), TROUSER_NEIGHBORS, POPULAR, CATALOG, RULES)
     assert fallback_reason(known, Request("cart", ("TR-1",)), out) is None  # complements: no fallback
+
+
+def test_catalog_search_puts_the_customers_own_line_first():
+    from online_models.ranking import search_order
+
+    trousers = [CATALOG[s] for s in ("BT-1", "TR-1", "TR-2")]  # "Boys trousers" first by name
+    assert skus(search_order(trousers, None, CATALOG)) == ["BT-1", "TR-2", "TR-1"]
+    buys_men = customer(purchase("p1", skus=("SH-1", "BL-1")))  # shirts and belts, never trousers
+    assert skus(search_order(trousers, buys_men, CATALOG))[0] in {"TR-1", "TR-2"}
+    assert skus(search_order(trousers, buys_men, CATALOG))[-1] == "BT-1"
+    # within the line, the brand they buy first; out of stock last whatever the affinity
+    likes_northway = customer(purchase("p1", skus=("BL-1",)))  # a Northway belt: men's, neither socks nor trousers
+    men = [CATALOG[s] for s in ("SK-1", "TR-1", "XX-1")]
+    assert skus(search_order(men, likes_northway, CATALOG)) == ["TR-1", "SK-1", "XX-1"]
+    buys_boys = customer(purchase("p1", skus=("BS-1",)))
+    assert skus(search_order(trousers, buys_boys, CATALOG))[0] == "BT-1"
