@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     recovery_dir: str = ".omnirec/recovery"
     snapshot_interval_s: float = Field(2.0, gt=0)
     flow_batch_size: int = Field(1000, gt=0)
+    flow_fetch_wait_ms: int = Field(100, ge=1, le=5000, description="longest the broker holds an empty fetch of the "
+                                    "flow's Kafka source: the idle poll rate (one fetch per partition per wait) "
+                                    "against the added delay on a quiet partition")
     workers: int = Field(1, ge=1)
 
     redis_retry_base_s: float = Field(0.1, gt=0, description="first wait before the Redis sink retries a batch")
