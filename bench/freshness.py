@@ -50,7 +50,7 @@ def broker_pid(bootstrap: str) -> int | None:
                 argv = f.read().split(b"\0")
         except OSError:
             continue
-        if any(b"tansu" in a for a in argv[:1]) and any(bootstrap.encode() in a for a in argv):
+        if any(b"tansu" in a for a in argv[:1]) and f"tcp://{bootstrap}".encode() in argv:
             return int(entry)
     return None
 
@@ -127,19 +127,25 @@ def main(argv: list[str] | None = None) -> dict:
             flow_pid, tansu_pid = procs[0].pid, broker_pid(settings.kafka_bootstrap)
             if tansu_pid is None:
                 raise RuntimeError(f"no tansu process found listening at {settings.kafka_bootstrap}")
+            def produced() -> int:
+                return c.topic_size(settings, settings.topic_web) + c.topic_size(settings, settings.topic_store)
+
             trickle = simulate(env, args.bg_customers, args.idle_rate, "bench-fresh-simulate-idle.log")
-            size0 = c.topic_size(settings, settings.topic_web) + c.topic_size(settings, settings.topic_store)
-            time.sleep(5)  # the flow catches up with the start of the trickle
+            size0 = produced()
+            c.wait_until(lambda: produced() >= size0 + args.idle_rate, 180, interval=0.5, procs=[trickle],
+                         what="the simulator's trickle to flow")
+            time.sleep(2)  # the flow catches up with the start of the trickle
             c.log(f"idle cost: {args.idle_rate:g} ev/s for {args.idle_seconds:g} s …")
-            t_idle = time.perf_counter()
+            size1, t_idle = produced(), time.perf_counter()
             idle = idle_cost({"flow": flow_pid, "broker": tansu_pid}, args.idle_seconds)
-            idle_rate = (c.topic_size(settings, settings.topic_web) + c.topic_size(settings, settings.topic_store)
-                         - size0) / (time.perf_counter() - t_idle + 5)
+            idle_rate = (produced() - size1) / (time.perf_counter() - t_idle)
             c.stop(trickle)
             c.log(f"  flow {idle['flow']:.1%} + broker {idle['broker']:.1%} of a core at {idle_rate:.0f} ev/s achieved")
-            bg_start = c.topic_size(settings, settings.topic_web) + c.topic_size(settings, settings.topic_store)
-            t_bg = time.perf_counter()
             procs.append(simulate(env, args.bg_customers, args.rate, "bench-fresh-simulate.log"))
+            bg0 = produced()
+            c.wait_until(lambda: produced() >= bg0 + args.rate, 180, interval=0.5, procs=procs,
+                         what="the background traffic to flow")
+            bg_start, t_bg = produced(), time.perf_counter()
             conn = http.client.HTTPConnection("127.0.0.1", api_port, timeout=5)
             headers = {"Authorization": f"Bearer {API_KEY}"}
 
