@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> dict:
                     conn = http.client.HTTPConnection("127.0.0.1", api_port, timeout=5)
                     return 0
 
-            c.wait_until(lambda: status("/readyz") == 200, 60, interval=0.2, procs=procs, what="API ready")
+            c.wait_until(lambda: status("/readyz") == 200, 300, interval=0.2, procs=procs, what="API ready")
             watcher = Watcher(settings, b"fresh-")
             watcher.start()
             default_watcher = Watcher(settings, b"fresh-", fetch_wait_ms=None)  # as bytewax's source

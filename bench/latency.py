@@ -254,7 +254,7 @@ def main(argv: list[str] | None = None) -> dict:
                 return _ready(api_port) and http_get(triv_port, "/ping", timeout=1)[0] == 200
             except OSError:
                 return False
-        c.wait_until(ready, 60, interval=0.2, procs=procs, what="API and trivial app ready")
+        c.wait_until(ready, 300, interval=0.2, procs=procs, what="API and trivial app ready")
 
         cid = data["customers"][0]
         nbo_path = None
@@ -311,7 +311,7 @@ def main(argv: list[str] | None = None) -> dict:
             multi_port = stack.free_port()
             multi = start_uvicorn("api.main:app", multi_port, env, "bench-latency-api-multi.log", args.workers)
             procs.append(multi)
-            c.wait_until(lambda: _ready(multi_port), 60, interval=0.2, procs=[multi], what="API workers ready")
+            c.wait_until(lambda: _ready(multi_port), 300, interval=0.2, procs=[multi], what="API workers ready")
             workers_rps, _steps = max_rate(multi_port, mix, args.search_from, args.step, args.cap)
             c.stop(multi)
         prof = None

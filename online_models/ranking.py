@@ -83,12 +83,17 @@ class Suggestion:
     features: dict[str, float] = field(default_factory=dict)  # what the learnt ranker saw
 
 
-@dataclass(slots=True)
 class _Candidate:
-    sku: str
-    parts: dict[str, float] = field(default_factory=dict)
-    reasons: dict[str, tuple[float, str | tuple]] = field(default_factory=dict)
-    together: float = 0.0  # the largest share of an anchor's baskets that also held this item
+    """A suggestion being scored: its score parts and the reason of each (a plain class with
+    slots: one is made per candidate of every request, so its constructor is kept cheap)."""
+
+    __slots__ = ("sku", "parts", "reasons", "together")
+
+    def __init__(self, sku: str) -> None:
+        self.sku = sku
+        self.parts: dict[str, float] = {}
+        self.reasons: dict[str, tuple[float, str | tuple]] = {}
+        self.together = 0.0  # the largest share of an anchor's baskets that also held this item
 
     def add(self, part: str, value: float, reason: str | tuple | None = None) -> None:
         if value > self.parts.get(part, 0.0):
@@ -252,14 +257,16 @@ class _Till:
         return head + [s for s in top if id(s) not in chosen]
 
 
-@dataclass(slots=True)
 class _Scored:
-    score: float
-    candidate: _Candidate
-    product: Product
-    features: dict[str, float] | None = None
-    tier: int = 0  # at the till: 0 goes with the basket, 1 does not
-    substitute: bool = False
+    __slots__ = ("score", "candidate", "product", "features", "tier", "substitute")
+
+    def __init__(self, score: float, candidate: _Candidate, product: Product) -> None:
+        self.score = score
+        self.candidate = candidate
+        self.product = product
+        self.features: dict[str, float] | None = None
+        self.tier = 0  # at the till: 0 goes with the basket, 1 does not
+        self.substitute = False
 
     def features_for(self, state: CustomerState | None) -> dict[str, float]:
         if self.features is None:
