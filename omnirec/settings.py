@@ -56,7 +56,7 @@ class Settings(BaseSettings):
     recovery_dir: str = ".omnirec/recovery"
     snapshot_interval_s: float = Field(2.0, gt=0)
     flow_batch_size: int = Field(1000, gt=0)
-    flow_fetch_wait_ms: int = Field(100, ge=1, le=5000, description="longest the broker holds an empty fetch of the "
+    flow_fetch_wait_ms: int = Field(250, ge=1, le=5000, description="longest the broker holds an empty fetch of the "
                                     "flow's Kafka source: the idle poll rate (one fetch per partition per wait) "
                                     "against the added delay on a quiet partition")
     workers: int = Field(1, ge=1)
