@@ -300,7 +300,8 @@ def main(argv: list[str] | None = None) -> dict:
         c.log("max sustained rate, trivial endpoint …")
         max_triv, steps_triv = max_rate(triv_port, [{"name": "trivial", "raw": raw_get("/ping")}],
                                         args.search_from, args.step, args.cap)
-        over_rate = 2 * max_mixed
+        # with no rate passing (a starved machine), "2× the max" is read as 2× the lowest rate tried
+        over_rate = 2 * (max_mixed or min(step["rate"] for step in steps_mixed))
         c.log(f"2× the max rate ({over_rate:,.0f} req/s), mixed endpoints …")
         overload = overload_figures(loadgen(api_port, mix, over_rate, args.duration), over_rate)
         c.log(f"  {overload['shed_share']:.1%} answered 503; accepted p99 {overload['accepted_p99_ms']:.1f} ms, "
