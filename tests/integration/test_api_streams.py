@@ -86,3 +86,22 @@ def _answers(base: str) -> bool:
         return httpx.get(f"{base}/healthz", timeout=1).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def test_a_stream_resumed_with_last_event_id_gets_what_was_raised_meanwhile(served, redis_url):
+    app, base, scheme = served
+    raised = redis.Redis.from_url(redis_url).xadd(scheme.churn_alerts(), {"alert": orjson.dumps(
+        {"customer_id": "c-missed", "value_at_risk": 80.0, "reasons": ["overdue"]})}).decode()
+
+    async def scenario():
+        async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+            await until(lambda: _answers(base), 20, "the API to listen")
+            headers = {**TILL, "Last-Event-ID": "0-0"}
+            async with client.stream("GET", "/v1/alerts/churn/stream?max_events=1", headers=headers) as response:
+                lines = [line async for line in response.aiter_lines()]
+        return lines
+
+    lines = asyncio.run(scenario())
+    data = [orjson.loads(line[6:]) for line in lines if line.startswith("data: ")]
+    assert [a["customer_id"] for a in data] == ["c-missed"]
+    assert f"id: {raised}" in lines  # where a later reconnect resumes
