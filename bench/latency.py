@@ -182,6 +182,8 @@ def max_rate(port: int, requests: list[dict], start: float, step_s: float, cap: 
         if failed is None or failed - best < 0.1 * failed:
             break
         mid = round((best + failed) / 2, -1)
+        if mid <= best or mid >= failed:  # the gap is below the 10 req/s rounding (a starved machine)
+            break
         if attempt(mid):
             best = mid
         else:
