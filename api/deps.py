@@ -4,7 +4,7 @@ id signing keys and the answer settings, all made once in `create_app` and its l
 from __future__ import annotations
 
 import time
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, Request
 
@@ -12,6 +12,9 @@ from api.feedback import FeedbackProducer
 from api.store import Store
 from online_models import offers, ranking
 from online_models.refs import SigningKeys
+
+if TYPE_CHECKING:  # api.alert_hub imports this module (for the clock)
+    from api.alert_hub import AlertHub
 
 
 # async: a plain def would cost a threadpool hop per request
@@ -31,6 +34,10 @@ async def get_arbitration(request: Request) -> offers.ArbitrationSettings:
     return request.app.state.arbitration
 
 
+async def get_alert_hub(request: Request):
+    return request.app.state.alert_hub
+
+
 async def get_signing(request: Request) -> SigningKeys:
     return request.app.state.signing
 
@@ -40,6 +47,7 @@ FeedbackDep = Annotated[FeedbackProducer, Depends(get_feedback)]
 RulesDep = Annotated[ranking.Rules, Depends(get_rules)]
 ArbitrationDep = Annotated[offers.ArbitrationSettings, Depends(get_arbitration)]
 SigningDep = Annotated[SigningKeys, Depends(get_signing)]
+AlertHubDep = Annotated["AlertHub", Depends(get_alert_hub)]
 
 
 def now_ms() -> int:

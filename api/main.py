@@ -13,12 +13,14 @@ from fastapi.responses import Response
 from redis.exceptions import RedisError
 
 from api import errors, ui
+from api.alert_hub import READ_BLOCK_MS, AlertHub
 from api.feedback import FeedbackProducer
 from api.limits import BodySizeLimit
 from api.metrics import ApiMetrics, MetricsMiddleware
 from api.ratelimit import TokenBuckets
 from api.responses import json_response
 from api.routes import alerts, catalog, customers, feedback, health, offer_report, recommendations
+from api.shedding import LoadShedding
 from api.store import Store
 from omnirec.settings import Settings, get_settings
 from online_models import keys, ranking
@@ -38,20 +40,31 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         client = aioredis.Redis(connection_pool=pool)
         store = Store(client, keys.KeyScheme(settings.key_prefix), settings.churn_shards,
-                      settings.repeat_half_life_days)
+                      settings.repeat_half_life_days, settings.api_repeats_refresh_s)
         try:
             await store.refresh()
         except RedisError:
             pass  # /readyz says so; the refresher retries
-        refresher = asyncio.create_task(store.refresh_forever(settings.api_catalog_refresh_s))
+        # the alert streams' one reader has a connection of its own (its read blocks)
+        stream_pool = aioredis.BlockingConnectionPool.from_url(
+            settings.redis_url, max_connections=1, timeout=2, socket_timeout=READ_BLOCK_MS / 1000 + 5,
+            socket_connect_timeout=2)
+        stream_client = aioredis.Redis(connection_pool=stream_pool)
+        app.state.alert_hub = AlertHub(store, stream_client, settings.arbitration(), settings.api_stream_queue)
+        tasks = [asyncio.create_task(store.refresh_forever(settings.api_catalog_refresh_s)),
+                 asyncio.create_task(store.refresh_neighbors_forever(settings.api_neighbors_refresh_s)),
+                 asyncio.create_task(app.state.alert_hub.run())]
         app.state.store = store
         app.state.feedback = FeedbackProducer(settings.kafka_bootstrap, settings.topic_feedback,
                                               reconnect_backoff_max_ms=settings.kafka_reconnect_backoff_max_ms)
         yield
-        refresher.cancel()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         app.state.feedback.close()
-        await client.aclose()
-        await pool.aclose()
+        for redis_client, redis_pool in ((client, pool), (stream_client, stream_pool)):
+            await redis_client.aclose()
+            await redis_pool.aclose()
 
     app = FastAPI(title="omnirec", version="0.1.0", lifespan=lifespan,
                   description="Real-time recommendations, cross-sell and customer profiles.")
@@ -65,6 +78,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
     app.state.metrics = ApiMetrics()
+    app.add_middleware(LoadShedding, max_in_flight=settings.api_max_in_flight,
+                       retry_after_s=settings.api_shed_retry_after_s, shed=app.state.metrics.shed)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)  # added last: the outermost
     app.add_api_route("/metrics", app.state.metrics.expose, include_in_schema=False)
 

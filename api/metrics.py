@@ -6,6 +6,8 @@ from inside; do not route it from the internet).
 - `omnirec_api_requests_total{method, route, status}`: every answer by status code; 4xx and 5xx,
   429 (rate limited) and 503 (Redis or the broker away) are selections of it, e.g.
   `sum(rate(omnirec_api_requests_total{status=~"5.."}[5m]))`, `…{status="429"}`
+- `omnirec_api_shed_total`: requests answered 503 at once because too many were in flight
+  (api/shedding.py); they also count in the requests total, as route `unmatched`, status 503
 
 `route` is the route's template (`/v1/customers/{customer_id}`), never the raw path, so ids do not
 make new series; a path no route matches is `unmatched`. Each app has its own registry (so tests can
@@ -36,6 +38,8 @@ class ApiMetrics:
                                  ["method", "route"], buckets=BUCKETS, registry=self.registry)
         self.requests = Counter("omnirec_api_requests_total", "Answers by route and status code",
                                 ["method", "route", "status"], registry=self.registry)
+        self.shed = Counter("omnirec_api_shed_total", "Requests answered 503 at once: too many in flight",
+                            registry=self.registry)
 
     def expose(self, request: Request) -> Response:
         return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,10 +1,19 @@
-"""Everything the API reads from Redis. One pipeline (one round trip) per request; the catalog
-and popularity lists are shared by every request and refreshed in the background."""
+"""Everything the API reads from Redis. One pipeline (one round trip) per request; the item
+tables (catalog, popularity lists, offers, repeat habits and every item's neighbour list) are
+shared by every request and refreshed in the background.
+
+Home recommendations used to cost two round trips: their anchors (the customer's recent views
+and purchases) are known only once the profile is read, and their neighbour lists took a second
+trip. They now come from the neighbour table, re-read on a timer (``OMNIREC_API_NEIGHBORS_REFRESH_S``)
+in chunks so that the event loop never stalls; a product page's or a basket's own items are read
+fresh in the request's one pipeline. A stitched alias is followed once per API process: the
+link is kept (bounded), and later reads pipeline the alias and its customer together."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 import orjson
 import redis.asyncio as aioredis
@@ -23,9 +32,13 @@ from online_models.repeats import RepeatModel
 log = logging.getLogger("omnirec.api")
 
 
+NEIGHBOR_CHUNK = 500  # neighbour lists read and decoded per step of a refresh (bounds the loop's pause)
+MAX_LINKS = 100_000  # stitched aliases remembered (an alias never links to another customer)
+
+
 class Store:
     def __init__(self, client: aioredis.Redis, scheme: keys.KeyScheme, churn_shards: int = 8,
-                 repeat_half_life_days: float = 180.0) -> None:
+                 repeat_half_life_days: float = 180.0, repeats_refresh_s: float = 30.0) -> None:
         self.client = client
         self.scheme = scheme
         self.catalog: dict[str, Product] = {}
@@ -39,26 +52,36 @@ class Store:
         self.population = Population(shards=churn_shards)
         self.repeats = RepeatModel()  # learned repeat-purchase habits (rebuilt when they change)
         self.repeat_half_life_days = repeat_half_life_days
+        self.repeats_refresh_s = repeats_refresh_s
+        self._repeats_built_at: float | None = None
         self._raw_repeats: dict[bytes, bytes] = {}
+        self.neighbor_table: dict[str, list[Neighbor]] = {}  # sku → its neighbours (home page anchors)
+        self._links: dict[str, str] = {}  # alias → the customer it was stitched to
 
     async def fetch(
         self, customer_id: str | None, alias_id: str | None, skus: tuple[str, ...]
     ) -> tuple[CustomerState | None, dict[str, list[Neighbor]]]:
-        """The profile and the neighbour lists of `skus`, in one round trip.
-
-        An alias that was stitched to a customer costs a second trip, once per request.
-        """
+        """The profile and the neighbour lists of `skus`, in one round trip (the first read of
+        a stitched alias in this process costs a second one, to follow the link)."""
         pipe = self.client.pipeline(transaction=False)
+        linked = self._links.get(alias_id) if alias_id and not customer_id else None
         profile_key = self.scheme.customer(customer_id) if customer_id else self.scheme.alias(alias_id or "")
         pipe.get(profile_key)
+        if linked is not None:
+            pipe.get(self.scheme.customer(linked))
         for sku in skus:
             pipe.get(self.scheme.neighbors(sku))
-        raw_profile, *raw_neighbors = await pipe.execute()
+        replies = await pipe.execute()
+        raw_profile = replies[0]
+        raw_linked = replies[1] if linked is not None else None
+        raw_neighbors = replies[2 if linked is not None else 1:]
         neighbors = {sku: keys.decode_neighbors(raw, self.basket_counts) for sku, raw in zip(skus, raw_neighbors) if raw}
         state = keys.decode_profile(raw_profile) if raw_profile else None
         if isinstance(state, str):  # an alias now linked to a customer
-            raw = await self.client.get(self.scheme.customer(state))
-            state = keys.decode_profile(raw) if raw else None
+            if state != linked:
+                self._remember_link(alias_id or "", state)
+                raw_linked = await self.client.get(self.scheme.customer(state))
+            state = keys.decode_profile(raw_linked) if raw_linked else None
         return state if isinstance(state, CustomerState) else None, neighbors
 
     async def aliases(self, customer_id: str) -> tuple[str, ...]:
@@ -81,31 +104,30 @@ class Store:
             deleted.append(await self.client.delete(*seen[start:start + 500]))
         return sum(deleted), int(alerts)
 
-    async def profiles(self, customer_ids: list[str]) -> list[CustomerState | None]:
-        pipe = self.client.pipeline(transaction=False)
+
+    def anchor_neighbors(self, anchors, at_hand: dict[str, list[Neighbor]]) -> dict[str, list[Neighbor]]:
+        """`at_hand` (read with the request) plus the table's lists of the other anchors."""
+        table = self.neighbor_table
+        found = {sku: table[sku] for sku in anchors if sku not in at_hand and sku in table}
+        return {**found, **at_hand} if found else at_hand
+
+    def _remember_link(self, alias_id: str, customer_id: str) -> None:
+        if len(self._links) >= MAX_LINKS:
+            self._links.pop(next(iter(self._links)))  # the oldest: insertion order
+        self._links[alias_id] = customer_id
+
+    async def profiles(self, customer_ids: list[str], client: aioredis.Redis | None = None) -> list[CustomerState | None]:
+        """The customers' profiles in one pipeline (on `client`: by default the request pool)."""
+        pipe = (client or self.client).pipeline(transaction=False)
         for customer_id in customer_ids:
             pipe.get(self.scheme.customer(customer_id))
         states = [keys.decode_profile(raw) if raw else None for raw in await pipe.execute()]
         return [state if isinstance(state, CustomerState) else None for state in states]
 
-    async def neighbors(self, skus: list[str]) -> dict[str, list[Neighbor]]:
-        if not skus:
-            return {}
-        pipe = self.client.pipeline(transaction=False)  # not MGET: keys sit in different slots
-        for sku in skus:
-            pipe.get(self.scheme.neighbors(sku))
-        raws = await pipe.execute()
-        return {sku: keys.decode_neighbors(raw, self.basket_counts) for sku, raw in zip(skus, raws) if raw}
-
     async def alerts(self, start: str, count: int) -> list[dict]:
         """Churn alerts from stream id `start` on (`-`: the oldest; `(id`: after it)."""
         entries = await self.client.xrange(self.scheme.churn_alerts(), min=start, max="+", count=count)
-        return [_alert_entry(entry) for entry in entries]
-
-    async def alerts_after(self, last_id: str, block_ms: int) -> list[dict]:
-        """Alerts raised after `last_id` (`$`: from now on), waiting up to `block_ms` for one."""
-        reply = await self.client.xread({self.scheme.churn_alerts(): last_id}, count=100, block=block_ms)
-        return [_alert_entry(entry) for entry in reply[0][1]] if reply else []
+        return [alert_entry(entry) for entry in entries]
 
     async def flow_metrics(self, alerts_since_ms: int) -> tuple[int, int, int]:
         """The flow's message count and last update, and the alerts raised since `alerts_since_ms`."""
@@ -148,16 +170,49 @@ class Store:
         self.offer_stats = {oid: keys.decode_offer_stats(raw) for oid, raw in zip(offer_ids, raw_stats) if raw}
         catalog = self._decode_changed(raw_catalog)
         self.catalog = catalog
-        if raw_repeats != self._raw_repeats or not self.repeats.views:
-            self._raw_repeats = raw_repeats
-            self.repeats = RepeatModel.build(
-                {sku.decode(): keys.decode_repeats(sku.decode(), raw) for sku, raw in raw_repeats.items()},
-                {sku: product.category for sku, product in catalog.items()}, self.repeat_half_life_days)
+        if self._repeats_due(raw_repeats):
+            self._raw_repeats, self._repeats_built_at = raw_repeats, time.monotonic()
+            category_of = {sku: product.category for sku, product in catalog.items()}
+            # a rebuild walks every item: off the event loop, at most once per repeats_refresh_s
+            self.repeats = await asyncio.to_thread(_build_repeats, raw_repeats, category_of,
+                                                   self.repeat_half_life_days)
         self.popularity = PopularityIndex.build(
             [(sku.decode(), score) for sku, score in global_scores],
             {store: [(sku.decode(), sc) for sku, sc in scores] for store, scores in zip(store_ids, store_lists)},
             catalog,
         )
+
+    def _repeats_due(self, raw_repeats: dict[bytes, bytes]) -> bool:
+        """Rebuild the repeat habits when they changed, but not more often than every
+        ``repeats_refresh_s`` (population statistics move slowly; a rebuild walks every item)."""
+        if self._repeats_built_at is None or (raw_repeats and not self.repeats.views):
+            return True
+        return (raw_repeats != self._raw_repeats
+                and time.monotonic() - self._repeats_built_at >= self.repeats_refresh_s)
+
+    async def refresh_neighbors(self) -> None:
+        """Re-read every catalog item's neighbour list, `NEIGHBOR_CHUNK` at a time (one pipeline
+        each, then a pause for the requests waiting), and swap the table in whole."""
+        skus = sorted(self.catalog)
+        table: dict[str, list[Neighbor]] = {}
+        for start in range(0, len(skus), NEIGHBOR_CHUNK):
+            chunk = skus[start: start + NEIGHBOR_CHUNK]
+            pipe = self.client.pipeline(transaction=False)
+            for sku in chunk:
+                pipe.get(self.scheme.neighbors(sku))
+            for sku, raw in zip(chunk, await pipe.execute()):
+                if raw:
+                    table[sku] = keys.decode_neighbors(raw, self.basket_counts)
+            await asyncio.sleep(0)
+        self.neighbor_table = table
+
+    async def refresh_neighbors_forever(self, every_s: float) -> None:
+        while True:
+            try:
+                await self.refresh_neighbors()
+            except (RedisError, ValueError) as exc:
+                log.warning("neighbour table refresh failed: %s", exc)
+            await asyncio.sleep(every_s)
 
     def _decode_changed(self, raw_catalog: dict[bytes, bytes]) -> dict[str, Product]:
         """Decode only the products whose bytes changed since the last refresh."""
@@ -177,7 +232,13 @@ class Store:
                 log.warning("catalog refresh failed: %s", exc)
 
 
-def _alert_entry(entry) -> dict:
+def _build_repeats(raw_repeats: dict[bytes, bytes], category_of: dict[str, str],
+                   half_life_days: float) -> RepeatModel:
+    return RepeatModel.build({sku.decode(): keys.decode_repeats(sku.decode(), raw) for sku, raw in raw_repeats.items()},
+                             category_of, half_life_days)
+
+
+def alert_entry(entry) -> dict:
     entry_id, fields = entry
     return {"id": entry_id.decode(), **orjson.loads(fields[b"alert"])}
 

@@ -1,17 +1,23 @@
-"""Freshness: a purchase produced to Kafka → the customer visible in the API, under live traffic.
+"""Freshness: a purchase produced to Kafka → the customer visible in the API, under live traffic;
+and the idle cost: the CPU the flow and the broker burn at a trickle of traffic.
 
-    python -m bench.freshness [--probes 200] [--rate 300] [--json]
+    omnirec bench freshness [--probes 200] [--rate 1000] [--idle-rate 50] [--idle-seconds 20] [--json]
 
-The flow and the API run; `omnirec.simulate` plays live background traffic (`--rate` events/s).
-Each probe produces a purchase for a fresh customer id and polls GET /v1/customers/{id} every
-10 ms until it answers 200. The ceiling, measured on the same probes: a plain Kafka consumer
-assigned to the store topic sees the same message (broker delivery alone).
+The flow and the API run. First `omnirec.simulate` plays `--idle-rate` events/s for
+`--idle-seconds`: the CPU seconds (user + system, from /proc) of the flow and of the broker over
+that window, as a share of one core (goal ≤ 10 %). Then it plays `--rate` events/s of background
+traffic; each probe produces a purchase for a fresh customer id and polls
+GET /v1/customers/{id} every 10 ms until it answers 200 (goal: p99 ≤ 1 s at 1,000 events/s). The
+ceiling, measured on the same probes: a plain Kafka consumer assigned to the store topic sees the
+same message (broker delivery alone). The background rate achieved is printed beside the target
+(the simulator shares the machine).
 """
 
 from __future__ import annotations
 
 import http.client
 import json
+import os
 import random
 import subprocess
 import sys
@@ -25,6 +31,42 @@ from bench import common as c
 from bench.latency import API_KEY, start_uvicorn
 from omnirec import stack
 from omnirec.simulate import format_ts
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process (all its threads), from /proc."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def broker_pid(bootstrap: str) -> int | None:
+    """The tansu process listening at `bootstrap` (bench.common.broker starts it)."""
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if any(b"tansu" in a for a in argv[:1]) and f"tcp://{bootstrap}".encode() in argv:
+            return int(entry)
+    return None
+
+
+def idle_cost(pids: dict[str, int], seconds: float) -> dict:
+    """The share of one core each process used over `seconds` of wall time."""
+    before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    t0 = time.perf_counter()
+    time.sleep(seconds)
+    wall = time.perf_counter() - t0
+    return {name: (cpu_seconds(pid) - before[name]) / wall for name, pid in pids.items()}
+
+
+def simulate(env: dict, customers: int, rate: float, log_name: str) -> subprocess.Popen:
+    return c.spawn([sys.executable, "-m", "omnirec.simulate", "--customers", str(customers), "--rate", str(rate)],
+                   log_name, env=env)
 
 
 class Watcher(threading.Thread):
@@ -59,7 +101,9 @@ class Watcher(threading.Thread):
 def main(argv: list[str] | None = None) -> dict:
     p = c.parser(__doc__.split("\n\n")[0])
     p.add_argument("--probes", type=int, default=200)
-    p.add_argument("--rate", type=float, default=300, help="background events/s")
+    p.add_argument("--rate", type=float, default=1000, help="background events/s during the probes")
+    p.add_argument("--idle-rate", type=float, default=50, help="events/s while the idle cost is measured")
+    p.add_argument("--idle-seconds", type=float, default=20, help="wall seconds of the idle-cost window")
     p.add_argument("--bg-customers", type=int, default=2000)
     p.add_argument("--poll", type=float, default=0.010, help="API poll interval, s")
     p.add_argument("--probe-timeout", type=float, default=20)
@@ -80,8 +124,28 @@ def main(argv: list[str] | None = None) -> dict:
             procs.append(c.start_real_flow(settings, rdir, "bench-fresh-flow.log"))
             api_port = stack.free_port()
             procs.append(start_uvicorn("api.main:app", api_port, env, "bench-fresh-api.log"))
-            procs.append(c.spawn([sys.executable, "-m", "omnirec.simulate", "--customers", str(args.bg_customers),
-                                  "--rate", str(args.rate)], "bench-fresh-simulate.log", env=env))
+            flow_pid, tansu_pid = procs[0].pid, broker_pid(settings.kafka_bootstrap)
+            if tansu_pid is None:
+                raise RuntimeError(f"no tansu process found listening at {settings.kafka_bootstrap}")
+            def produced() -> int:
+                return c.topic_size(settings, settings.topic_web) + c.topic_size(settings, settings.topic_store)
+
+            trickle = simulate(env, args.bg_customers, args.idle_rate, "bench-fresh-simulate-idle.log")
+            size0 = produced()
+            c.wait_until(lambda: produced() >= size0 + args.idle_rate, 180, interval=0.5, procs=[trickle],
+                         what="the simulator's trickle to flow")
+            time.sleep(2)  # the flow catches up with the start of the trickle
+            c.log(f"idle cost: {args.idle_rate:g} ev/s for {args.idle_seconds:g} s …")
+            size1, t_idle = produced(), time.perf_counter()
+            idle = idle_cost({"flow": flow_pid, "broker": tansu_pid}, args.idle_seconds)
+            idle_rate = (produced() - size1) / (time.perf_counter() - t_idle)
+            c.stop(trickle)
+            c.log(f"  flow {idle['flow']:.1%} + broker {idle['broker']:.1%} of a core at {idle_rate:.0f} ev/s achieved")
+            procs.append(simulate(env, args.bg_customers, args.rate, "bench-fresh-simulate.log"))
+            bg0 = produced()
+            c.wait_until(lambda: produced() >= bg0 + args.rate, 180, interval=0.5, procs=procs,
+                         what="the background traffic to flow")
+            bg_start, t_bg = produced(), time.perf_counter()
             conn = http.client.HTTPConnection("127.0.0.1", api_port, timeout=5)
             headers = {"Authorization": f"Bearer {API_KEY}"}
 
@@ -97,7 +161,7 @@ def main(argv: list[str] | None = None) -> dict:
                     conn = http.client.HTTPConnection("127.0.0.1", api_port, timeout=5)
                     return 0
 
-            c.wait_until(lambda: status("/readyz") == 200, 60, interval=0.2, procs=procs, what="API ready")
+            c.wait_until(lambda: status("/readyz") == 200, 300, interval=0.2, procs=procs, what="API ready")
             watcher = Watcher(settings, b"fresh-")
             watcher.start()
             default_watcher = Watcher(settings, b"fresh-", fetch_wait_ms=None)  # as bytewax's source
@@ -143,6 +207,7 @@ def main(argv: list[str] | None = None) -> dict:
             prod.flush(10)
             del prod
             bg = c.topic_size(settings, settings.topic_web) + c.topic_size(settings, settings.topic_store)
+            bg_rate = (bg - bg_start) / (time.perf_counter() - t_bg)
     finally:
         for proc in reversed(procs):
             c.stop(proc)
@@ -154,6 +219,12 @@ def main(argv: list[str] | None = None) -> dict:
               "ceiling_broker_p50_s": b["p50"], "ceiling_broker_p99_s": b["p99"],
               "ratio_p50": s["p50"] / b["p50"] if b["n"] else None,
               "default_consumer_p50_s": d["p50"], "default_consumer_p99_s": d["p99"],
+              "background_rate_achieved": bg_rate,
+              "idle_rate": args.idle_rate, "idle_rate_achieved": idle_rate,
+              "idle_flow_core_share": idle["flow"], "idle_broker_core_share": idle["broker"],
+              "idle_core_share": idle["flow"] + idle["broker"],
+              "fetch_wait_ms": settings.flow_fetch_wait_ms,
+              "goals": {"p99_s<=1": s["p99"] <= 1.0, "idle_core_share<=0.10": idle["flow"] + idle["broker"] <= 0.10},
               "samples_s": lat, "broker_samples_s": broker_lat}
     rows = [["produce → visible in API", s["n"], s["p50"] * 1000, s["p90"] * 1000, s["p99"] * 1000, s["max"] * 1000],
             ["ceiling: plain consumer, fetch.wait.max.ms=5", b["n"], b["p50"] * 1000, b["p90"] * 1000, b["p99"] * 1000,
@@ -165,6 +236,13 @@ def main(argv: list[str] | None = None) -> dict:
         ["path", "n", "p50", "p90", "p99", "max"], rows,
         caption=(f"ratio p50 visible / broker delivery: {result['ratio_p50'] or float('nan'):.1f}×; "
                  f"timeouts ({args.probe_timeout:g} s): {timeouts}; API polled every {args.poll * 1000:g} ms")))
+    c.out.print(c.table(
+        f"Idle cost at {args.idle_rate:g} ev/s ({idle_rate:.0f} achieved), {args.idle_seconds:g} s window",
+        ["process", "share of one core"],
+        [["flow", f"{idle['flow']:.1%}"], ["broker (tansu)", f"{idle['broker']:.1%}"],
+         ["together (goal ≤ 10 %)", f"{idle['flow'] + idle['broker']:.1%}"]],
+        caption=f"fetch.wait.max.ms {settings.flow_fetch_wait_ms}; background during probes: {bg_rate:.0f} ev/s "
+                f"achieved of {args.rate:g}"))
     c.finish("freshness", result, args.json)
     return result
 

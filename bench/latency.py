@@ -1,7 +1,7 @@
 """API latency at fixed request rates (open loop), and the maximum sustained rate, beside a
 trivial FastAPI endpoint on the same stack measured in the same run.
 
-    python -m bench.latency [--customers 2000] [--rates 200,500,1000] [--duration 10] [--json]
+    omnirec bench latency [--customers 2000] [--rates 200,500,1000] [--duration 10] [--workers 2] [--json]
 
 1. Demo data: `--customers` simulated shoppers (28 days) go through the real flow into Redis
    under a private prefix (the flow is stopped before the load starts).
@@ -11,6 +11,9 @@ trivial FastAPI endpoint on the same stack measured in the same run.
    endpoint alone and the mix at each rate; then the rate is raised ×1.4 per step until
    p99 > 50 ms, errors, or the completed rate falls below 97 % of the target — for the mix and
    for the trivial endpoint. `wrk` (closed loop), if installed, adds its requests/s.
+4. At 2× the max rate (mixed): the share answered 503 (load shedding, `OMNIREC_API_MAX_IN_FLIGHT`),
+   how fast a 503 comes back, and the p99 of the accepted requests.
+5. `--workers N` (default 2): the max rate again with `uvicorn --workers N`.
 """
 
 from __future__ import annotations
@@ -88,10 +91,10 @@ def load_data(settings, customers: int, days: float, timeout: float) -> dict:
             [p["sku"] for p in catalog], "catalog": catalog}
 
 
-def start_uvicorn(target: str, port: int, env: dict, log_name: str) -> subprocess.Popen:
+def start_uvicorn(target: str, port: int, env: dict, log_name: str, workers: int = 1) -> subprocess.Popen:
     argv = [sys.executable, "-m", "uvicorn", target, "--host", "127.0.0.1", "--port", str(port),
             "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning",
-            "--workers", "1"]
+            "--workers", str(workers)]
     return c.spawn(argv, log_name, env=env)
 
 
@@ -143,6 +146,7 @@ def loadgen(port: int, requests: list[dict], rate: float, duration: float, conne
     res["summary"]["ALL"] = c.summary(all_lat)
     bad = sum(n for st in res["statuses"].values() for code, n in st.items() if not code.startswith("2"))
     res["non_2xx"] = bad
+    res["by_status"] = {status: c.summary(v) for status, v in res.pop("latency_ms_by_status", {}).items()}
     del res["latency_ms"]
     return res
 
@@ -178,11 +182,32 @@ def max_rate(port: int, requests: list[dict], start: float, step_s: float, cap: 
         if failed is None or failed - best < 0.1 * failed:
             break
         mid = round((best + failed) / 2, -1)
+        if mid <= best or mid >= failed:  # the gap is below the 10 req/s rounding (a starved machine)
+            break
         if attempt(mid):
             best = mid
         else:
             failed = mid
     return best, steps
+
+
+def _ready(port: int) -> bool:
+    try:
+        st, body = http_get(port, "/readyz", timeout=1)
+        return st == 200 and orjson.loads(body).get("products", 0) > 0
+    except OSError:
+        return False
+
+
+def overload_figures(res: dict, rate: float) -> dict:
+    """What a client sees past the max rate: the share shed (503), how fast a 503 comes back,
+    and the latency of the requests that were accepted."""
+    accepted, shed = res["by_status"].get("2xx", c.summary([])), res["by_status"].get("503", c.summary([]))
+    answered = sum(s["n"] for s in res["by_status"].values())
+    return {"rate": rate, "answered": answered, "shed_share": shed["n"] / answered if answered else None,
+            "accepted_p50_ms": accepted["p50"], "accepted_p99_ms": accepted["p99"],
+            "shed_p50_ms": shed["p50"], "shed_p99_ms": shed["p99"], "errors": res["error_count"],
+            "achieved_rps": res["achieved_rps"]}
 
 
 def wrk(port: int, path: str, seconds: int, connections: int = 32) -> float | None:
@@ -209,6 +234,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--cap", type=float, default=20000, help="highest rate tried")
     p.add_argument("--search-from", type=float, default=100, help="first rate of the max-rate search")
     p.add_argument("--profile", action="store_true", help="py-spy the API under overload; top 10")
+    p.add_argument("--workers", type=int, default=2, help="also find the max rate of uvicorn --workers N (1: skip)")
     p.add_argument("--timeout", type=float, default=300)
     args = p.parse_args(argv)
     rates = [float(x) for x in args.rates.split(",")]
@@ -227,12 +253,10 @@ def main(argv: list[str] | None = None) -> dict:
 
         def ready() -> bool:
             try:
-                st, body = http_get(api_port, "/readyz", timeout=1)
-                return st == 200 and orjson.loads(body).get("products", 0) > 0 and \
-                    http_get(triv_port, "/ping", timeout=1)[0] == 200
+                return _ready(api_port) and http_get(triv_port, "/ping", timeout=1)[0] == 200
             except OSError:
                 return False
-        c.wait_until(ready, 60, interval=0.2, procs=procs, what="API and trivial app ready")
+        c.wait_until(ready, 300, interval=0.2, procs=procs, what="API and trivial app ready")
 
         cid = data["customers"][0]
         nbo_path = None
@@ -278,6 +302,21 @@ def main(argv: list[str] | None = None) -> dict:
         c.log("max sustained rate, trivial endpoint …")
         max_triv, steps_triv = max_rate(triv_port, [{"name": "trivial", "raw": raw_get("/ping")}],
                                         args.search_from, args.step, args.cap)
+        # with no rate passing (a starved machine), "2× the max" is read as 2× the lowest rate tried
+        over_rate = 2 * (max_mixed or min(step["rate"] for step in steps_mixed))
+        c.log(f"2× the max rate ({over_rate:,.0f} req/s), mixed endpoints …")
+        overload = overload_figures(loadgen(api_port, mix, over_rate, args.duration), over_rate)
+        c.log(f"  {overload['shed_share']:.1%} answered 503; accepted p99 {overload['accepted_p99_ms']:.1f} ms, "
+              f"503 p99 {overload['shed_p99_ms']:.1f} ms")
+        workers_rps = None
+        if args.workers > 1:
+            c.log(f"max sustained rate, mixed endpoints, uvicorn --workers {args.workers} …")
+            multi_port = stack.free_port()
+            multi = start_uvicorn("api.main:app", multi_port, env, "bench-latency-api-multi.log", args.workers)
+            procs.append(multi)
+            c.wait_until(lambda: _ready(multi_port), 300, interval=0.2, procs=[multi], what="API workers ready")
+            workers_rps, _steps = max_rate(multi_port, mix, args.search_from, args.step, args.cap)
+            c.stop(multi)
         prof = None
         if args.profile:
             c.log("profiling the API under overload (mixed endpoints) with py-spy …")
@@ -304,6 +343,13 @@ def main(argv: list[str] | None = None) -> dict:
         "ratio": (max_mixed / max_triv) if max_triv else None,
         "wrk_closed_loop_rps": {"recs_home": wrk_real, "trivial": wrk_triv,
                                 "ratio": (wrk_real / wrk_triv) if wrk_real and wrk_triv else None},
+        "p50_ms": mixed_top["p50"], "overload": overload,
+        "accepted_p99_at_2x_ms": overload["accepted_p99_ms"], "shed_share_at_2x": overload["shed_share"],
+        "workers": args.workers, "workers_max_rps": workers_rps,
+        "workers_speedup": (workers_rps / max_mixed) if workers_rps and max_mixed else None,
+        "goals": {"p99_mixed_at_top_rate_ms<=10": mixed_top["p99"] <= 10.0,
+                  "max_rps>=0.5*ceiling": bool(max_triv) and max_mixed >= 0.5 * max_triv,
+                  "accepted_p99_at_2x_ms<=50": overload["accepted_p99_ms"] <= 50.0},
         "next_best_offer": nbo_note, "per_rate": per_rate,
         "max_rate_steps": {"mixed": steps_mixed, "trivial": steps_triv}, "api_profile": prof,
     }
@@ -322,6 +368,15 @@ def main(argv: list[str] | None = None) -> dict:
           result["wrk_closed_loop_rps"]["ratio"] or "–"]],
         caption=f"load generator shares the {os.cpu_count()} CPUs with the server; "
                 f"load {os.getloadavg()[0]:.1f}"))
+    c.out.print(c.table(
+        f"At 2× the max rate ({overload['rate']:,.0f} req/s, mixed endpoints, {args.duration:g} s)",
+        ["answered", "503 share", "503 p50 ms", "503 p99 ms", "accepted p50 ms", "accepted p99 ms", "errors"],
+        [[overload["answered"], f"{overload['shed_share'] or 0:.1%}", overload["shed_p50_ms"], overload["shed_p99_ms"],
+          overload["accepted_p50_ms"], overload["accepted_p99_ms"], overload["errors"]]]))
+    if workers_rps is not None:
+        c.out.print(c.table(f"uvicorn --workers {args.workers} (same host, {os.cpu_count()} CPUs shared with the "
+                            "load generator)", ["workers", "max req/s", "× one worker"],
+                            [[1, max_mixed, 1.0], [args.workers, workers_rps, result["workers_speedup"] or "–"]]))
     if prof:
         for kind in ("own", "project"):
             c.out.print(c.table(f"API under overload: py-spy top 10 by {KIND[kind]} ({prof['samples']:,} samples)",

@@ -46,6 +46,7 @@ async def run(spec: dict) -> dict:
     queue: asyncio.Queue = asyncio.Queue()
     lat: dict[str, list[float]] = defaultdict(list)
     statuses: dict[str, Counter] = defaultdict(Counter)
+    by_status: dict[str, list[float]] = defaultdict(list)  # "2xx" / "503" / … → latencies (ms)
     errors: Counter = Counter()
     lag_max = 0.0
 
@@ -67,8 +68,10 @@ async def run(spec: dict) -> dict:
                     writer.close()
                 reader = writer = None
                 continue
-            lat[name].append((time.perf_counter() - due) * 1000.0)
+            ms = (time.perf_counter() - due) * 1000.0
+            lat[name].append(ms)
             statuses[name][status] += 1
+            by_status["2xx" if 200 <= status < 300 else str(status)].append(ms)
         if writer is not None:
             writer.close()
 
@@ -105,6 +108,7 @@ async def run(spec: dict) -> dict:
         "loadgen_cpu_s": (cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime),
         "elapsed_s": elapsed,
         "latency_ms": {name: v for name, v in lat.items()},
+        "latency_ms_by_status": dict(by_status),
         "statuses": {name: {str(k): n for k, n in c.items()} for name, c in statuses.items()},
     }
 

@@ -85,12 +85,13 @@ def flow(
 
 @app.command()
 def api(host: str = typer.Option("127.0.0.1", "--host"),
-        port: int = typer.Option(8000, "--port")) -> None:
+        port: int = typer.Option(8000, "--port"),
+        workers: int = typer.Option(1, "--workers", min=1, help="API processes sharing the port (one per core)")) -> None:
     """Serve the HTTP API (uvicorn, uvloop, httptools)."""
     import uvicorn
 
     uvicorn.run("api.main:app", host=host, port=port, loop="uvloop", http="httptools",
-                access_log=False, log_level="info")
+                access_log=False, log_level="info", workers=workers)
 
 
 # ---------------------------------------------------------------- data in

@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     recovery_dir: str = ".omnirec/recovery"
     snapshot_interval_s: float = Field(2.0, gt=0)
     flow_batch_size: int = Field(1000, gt=0)
+    flow_fetch_wait_ms: int = Field(250, ge=1, le=5000, description="longest the broker holds an empty fetch of the "
+                                    "flow's Kafka source: the idle poll rate (one fetch per partition per wait) "
+                                    "against the added delay on a quiet partition")
     workers: int = Field(1, ge=1)
 
     redis_retry_base_s: float = Field(0.1, gt=0, description="first wait before the Redis sink retries a batch")
@@ -88,6 +91,14 @@ class Settings(BaseSettings):
 
     api_keys: dict[str, list[str]] = Field(default_factory=dict)
     api_catalog_refresh_s: float = Field(2.0, gt=0)
+    api_neighbors_refresh_s: float = Field(10.0, gt=0, description="how often the API re-reads every item's "
+                                           "neighbour list (home page anchors)")
+    api_repeats_refresh_s: float = Field(30.0, gt=0, description="the API rebuilds the repeat habits at most this often")
+    api_max_in_flight: int = Field(32, gt=0, description="requests one API process works on at once; past it, "
+                                   "503 with Retry-After at once (health, readiness and metrics are exempt)")
+    api_shed_retry_after_s: int = Field(1, ge=1, description="Retry-After of a request shed past api_max_in_flight")
+    api_stream_queue: int = Field(256, gt=0, description="alert batches a live alert stream may fall behind "
+                                  "before it is closed (the client resumes with Last-Event-ID)")
     redis_max_connections: int = Field(64, gt=0)
     max_request_bytes: int = Field(1_048_576, gt=0, description="larger request bodies are answered 413")
     signing_keys: dict[str, str] = Field(

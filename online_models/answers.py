@@ -8,26 +8,18 @@ evaluator or a test gets the same bytes the API would serve.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from online_models import offers, ranking, rules
 from online_models.customer import CustomerState
 from online_models.events import ANONYMOUS_CUSTOMER, DAY_MS, Product
-from online_models.items import Neighbor
 from online_models.learning import feature_vector
 from online_models.refs import DecisionRef, RecommendationRef, SigningKeys, decode_ref, encode_ref
 
 # How much of the popularity lists the API reads (and the evaluators index the same way).
 STORE_LIST = 50
 GLOBAL_LIST = 2000  # enough of the head to fill per-category lists
-
-
-def anchors_to_fetch(state: CustomerState | None, request: ranking.Request,
-                     neighbors: Mapping[str, list[Neighbor]]) -> list[str]:
-    """Anchor SKUs whose neighbour lists are not at hand yet (home-page anchors come from the
-    profile, so the caller learns them only after reading it)."""
-    return [sku for sku in ranking.anchors(state, request) if sku not in neighbors and sku not in request.skus]
 
 
 def recommendations_body(state: CustomerState | None, customer_id: str | None, request: ranking.Request,

@@ -9,7 +9,8 @@ from __future__ import annotations
 import heapq
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
+from functools import lru_cache
 
 from online_models import rules as retail_rules
 from online_models.customer import CustomerState
@@ -82,12 +83,17 @@ class Suggestion:
     features: dict[str, float] = field(default_factory=dict)  # what the learnt ranker saw
 
 
-@dataclass(slots=True)
 class _Candidate:
-    sku: str
-    parts: dict[str, float] = field(default_factory=dict)
-    reasons: dict[str, tuple[float, str | tuple]] = field(default_factory=dict)
-    together: float = 0.0  # the largest share of an anchor's baskets that also held this item
+    """A suggestion being scored: its score parts and the reason of each (a plain class with
+    slots: one is made per candidate of every request, so its constructor is kept cheap)."""
+
+    __slots__ = ("sku", "parts", "reasons", "together")
+
+    def __init__(self, sku: str) -> None:
+        self.sku = sku
+        self.parts: dict[str, float] = {}
+        self.reasons: dict[str, tuple[float, str | tuple]] = {}
+        self.together = 0.0  # the largest share of an anchor's baskets that also held this item
 
     def add(self, part: str, value: float, reason: str | tuple | None = None) -> None:
         if value > self.parts.get(part, 0.0):
@@ -135,13 +141,18 @@ def recommend(
     till = _Till.of(request, state, catalog, shares) if request.context == "cart" else None
     line_shares = till.line_shares if till else shares
     scored: list[_Scored] = []
+    weight_of = _weight_table(weights)
     outside_line: dict[str, bool] = {}  # per category, for this customer (at the till: this basket)
+    bought = state.bought if state is not None else {}
     for cand in candidates.values():
         product = catalog.get(cand.sku)
-        if (product is None or cand.sku in excluded or retail_rules.under_any(product.category, excluded_categories)
-                or not _allowed(product, state, line_shares, rules, repeats, outside_line)):
+        if (product is None or not product.in_stock or cand.sku in excluded
+                or (excluded_categories and retail_rules.under_any(product.category, excluded_categories))
+                or not _allowed(product, bought, line_shares, rules, repeats, outside_line)):
             continue
-        score = sum(getattr(weights, part) * value for part, value in cand.parts.items())
+        score = 0
+        for part, value in cand.parts.items():  # the same order of additions as sum(): the same floats
+            score += weight_of[part] * value
         entry = _Scored(score, cand, product)
         if till is not None:
             till.place(entry, rules, repeats)
@@ -249,14 +260,16 @@ class _Till:
         return head + [s for s in top if id(s) not in chosen]
 
 
-@dataclass(slots=True)
 class _Scored:
-    score: float
-    candidate: _Candidate
-    product: Product
-    features: dict[str, float] | None = None
-    tier: int = 0  # at the till: 0 goes with the basket, 1 does not
-    substitute: bool = False
+    __slots__ = ("score", "candidate", "product", "features", "tier", "substitute")
+
+    def __init__(self, score: float, candidate: _Candidate, product: Product) -> None:
+        self.score = score
+        self.candidate = candidate
+        self.product = product
+        self.features: dict[str, float] | None = None
+        self.tier = 0  # at the till: 0 goes with the basket, 1 does not
+        self.substitute = False
 
     def features_for(self, state: CustomerState | None) -> dict[str, float]:
         if self.features is None:
@@ -269,6 +282,12 @@ def _candidate(candidates: dict[str, _Candidate], sku: str) -> _Candidate:
     if found is None:
         found = candidates[sku] = _Candidate(sku)
     return found
+
+
+@lru_cache(maxsize=64)
+def _weight_table(weights: Weights) -> dict[str, float]:
+    """Each part's weight by name (a dict lookup per candidate part, not a getattr)."""
+    return {part: getattr(weights, part) for part in Weights.__dataclass_fields__}
 
 
 def _score_complements(anchor_weights, neighbors, catalog, candidates) -> None:
@@ -303,7 +322,7 @@ def _score_personal(state, shares, popularity, catalog, rules, repeats, candidat
         # the rest (BUY_AGAIN_FLOOR).
         frequency = 0.5 + 0.5 * orders / top_count if context == "home" else 0.3 * orders / top_count
         # Allowed back, so at least as likely as the rule's bar (an override knows no habit).
-        habit = replace(habit, share=max(habit.share, retail_rules.DEFAULT.min_repeat_share))
+        habit = RepeatView(max(habit.share, retail_rules.DEFAULT.min_repeat_share), habit.cycle_days, habit.buyers)
         score = frequency * (BUY_AGAIN_FLOOR + (1 - BUY_AGAIN_FLOOR) * buy_again_propensity(habit, record, now_ms))
         _candidate(candidates, sku).add("buy_again", score, "you buy this regularly")
     for cand in candidates.values():
@@ -312,10 +331,10 @@ def _score_personal(state, shares, popularity, catalog, rules, repeats, candidat
             continue
         share = shares.get(product.category, 0.0)
         if share >= 0.05:
-            cand.add("category", share, f"you often buy {pretty(product.category)}")
+            cand.add("category", share, ("you often buy {}", pretty(product.category)))  # formatted if shown
         brand_share = brand_shares.get(product.brand, 0.0)
         if brand_share >= 0.1:
-            cand.add("brand", brand_share, f"you like {product.brand}")
+            cand.add("brand", brand_share, ("you like {}", product.brand))
 
 
 def buy_again_propensity(habit: RepeatView, record, now_ms: int) -> float:
@@ -363,11 +382,11 @@ def _score_popularity(request, popularity, catalog, candidates) -> None:
             _candidate(candidates, sku).add("popularity", weight / (1.0 + rank / 10), reason)
 
 
-def _allowed(product: Product, state: CustomerState | None, shares, rules: Rules, repeats: RepeatModel,
+def _allowed(product: Product, bought: Mapping[str, list], shares, rules: Rules, repeats: RepeatModel,
              memo: dict[str, bool]) -> bool:
-    if not product.in_stock:
-        return False
-    record = state.bought.get(product.sku) if state is not None else None
+    """In stock (checked by the caller), not a bought item that does not come back, and not
+    outside the customer's line."""
+    record = bought.get(product.sku)
     if record is not None and not rules.may_recommend_again(
             product, repeats.view(product.sku, product.category), int(record[0])):
         return False
@@ -474,6 +493,7 @@ def _under(category: str, prefix: str) -> bool:
     return category == prefix or category.startswith(prefix + "/")
 
 
+@lru_cache(maxsize=65_536)
 def pretty(category: str) -> str:
     """'kids/boys/shirts' → 'Boys/Shirts' (the last two levels read best in a sentence)."""
     return "/".join(part.replace("-", " ").capitalize() for part in category.split("/")[-2:])

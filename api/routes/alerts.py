@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import secrets
 from typing import Annotated, Literal
@@ -10,8 +11,9 @@ import orjson
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response, StreamingResponse
 
+from api.alert_hub import AlertHub, enrich
 from api.auth import ProfileScope
-from api.deps import ArbitrationDep, StoreDep, now_ms
+from api.deps import AlertHubDep, ArbitrationDep, StoreDep, now_ms
 from api.errors import KEYED, invalid, responses
 from api.responses import json_response
 from api.schemas import ChurnAlerts
@@ -56,7 +58,7 @@ async def churn_alert_stream(
     request: Request,
     _: ProfileScope,
     store: StoreDep,
-    arbitration: ArbitrationDep,
+    hub: AlertHubDep,
     tier: Annotated[str | None, Query(max_length=32)] = None,
     max_events: Annotated[int | None, Query(ge=1, le=1_000_000)] = None,
 ) -> StreamingResponse:
@@ -64,40 +66,68 @@ async def churn_alert_stream(
     it is raised. Alerts arrive in the order they are raised; those that arrive together (one
     read of the stream, up to 100) are sent most value at risk first. An event carries an
     ``id`` only where everything raised before it has been sent, so a reconnect with
-    Last-Event-ID never loses an alert (it may repeat a few)."""
-    last_id = request.headers.get("last-event-id") or "$"
+    Last-Event-ID never loses an alert (it may repeat a few). Every stream is fed by the app's
+    one reader of the alert stream (api/alert_hub.py); a client that falls far behind is
+    disconnected, and resumes with Last-Event-ID."""
+    resume_from = request.headers.get("last-event-id")
+    if resume_from is not None and not ALERT_ID.fullmatch(resume_from):
+        raise invalid(("header", "last-event-id"), "must be an alert id (ms-seq)")
+    sub = hub.subscribe()  # before the catch-up read, so that nothing falls between the two
 
     async def events():
-        nonlocal last_id
         sent = 0
-        while max_events is None or sent < max_events:
-            if await request.is_disconnected():
-                return
-            arrived = await store.alerts_after(last_id, block_ms=1000)
-            if not arrived:
-                yield ": keep-alive\n\n"
-                continue
-            states = dict(zip((a["id"] for a in arrived), await _with_tiers(store, arrived)))
-            ranked = answers.alerts_by_value(arrived, store.population.median_value_at_risk(), tier)
-            read_ids = [a["id"] for a in arrived]
-            done = set(read_ids) - {a["id"] for a in ranked}  # left out: nothing to send
-            if not ranked:
-                last_id = read_ids[-1]
-                continue
-            for alert in ranked:
-                await _suggest_win_back(store, arbitration, [(alert, states[alert["id"]])])
-                done.add(alert["id"])
-                sent += 1
-                final = sent == max_events or alert is ranked[-1]
-                resume = answers.resume_id(read_ids, done) if final else None
-                head = f"id: {resume}\n" if resume else ""
-                yield f"{head}event: churn_alert\ndata: {orjson.dumps(alert).decode()}\n\n"
-                if max_events is not None and sent >= max_events:
-                    return
-            last_id = read_ids[-1]
+        seen = answers.stream_order(resume_from) if resume_from else None
+        try:
+            batches = [await _catch_up(store, hub, resume_from)] if resume_from else []
+            while max_events is None or sent < max_events:
+                if not batches:
+                    if sub.cut or await request.is_disconnected():
+                        return
+                    try:
+                        batches.append(await asyncio.wait_for(sub.queue.get(), KEEP_ALIVE_S))
+                    except TimeoutError:
+                        yield ": keep-alive\n\n"
+                        continue
+                batch = [a for a in batches.pop(0) if seen is None or answers.stream_order(a["id"]) > seen]
+                if not batch:
+                    continue
+                seen = answers.stream_order(batch[-1]["id"])
+                for event in _batch_events(batch, store, tier, max_events, sent):
+                    sent += 1
+                    yield event
+        finally:
+            hub.unsubscribe(sub)
 
     return StreamingResponse(events(), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+KEEP_ALIVE_S = 1.0
+CATCH_UP_MAX = 10_000  # alerts re-read on a resume (the stream itself keeps churn_alerts_maxlen)
+
+
+async def _catch_up(store: Store, hub: AlertHub, after_id: str) -> list[dict]:
+    """The alerts raised after `after_id` that the live reader may have passed already."""
+    batch = await store.alerts("(" + after_id, CATCH_UP_MAX)
+    await enrich(store, hub.arbitration, batch)
+    return batch
+
+
+def _batch_events(batch: list[dict], store: Store, tier: str | None, max_events: int | None, sent: int):
+    """The SSE events of one batch (already enriched), most value at risk first; the last one
+    sent carries the id to resume from."""
+    ranked = answers.alerts_by_value(batch, store.population.median_value_at_risk(), tier)
+    read_ids = [a["id"] for a in batch]
+    done = set(read_ids) - {a["id"] for a in ranked}  # left out: nothing to send
+    for alert in ranked:
+        done.add(alert["id"])
+        sent += 1
+        final = sent == max_events or alert is ranked[-1]
+        resume = answers.resume_id(read_ids, done) if final else None
+        head = f"id: {resume}\n" if resume else ""
+        yield f"{head}event: churn_alert\ndata: {orjson.dumps(alert).decode()}\n\n"
+        if max_events is not None and sent >= max_events:
+            return
 
 
 def _stream_start(since: str | None) -> str:

@@ -53,10 +53,9 @@ async def cross_sell(body: CrossSellRequest, _: RecommendScope, store: StoreDep,
 
 async def _recommend(store: Store, rules: ranking.Rules, signing: SigningKeys, customer_id: str | None,
                      anonymous_id: str | None, req: ranking.Request) -> Response:
-    state, neighbors = await store.fetch(customer_id, anonymous_id, req.skus)
-    missing = answers.anchors_to_fetch(state, req, neighbors)
-    if missing:  # home page anchors come from the profile, so they need a second trip
-        neighbors.update(await store.neighbors(missing))
+    state, at_hand = await store.fetch(customer_id, anonymous_id, req.skus)
+    # home page anchors come from the profile: their lists from the store's neighbour table
+    neighbors = store.anchor_neighbors([sku for sku in ranking.anchors(state, req) if sku not in req.skus], at_hand)
     now = now_ms()
     suggestions = ranking.recommend(state, replace(req, now_ms=now), neighbors, store.popularity, store.catalog,
                                     rules, ranker=store.ranker, repeats=store.repeats)

@@ -52,19 +52,6 @@ def test_decision_body_carries_the_chosen_offer_and_its_id():
     assert answers.suggested_offer(nothing) is None
 
 
-def test_anchors_to_fetch_skips_what_is_at_hand():
-    from online_models.customer import CustomerState
-    from online_models.decay import Decay
-
-    state = CustomerState("c-1")
-    state.apply(purchase("p1", skus=("TR-1", "SH-1")), Decay(14))
-    home = ranking.Request("home")
-    wanted = set(ranking.anchors(state, home))
-    assert set(answers.anchors_to_fetch(state, home, {})) == wanted
-    assert "TR-1" not in answers.anchors_to_fetch(state, home, {"TR-1": []})
-    assert answers.anchors_to_fetch(None, ranking.Request("cart", ("TR-1",)), {}) == []
-
-
 def test_catalog_search_and_metrics_summary():
     found = answers.search_catalog(CATALOG.values(), "belt", 10)
     assert [p["sku"] for p in found] == ["BL-1", "XX-1"]  # in stock first
