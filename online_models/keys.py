@@ -147,7 +147,8 @@ def _from_sku(skus: list[str], flat: list, value) -> dict:
 
 
 def _window(window) -> list:
-    return [window.newest, window.mask, window.older]
+    """A day window's mask is one bit per day (hundreds of bits): big-endian bytes, not an integer."""
+    return [window.newest, window.mask.to_bytes((window.mask.bit_length() + 7) // 8, "big"), window.older]
 
 
 def _weight(log_w: float) -> int:
@@ -198,7 +199,7 @@ def _decode_customer(blob: list) -> CustomerState:
     def ts(rel):
         return _unpack_ts(rel, base)
 
-    windows = [{"newest": w[0], "mask": format(w[1], "x"), "older": w[2]} for w in rhythm[:4]]
+    windows = [{"newest": w[0], "mask": format(int.from_bytes(w[1], "big"), "x"), "older": w[2]} for w in rhythm[:4]]
     return CustomerState.from_dict({
         "customer_id": customer_id, "aliases": aliases, "first_ts": ts(first_ts), "last_ts": base or None,
         "first_purchase_ts": ts(first_purchase_ts), "last_purchase_ts": ts(last_purchase_ts), "orders": orders,

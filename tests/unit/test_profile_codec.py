@@ -50,6 +50,14 @@ def test_a_profile_reads_back_as_the_customer_it_was():
     assert keys.encode_customer(back) == keys.encode_customer(state)  # decode → encode keeps the bytes
 
 
+def test_a_long_history_of_visit_days_packs_and_reads_back():
+    state = busy_customer()
+    for n in range(0, 400, 3):  # more days than the window holds: its mask is hundreds of bits wide
+        state.apply(event(f"w{n}", "product_view", ts=day(20 + n), sku="SH-1"), DECAY)
+    back = keys.decode_profile(keys.encode_customer(state))
+    assert back.rhythm.visit_days == state.rhythm.visit_days and state.rhythm.visit_days.mask.bit_length() > 64
+
+
 def test_the_bytes_do_not_depend_on_the_order_events_arrived_in():
     assert keys.encode_customer(busy_customer(1)) == keys.encode_customer(busy_customer(-1))
 
