@@ -277,8 +277,11 @@ def compact_events(customers: int, events: int, days: float, seed: int = 42) -> 
 
     def generate() -> Iterator[dict]:
         rng = random.Random(seed)
+        order = rng.sample(range(customers), min(customers, events))
         for i in range(events):
-            who = rng.randrange(customers)
+            # every customer at least once (when there are as many events), so that the count of
+            # distinct customers is the one asked for; then at random
+            who = order[i] if i < customers else rng.randrange(customers)
             kind = rng.choices(kinds, weights)[0]
             channel = "store" if kind == "store_visit" or (kind in ("purchase", "return") and who % 3 == 0) else "web"
             event = {"event_id": f"cx-{seed}-{i}", "type": kind, "ts": format_ts(start + int(i * step)),

@@ -50,8 +50,9 @@ def run_ceiling(settings, total: int, batch: int, timeout: float) -> dict:
             def count() -> int:
                 return int(r.get(counter) or 0)
             t_first = c.wait_until(lambda: count() > 0, timeout, procs=[proc], what="ceiling first output")
+            first = _proc_stats(proc.pid)
             t_done = c.wait_until(lambda: count() >= total, timeout, procs=[proc], what="ceiling all messages")
-            stats = _proc_stats(proc.pid)
+            stats = {**_proc_stats(proc.pid), "cpu_s_first": first["cpu_s"]}
         except BaseException:
             c.log(c.tail("bench-ceiling-flow.log"))
             raise
@@ -77,7 +78,9 @@ def _rates(name: str, total: int, t_spawn: float, t_first: float, t_done: float,
     busy = max(t_done - t_first, 1e-9)
     return {"name": name, "messages": total, "seconds": busy, "wall_s": t_done - t_spawn,
             "startup_s": t_first - t_spawn, "events_per_s": total / busy,
-            "cpu_s": stats.get("cpu_s"), "rss_mib": stats.get("rss_mib")}
+            "cpu_s": stats.get("cpu_s"), "rss_mib": stats.get("rss_mib"),
+            # CPU from the first output to the end: the work on the messages, without start-up
+            "busy_cpu_s": stats["cpu_s"] - stats["cpu_s_first"] if "cpu_s_first" in stats else None}
 
 
 def run_real(settings, total: int, sentinels: list[str], timeout: float, *, processes: int = 1,
@@ -106,6 +109,7 @@ def run_real(settings, total: int, sentinels: list[str], timeout: float, *, proc
                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
             t_first = c.wait_until(lambda: r.exists(catalog_key) > 0, timeout, procs=procs,
                                    what=f"{tag} first output")
+            first = [_proc_stats(p.pid) for p in procs]
             watch = c.SentinelWatch(settings, sentinels)
             try:
                 t_done = c.wait_until(watch.done, timeout, interval=0.02, procs=procs,
@@ -126,7 +130,8 @@ def run_real(settings, total: int, sentinels: list[str], timeout: float, *, proc
                     c.stop(spy)
             for p in procs:
                 c.stop(p)
-    merged = {"cpu_s": sum(s["cpu_s"] for s in stats), "rss_mib": sum(s["rss_mib"] for s in stats)}
+    merged = {"cpu_s": sum(s["cpu_s"] for s in stats), "rss_mib": sum(s["rss_mib"] for s in stats),
+              "cpu_s_first": sum(s["cpu_s"] for s in first)}
     name = "real flow, 1 worker" if processes == 1 else f"real flow, {processes} processes"
     if profile_out is not None:
         name += " (under py-spy)"
@@ -151,8 +156,11 @@ def main(argv: list[str] | None = None) -> dict:
                         "flow's CPU per event at each, beside the bare pass; cost must grow with "
                         "events, not customers")
     args = p.parse_args(argv)
-    if args.scale:
-        return scale(args)
+    if args.scale:  # the same as `python -m bench.scale --small S --large L`
+        from bench import scale
+
+        return scale.main(["--small", str(args.scale[0]), "--large", str(args.scale[1]), "--events",
+                           str(args.events), "--timeout", str(args.timeout), *(["--json"] if args.json else [])])
 
     prefixes = [c.new_prefix() for _ in range(4)]
     runs: list[dict] = []
@@ -238,59 +246,6 @@ def main(argv: list[str] | None = None) -> dict:
                                 ["function", "samples", "share"],
                                 [[c.frame_label(r["function"]), r["samples"], f"{r['share']:.1%}"] for r in prof[kind]]))
     c.finish("throughput", result, args.json)
-    return result
-
-
-def _cpu_run(customers: int, events: int, timeout: float, tag: str) -> dict:
-    """One customer count: produce `events` events of `customers` shoppers to a fresh broker,
-    then the bare pass and the real flow (1 worker) over them; CPU seconds of each process."""
-    prefixes = [c.new_prefix() for _ in range(2)]
-    try:
-        with c.broker(f"scale-{tag}", prefixes[0]) as settings:
-            days = 28.0
-            catalog, stream = c.compact_events(customers, events, days)
-            info = c.produce_events(settings, stream, catalog=catalog, limit=events)
-            if info.failed:
-                raise RuntimeError(f"{info.failed} messages failed to produce")
-            sentinels = c.produce_sentinels(settings, info.last_purchase, info.last_ts_ms, tag)
-            total = len(catalog) + info.count + len(sentinels)
-            c.log(f"{tag}: {info.count:,} events of {len(info.customers):,} customers over {days:.1f} days")
-            ceiling = run_ceiling(settings, total, settings.flow_batch_size, timeout)
-            real = run_real(settings.model_copy(update={"key_prefix": prefixes[1]}), total, sentinels, timeout,
-                            tag=tag)
-            profiles = c.count_keys(c.redis_client(), f"{prefixes[1]}:{{c:*")
-            return {"customers": len(info.customers), "events": info.count, "messages": total, "days": days,
-                    "cpu_us_per_event": real["cpu_s"] * 1e6 / total,
-                    "ceiling_cpu_us_per_event": ceiling["cpu_s"] * 1e6 / total,
-                    "events_per_s": real["events_per_s"], "ceiling_events_per_s": ceiling["events_per_s"],
-                    "rss_mib": real["rss_mib"], "profiles": profiles}
-    finally:
-        for pre in prefixes:
-            c.delete_prefix(pre)
-
-
-def scale(args) -> dict:
-    small_n, large_n = args.scale
-    small = _cpu_run(small_n, args.events, args.timeout, "small")
-    large = _cpu_run(large_n, args.events, args.timeout, "large")
-    result = {
-        "events": args.events, "customers_small": small["customers"], "customers_large": large["customers"],
-        "cpu_us_per_event_small": small["cpu_us_per_event"], "cpu_us_per_event_large": large["cpu_us_per_event"],
-        "cpu_growth": large["cpu_us_per_event"] / small["cpu_us_per_event"],
-        "ceiling_cpu_us_per_event": large["ceiling_cpu_us_per_event"],
-        "cpu_ratio_vs_ceiling": large["ceiling_cpu_us_per_event"] / large["cpu_us_per_event"],
-        "small": small, "large": large,
-    }
-    rows = [[name, r["customers"], r["events"], r["cpu_us_per_event"], r["ceiling_cpu_us_per_event"],
-             r["events_per_s"], r["ceiling_events_per_s"], r["rss_mib"]] for name, r in (("small", small), ("large", large))]
-    c.out.print(c.table(
-        f"Flow CPU per event at two customer counts, {args.events:,} events each",
-        ["run", "customers", "events", "flow CPU µs/msg", "bare pass CPU µs/msg", "flow msg/s", "bare msg/s",
-         "flow RSS MiB"], rows,
-        caption=(f"growth large ÷ small {result['cpu_growth']:.2f}× (goal ≤ 1.2×); bare pass ÷ flow CPU at the "
-                 f"large count {result['cpu_ratio_vs_ceiling']:.3f}; {os.cpu_count()} CPUs, "
-                 f"load {os.getloadavg()[0]:.1f}")))
-    c.finish("throughput_scale", result, args.json)
     return result
 
 

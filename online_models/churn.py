@@ -937,9 +937,16 @@ class PopulationShard:
 
     def update(self, customer_id: str, rhythm: Rhythm, old_keys, new_keys,
                event_ts: int) -> tuple[int | None, Alert | None]:
+        # What may fail (the model's arithmetic) runs before anything changes, so a failure leaves
+        # the shard as it was and the engine's guard need not copy the shard first (``Step.atomic``).
+        due, alert = self._due(customer_id, rhythm, event_ts)
         if old_keys != new_keys:
             self.sketch.move(old_keys, new_keys)
         self.sample.update(customer_id, rhythm)
+        return due, alert
+
+    def _due(self, customer_id: str, rhythm: Rhythm, event_ts: int) -> tuple[int | None, Alert | None]:
+        """When the customer's silence will call for an alert, and the alert; reads the model only."""
         if rhythm.purchases == 0:
             return None, None
         start = max(event_ts, rhythm.last_ts or event_ts)
@@ -959,18 +966,20 @@ class PopulationShard:
         self.sample.rows.pop(customer_id, None)
 
     def tick(self, now_ms: int) -> bool:
-        """Advance the shard's clock; True when the model was re-fitted."""
+        """Advance the shard's clock; True when the model was re-fitted. The refits run on locals,
+        assigned at the end: a failing fit leaves the shard as it was (``Step.atomic``)."""
         if self.clock is not None and now_ms <= self.clock:
             return False
-        self.clock = now_ms
         every = int(self.refit_every_days * DAY_MS)
         if self.next_refit is None:
-            self.next_refit = (now_ms // every + 1) * every
+            self.clock, self.next_refit = now_ms, (now_ms // every + 1) * every
             return False
-        refitted = False
-        while self.next_refit <= now_ms:
-            refitted = self.refit(self.next_refit) or refitted
-            self.next_refit += every
+        model, next_refit, refitted = self.model, self.next_refit, False
+        while next_refit <= now_ms:
+            if len(self.sample.rows) >= self.min_fit_customers:
+                model, refitted = model.refit(self.sample, next_refit), True
+            next_refit += every
+        self.clock, self.next_refit, self.model = now_ms, next_refit, model
         return refitted
 
     def refit(self, now_ms: int) -> bool:

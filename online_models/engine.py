@@ -378,6 +378,9 @@ class Step:
     fn: Callable
     emits: tuple[type, ...]
     stateful: bool = True
+    # the step changes its state only after everything that can fail: the guard runs it on the
+    # state itself, without a copy (a population shard is large and touched by most events)
+    atomic: bool = False
 
 
 OUTPUT_TYPES = (*WRITE_TYPES, DeadLetter, Alert)
@@ -394,7 +397,7 @@ def guard(step: Step) -> Step:
     fn = step.fn
     if step.stateful:
         def run(state, message):
-            work = _copy_state(state)
+            work = state if step.atomic else _copy_state(state)
             try:
                 new_state, emits = fn(work, message)
                 return new_state, list(emits)  # a lazy emit must fail here, not downstream
@@ -497,7 +500,7 @@ def _steps(engine: Engine) -> list[Step]:
              e.stream_clock, (ShardTick, BucketTick)),
         Step("population", {ChurnUpdate: lambda m: f"shard:{m.shard}", ShardTick: lambda m: f"shard:{m.shard}",
                             ForgetChurn: lambda m: f"shard:{m.shard}"},
-             e.population, (Timer, Put)),
+             e.population, (Timer, Put), atomic=True),
         Step("timer_buckets", {Timer: e.bucket_key, BucketTick: lambda m: f"due:{m.bucket}"},
              e.timer_bucket, (Fired,)),
         Step("alert_gate", {Timer: lambda t: t.customer_id, Fired: lambda f: f.timer.customer_id,

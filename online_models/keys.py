@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import msgpack
 import orjson
 
 from online_models import decay
@@ -23,7 +24,8 @@ from online_models.offers import Offer, OfferStats, offer_from_dict
 from online_models.repeats import ItemRepeats
 from online_models.tiers import PopulationSketch
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 1  # the JSON blobs (items, offers, churn shards, the ranker)
+JSON_SCHEMA_VERSION = SCHEMA_VERSION
 NEIGHBORS_STORED = 30
 
 
@@ -95,32 +97,136 @@ class KeyScheme:
 # --- codec -------------------------------------------------------------------------------
 
 
+# --- customer profiles: msgpack, positional (schema v2) ------------------------------------------
+#
+# A profile is the bulk of what Redis holds (one or more per customer), so it is packed: msgpack,
+# fields by position (no names), every dict as a flat [key, value, …] list sorted by key, SKUs
+# named once in a sorted string table and referred to by index, timestamps as milliseconds
+# before the customer's last event (small integers pack in fewer bytes), log-weights as integers
+# of 1e-4. Every float is rounded first: a customer's events arrive from several topics in an
+# order that depends on how they were read, and float sums differ in their last bits with the
+# order; rounding keeps those bits out of the bytes (same input, same bytes). Lists, not maps, so
+# the bytes do not depend on dict order. Readers get the same ``CustomerState`` back (less the
+# dedup window and the cart-pair list, which only the flow needs).
+
+PROFILE_VERSION = 2
+_CUSTOMER, _LINK = 0, 1
+_LOG_WEIGHT_SCALE = 10_000  # 4 decimals, as readers have always had them
+
+
+def _num(value: float) -> float | int:
+    """Rounded to 6 decimals; whole numbers as integers (1 byte instead of 9)."""
+    if isinstance(value, int):
+        return value
+    value = round(value, 6)
+    return int(value) if value.is_integer() and abs(value) < 2**53 else value
+
+
+def _pack_ts(ts: int | None, base: int) -> int | None:
+    return None if ts is None else base - ts
+
+
+def _unpack_ts(rel: int | None, base: int) -> int | None:
+    return None if rel is None else base - rel
+
+
+def _flat(mapping: Mapping[str, Any], value=lambda v: v) -> list:
+    return [item for key in sorted(mapping) for item in (key, value(mapping[key]))]
+
+
+def _pairs(flat: list, value=lambda v: v) -> dict:
+    return {flat[i]: value(flat[i + 1]) for i in range(0, len(flat), 2)}
+
+
+def _by_sku(index: Mapping[str, int], mapping: Mapping[str, Any], value) -> list:
+    return [item for sku in sorted(mapping, key=index.__getitem__) for item in (index[sku], value(mapping[sku]))]
+
+
+def _from_sku(skus: list[str], flat: list, value) -> dict:
+    return {skus[flat[i]]: value(flat[i + 1]) for i in range(0, len(flat), 2)}
+
+
+def _window(window) -> list:
+    """A day window's mask is one bit per day (hundreds of bits): big-endian bytes, not an integer."""
+    return [window.newest, window.mask.to_bytes((window.mask.bit_length() + 7) // 8, "big"), window.older]
+
+
+def _weight(log_w: float) -> int:
+    return round(log_w * _LOG_WEIGHT_SCALE)
+
+
+def _unweight(q: int) -> float:
+    return q / _LOG_WEIGHT_SCALE
+
+
 def encode_customer(state: CustomerState) -> bytes:
-    """Readers need no dedup window; log-weights keep 4 decimals (1e-4 relative), every other
-    number 6. A customer's events arrive from several topics in an order that depends on how
-    they were read, and float sums differ in their last bits with the order: rounding keeps
-    those bits out of the stored bytes (same input, same bytes)."""
-    data = state.to_dict()
-    data.pop("seen_ids")
-    data.pop("recent_adds")  # what cart pairs are formed from; readers need the cart
-    for name, keep in (("categories", MAX_CATEGORIES), ("brands", MAX_BRANDS), ("sku_interest", MAX_SKU_INTEREST)):
-        data[name] = {key: round(value, 4) for key, value in decay.top(data[name], keep).items()}
-    return orjson.dumps({"v": SCHEMA_VERSION, "kind": "customer", "state": _rounded(data)},
-                        option=orjson.OPT_SORT_KEYS)  # dict order follows arrival order
+    base = state.last_ts or 0
+    categories = decay.top(state.categories, MAX_CATEGORIES)
+    brands = decay.top(state.brands, MAX_BRANDS)
+    sku_interest = decay.top(state.sku_interest, MAX_SKU_INTEREST)
+    skus = sorted({*state.bought, *sku_interest, *state.views, *state.cart, *state.cart_ts, *state.not_interested})
+    index = {sku: i for i, sku in enumerate(skus)}
+
+    def ts(t):
+        return _pack_ts(t, base)
+
+    r, contacts = state.rhythm, state.contacts
+    return msgpack.packb([
+        PROFILE_VERSION, _CUSTOMER, state.customer_id, base, skus, state.aliases,
+        ts(state.first_ts), ts(state.first_purchase_ts), ts(state.last_purchase_ts),
+        state.orders, _num(state.units), _num(state.gross), _num(state.returned), _num(state.returned_units),
+        _num(state.discounted), _flat(state.channel_orders), _flat(state.channel_events),
+        _flat(categories, _weight), _flat(brands, _weight), _by_sku(index, sku_interest, _weight),
+        _by_sku(index, state.bought, lambda rec: [_num(rec[0]), ts(int(rec[1])), ts(int(rec[2] if len(rec) > 2 else rec[1]))]),
+        _by_sku(index, state.views, ts), _by_sku(index, state.cart, _num), _by_sku(index, state.cart_ts, ts),
+        state.store_visits, _flat(state.stores), state.last_store, ts(state.last_store_ts),
+        [[ts(t), offer, channel] for t, offer, channel in contacts.shown], _flat(contacts.dismissed, ts),
+        _flat(contacts.accepted), _by_sku(index, state.not_interested, ts),
+        [_window(r.purchase_days), _window(r.visit_days), _window(r.web_days), _window(r.store_days),
+         None if r.gross_lw is None else _num(r.gross_lw), None if r.returned_lw is None else _num(r.returned_lw),
+         r.returns, [ts(t) for t in r.recent_returns], None if r.survey_score is None else _num(r.survey_score),
+         ts(r.survey_ts), [ts(t) for t in r.cart_adds]],
+        None if state.churn_keys is None else list(state.churn_keys), state.churn_version,
+    ])
 
 
-def _rounded(value: Any, digits: int = 6) -> Any:
-    if isinstance(value, float):
-        return round(value, digits)
-    if isinstance(value, dict):
-        return {k: _rounded(v, digits) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_rounded(v, digits) for v in value]
-    return value
+def _decode_customer(blob: list) -> CustomerState:
+    (_, _, customer_id, base, skus, aliases, first_ts, first_purchase_ts, last_purchase_ts, orders, units, gross,
+     returned, returned_units, discounted, channel_orders, channel_events, categories, brands, sku_interest, bought,
+     views, cart, cart_ts, store_visits, stores, last_store, last_store_ts, shown, dismissed, accepted,
+     not_interested, rhythm, churn_keys, churn_version) = blob
+
+    def ts(rel):
+        return _unpack_ts(rel, base)
+
+    windows = [{"newest": w[0], "mask": format(int.from_bytes(w[1], "big"), "x"), "older": w[2]} for w in rhythm[:4]]
+    return CustomerState.from_dict({
+        "customer_id": customer_id, "aliases": aliases, "first_ts": ts(first_ts), "last_ts": base or None,
+        "first_purchase_ts": ts(first_purchase_ts), "last_purchase_ts": ts(last_purchase_ts), "orders": orders,
+        "units": float(units), "gross": float(gross), "returned": float(returned),
+        "returned_units": float(returned_units), "discounted": float(discounted),
+        "channel_orders": _pairs(channel_orders), "channel_events": _pairs(channel_events),
+        "categories": _pairs(categories, _unweight), "brands": _pairs(brands, _unweight),
+        "sku_interest": _from_sku(skus, sku_interest, _unweight),
+        "bought": _from_sku(skus, bought, lambda rec: [float(rec[0]), ts(rec[1]), ts(rec[2])]),
+        "views": _from_sku(skus, views, ts), "cart": _from_sku(skus, cart, float),
+        "cart_ts": _from_sku(skus, cart_ts, ts), "store_visits": store_visits, "stores": _pairs(stores),
+        "last_store": last_store, "last_store_ts": ts(last_store_ts),
+        "contacts": {"shown": [[ts(t), offer, channel] for t, offer, channel in shown],
+                     "dismissed": _pairs(dismissed, ts), "accepted": _pairs(accepted)},
+        "not_interested": _from_sku(skus, not_interested, ts),
+        "rhythm": {"purchase_days": windows[0], "visit_days": windows[1], "web_days": windows[2],
+                   "store_days": windows[3], "gross_lw": None if rhythm[4] is None else float(rhythm[4]),
+                   "returned_lw": None if rhythm[5] is None else float(rhythm[5]), "returns": rhythm[6],
+                   "recent_returns": [ts(t) for t in rhythm[7]],
+                   "survey_score": None if rhythm[8] is None else float(rhythm[8]),
+                   "survey_ts": ts(rhythm[9]), "cart_adds": [ts(t) for t in rhythm[10]]},
+        "churn_keys": churn_keys, "churn_version": churn_version,
+    })
 
 
 def encode_link(alias_id: str, customer_id: str) -> bytes:
-    return orjson.dumps({"v": SCHEMA_VERSION, "kind": "link", "alias": alias_id, "customer_id": customer_id})
+    return msgpack.packb([PROFILE_VERSION, _LINK, alias_id, customer_id])
 
 
 def encode_link_pair(pair: tuple[str, str]) -> bytes:
@@ -128,11 +234,20 @@ def encode_link_pair(pair: tuple[str, str]) -> bytes:
 
 
 def decode_profile(raw: bytes) -> CustomerState | str:
-    """A stored profile → the customer state, or the customer id an alias now links to."""
-    blob = _load(raw)
-    if blob.get("kind") == "link":
-        return blob["customer_id"]
-    return CustomerState.from_dict(blob["state"])
+    """A stored profile → the customer state, or the customer id an alias now links to.
+    Reads schema v2 (msgpack) and v1 (JSON, written before v2: its first byte is ``{``)."""
+    if raw[:1] == b"{":
+        blob = _load(raw, JSON_SCHEMA_VERSION)
+        if blob.get("kind") == "link":
+            return blob["customer_id"]
+        return CustomerState.from_dict(blob["state"])
+    blob = msgpack.unpackb(raw)
+    if not isinstance(blob, list) or not blob or blob[0] != PROFILE_VERSION:
+        version = blob[0] if isinstance(blob, list) and blob else None
+        raise SchemaMismatch(f"stored profile schema v{version}; this code reads v{PROFILE_VERSION} and v1")
+    if blob[1] == _LINK:
+        return blob[3]
+    return _decode_customer(blob)
 
 
 def encode_repeats(state: ItemRepeats) -> bytes:
@@ -227,9 +342,9 @@ def popularity_score(log_weight: float) -> float:
     return round(log_weight, 6)
 
 
-def _load(raw: bytes) -> dict[str, Any]:
+def _load(raw: bytes, expected: int = SCHEMA_VERSION) -> dict[str, Any]:
     blob = orjson.loads(raw)
     version = blob.get("v")
-    if version != SCHEMA_VERSION:
-        raise SchemaMismatch(f"stored schema v{version}; this code reads v{SCHEMA_VERSION}")
+    if version != expected:
+        raise SchemaMismatch(f"stored schema v{version}; this code reads v{expected}")
     return blob

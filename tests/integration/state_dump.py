@@ -34,6 +34,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import msgpack
 import orjson
 import redis
 
@@ -265,7 +266,10 @@ def _blob_diff(ours: bytes, theirs: bytes, limit: int) -> list[str]:
     try:
         a, b = orjson.loads(ours), orjson.loads(theirs)
     except (orjson.JSONDecodeError, TypeError):
-        return [_byte_diff(ours, theirs)]
+        try:  # customer profiles are msgpack (online_models.keys): compare them field by field too
+            a, b = msgpack.unpackb(ours), msgpack.unpackb(theirs)
+        except (ValueError, TypeError, msgpack.ExtraData):
+            return [_byte_diff(ours, theirs)]
     paths = list(_json_paths(a, b, "$"))
     if not paths:
         return ["same JSON, other bytes: " + _byte_diff(ours, theirs)]
