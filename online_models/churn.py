@@ -601,9 +601,13 @@ class PopulationSample:
 
 @dataclass(frozen=True, slots=True)
 class ChurnWeights:
-    """Logit weights of the churn score. Defaults were set on CDNOW weeks 1–20 → 21–39
-    (inside the calibration period; never on the holdout), and by judgement for the signals
-    CDNOW does not have (returns, survey, carts, web visits)."""
+    """Logit weights of the churn score.
+
+    The defaults are a starting point only: once a shard has seen enough of the stream,
+    ``learn_weights`` re-fits ``LEARNED`` from the stream's own later purchases (see there).
+    The other weights stay as set here, by judgement, for signals a population sample cannot
+    replay (returns, survey, carts, web visits; order value, whose sampled figure is newer than
+    the snapshot it would describe)."""
 
     bias: float = 0.5
     expected: float = 0.6  # × −log(expected purchases in the horizon + 0.05)
@@ -614,6 +618,25 @@ class ChurnWeights:
     returns: float = 0.5  # × min(returns in a row, 3)
     survey: float = 1.5  # × max(0, 7 − score) / 7
     carts: float = 0.3  # × min(abandoned carts since the last purchase, 3)
+    silence: float = 0.0  # × log1p(weeks since the last purchase)
+
+    def to_dict(self) -> dict[str, float]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> ChurnWeights:
+        known = set(cls.__slots__)
+        return cls(**{k: float(v) for k, v in (data or {}).items() if k in known})
+
+
+# The weights ``learn_weights`` fits; the terms that grow while a customer stays silent are kept
+# ≥ 0, so the score never falls in silence (``threshold_time`` bisects on that).
+LEARNED = ("bias", "expected", "frequency", "overdue", "silence")
+GROWS_IN_SILENCE = frozenset({"expected", "overdue", "silence"})
+LABEL_MIN_WEEKS = 4.0  # shorter label windows say little about churn: keep the weights
+LEARN_PRIOR_PRECISION = 2.0  # a Gaussian prior on the weights, centred on the defaults
+LEARN_MIN_EACH = 20  # customers needed on each side (bought / did not) to learn
+LEARN_ROUND = 0.01  # learned weights are rounded: the stored bytes never depend on float noise
 
 
 @dataclass(frozen=True, slots=True)
@@ -641,8 +664,10 @@ class ChurnModel:
                            step=0.5 if self.fitted_at is None else 0.15)
         gap = sample.gap_prior(now_ms)
         aov = sample.log_order_value(now_ms)
+        fitted = replace(self, params=params, gap_prior_log_days=self.gap_prior_log_days if gap is None else gap)
+        weights = learn_weights(fitted, sample, now_ms) or self.weights
         return replace(
-            self, params=params,
+            self, params=params, weights=weights,
             gap_prior_log_days=self.gap_prior_log_days if gap is None else gap,
             mean_log_order_value=self.mean_log_order_value if aov is None else aov,
             fitted_at=now_ms, fitted_on=int(sum(row[3] for row in data)),
@@ -672,6 +697,7 @@ class ChurnModel:
             "returns": float(min(rhythm.returns_streak, 3)),
             "survey": max(0.0, 7.0 - rhythm.survey_score) / 7.0 if rhythm.survey_score is not None else 0.0,
             "carts": float(min(rhythm.carts_abandoned_at(now_ms), 3)),
+            "silence": math.log1p(days_since / 7.0),
         }
 
     def score(self, rhythm: Rhythm, now_ms: int) -> float | None:
@@ -718,6 +744,7 @@ class ChurnModel:
         z = const - w.expected * math.log(expected + 0.05)
         days_since = (now_ms - last) / DAY_MS
         if days_since > 0:
+            z += w.silence * math.log1p(days_since / 7.0)
             overdue = math.log(days_since) - log_usual
             if overdue > 0:
                 z += w.overdue * overdue
@@ -800,14 +827,117 @@ class ChurnModel:
         return {"params": self.params.to_dict(), "gap_prior_log_days": self.gap_prior_log_days,
                 "mean_log_order_value": self.mean_log_order_value, "horizon_weeks": self.horizon_weeks,
                 "fitted_at": self.fitted_at, "fitted_on": self.fitted_on,
-                "median_value_at_risk": self.median_value_at_risk}
+                "median_value_at_risk": self.median_value_at_risk, "weights": self.weights.to_dict()}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ChurnModel:
         return cls(params=BGNBDParams(**data["params"]), gap_prior_log_days=data["gap_prior_log_days"],
                    mean_log_order_value=data["mean_log_order_value"], horizon_weeks=data["horizon_weeks"],
                    fitted_at=data["fitted_at"], fitted_on=data["fitted_on"],
-                   median_value_at_risk=data.get("median_value_at_risk"))
+                   median_value_at_risk=data.get("median_value_at_risk"),
+                   weights=ChurnWeights.from_dict(data.get("weights")))
+
+
+# --------------------------------------------------------------------------- learned weights
+
+
+def label_weeks(sample: PopulationSample, now_ms: int, horizon_weeks: float) -> float:
+    """How far ahead the stream can already tell who came back: the score's horizon, or half
+    of the history the sample covers when that is shorter (a snapshot needs a past as long as
+    the window that labels it)."""
+    firsts = [row[2] for row in sample.rows.values() if row[2] <= now_ms]
+    if not firsts:
+        return 0.0
+    return min(horizon_weeks, (now_ms - min(firsts)) / WEEK_MS / 2.0)
+
+
+def training_rows(model: ChurnModel, sample: PopulationSample, now_ms: int,
+                  weeks: float) -> list[tuple[dict[str, float], int]]:
+    """The sample replayed to a snapshot ``weeks`` before ``now_ms``: each customer who had
+    bought by then, their terms as of the snapshot, and 1 if they did not buy again up to
+    ``now_ms`` (churned, as far as the window can tell) else 0.
+
+    Rows keep each customer's recent purchase days, so the snapshot is exact unless all the
+    kept days are after it (a customer with more purchase days since than a row keeps): those
+    certainly bought again but their state at the snapshot is unknown, and they are left out."""
+    snapshot = now_ms - int(weeks * WEEK_MS)
+    day_snapshot, day_now = snapshot // DAY_MS, now_ms // DAY_MS
+    out = []
+    for row in sorted(sample.rows.values()):
+        _, purchases, first, _last, _, _, _aov, _, days = row
+        if first > snapshot:
+            continue
+        before = [d for d in days if d <= day_snapshot]
+        purchases_then = int(purchases) - (len(days) - len(before))
+        if not before and purchases_then > 1:
+            continue
+        last_day = before[-1] if before else first // DAY_MS
+        gap_n, gap_mean, gap_m2 = log_gap_stats(before)
+        rhythm = Rhythm(purchases=purchases_then, first_purchase_ts=first,
+                        last_purchase_ts=max(first, last_day * DAY_MS), gap_n=gap_n, gap_mean=gap_mean,
+                        gap_m2=gap_m2)
+        came_back = any(day_snapshot < d <= day_now for d in days)
+        out.append((model.terms(rhythm, snapshot), 0 if came_back else 1))
+    return out
+
+
+def learn_weights(model: ChurnModel, sample: PopulationSample, now_ms: int,
+                  iterations: int = 6) -> ChurnWeights | None:
+    """The ``LEARNED`` weights fitted on the stream's own later purchases: a logistic
+    regression of "did not buy again within the label window" (``label_weeks``) on the score's
+    terms as of the window's start (``training_rows``), by Newton's method from the defaults,
+    with a Gaussian prior centred on them. ``None`` (keep the weights) when the window is
+    shorter than ``LABEL_MIN_WEEKS`` or either outcome has fewer than ``LEARN_MIN_EACH``
+    customers. The result depends on the sample and ``now_ms`` alone, never on earlier fits."""
+    weeks = label_weeks(sample, now_ms, model.horizon_weeks)
+    if weeks < LABEL_MIN_WEEKS:
+        return None
+    rows = training_rows(model, sample, now_ms, weeks)
+    churned = sum(y for _, y in rows)
+    if min(churned, len(rows) - churned) < LEARN_MIN_EACH:
+        return None
+    prior = ChurnWeights()
+    start = [getattr(prior, name) for name in LEARNED]
+    data = [([1.0] + [terms[name] for name in LEARNED[1:]], y) for terms, y in rows]
+    w = list(start)
+    k = len(w)
+    for _ in range(iterations):
+        grad = [LEARN_PRIOR_PRECISION * (wi - si) for wi, si in zip(w, start)]
+        hess = [[LEARN_PRIOR_PRECISION if i == j else 0.0 for j in range(k)] for i in range(k)]
+        for x, y in data:
+            p = _sigmoid(sum(wi * xi for wi, xi in zip(w, x)))
+            g, h = p - y, p * (1.0 - p)
+            for i in range(k):
+                grad[i] += g * x[i]
+                hx = h * x[i]
+                row = hess[i]
+                for j in range(i, k):
+                    row[j] += hx * x[j]
+        for i in range(k):
+            for j in range(i):
+                hess[i][j] = hess[j][i]
+        w = [wi - di for wi, di in zip(w, _solve(hess, grad))]
+        w = [max(0.0, wi) if name in GROWS_IN_SILENCE else wi for name, wi in zip(LEARNED, w)]
+    learned = {name: round(wi / LEARN_ROUND) * LEARN_ROUND for name, wi in zip(LEARNED, w)}
+    return replace(model.weights, **{name: round(v, 4) for name, v in learned.items()})
+
+
+def _solve(a: list[list[float]], b: list[float]) -> list[float]:
+    """x with a·x = b (Gaussian elimination with partial pivoting; a is small and positive
+    definite here, the prior keeps it so)."""
+    n = len(b)
+    m = [list(row) + [bi] for row, bi in zip(a, b)]
+    for col in range(n):
+        pivot = max(range(col, n), key=lambda r: abs(m[r][col]))
+        m[col], m[pivot] = m[pivot], m[col]
+        for r in range(col + 1, n):
+            factor = m[r][col] / m[col][col]
+            for c in range(col, n + 1):
+                m[r][c] -= factor * m[col][c]
+    x = [0.0] * n
+    for r in range(n - 1, -1, -1):
+        x[r] = (m[r][n] - sum(m[r][c] * x[c] for c in range(r + 1, n))) / m[r][r]
+    return x
 
 
 def _median_value_at_risk(sample: PopulationSample, now_ms: int, params: BGNBDParams,

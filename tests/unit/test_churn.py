@@ -217,3 +217,82 @@ def test_day_windows_count_the_same_days_in_any_order():
     merged.add(5)
     merged.merge(windows[0])
     assert merged.count == len(set(days)) + 1
+
+
+# --------------------------------------------------------------------------- learned weights
+
+
+def rhythmic_population(n, weeks, rng):
+    """Customers with their own rhythm (every 5–60 days) who each stop for good at a random
+    time: silence long against one's own rhythm, not against the population's, means gone."""
+    out = []
+    for i in range(n):
+        gap = rng.choice([5, 10, 20, 40, 60])
+        start = rng.randrange(0, 60)
+        stop = rng.randrange(start + 1, weeks * 7 + 200)
+        days, d = [], start
+        while d < min(stop, weeks * 7):
+            days.append(d)
+            d += max(1, int(rng.gauss(gap, gap / 5)))
+        out.append((f"c-{i}", days))
+    return out
+
+
+def _sample_of(population, size=4000, until_day=None):
+    sample = PopulationSample(size=size)
+    for cid, days in population:
+        rhythm = Observed()
+        for k, d in enumerate(d for d in days if until_day is None or d < until_day):
+            rhythm.observe(purchase(d, cid, eid=f"{cid}-{k}"))
+        sample.update(cid, rhythm.view)
+    return sample
+
+
+def _holdout_auc(model, population, now_day, horizon_days, rng_days):
+    from omnirec.evaluate_churn import auc
+
+    scores, labels = [], []
+    for cid, days in population:
+        seen = [d for d in days if d < now_day]
+        if not seen:
+            continue
+        r = Observed()
+        for k, d in enumerate(seen):
+            r.observe(purchase(d, cid, eid=f"{cid}-{k}"))
+        scores.append(model.score(r.view, day(now_day)))
+        labels.append(0 if any(now_day <= d < now_day + horizon_days for d in days) else 1)
+    return auc(scores, labels)
+
+
+def test_churn_weights_are_learned_from_the_streams_own_later_purchases():
+    rng = random.Random(3)
+    population = rhythmic_population(1500, 53, rng)
+    sample = _sample_of(population, until_day=40 * 7)
+    now = day(40 * 7)
+    model = ChurnModel(horizon_weeks=13).refit(sample, now, max_iter=300)
+    default = ChurnModel(params=model.params, gap_prior_log_days=model.gap_prior_log_days, horizon_weeks=13)
+    assert model.weights != default.weights
+    for name in churn.GROWS_IN_SILENCE:  # the score still only rises in silence
+        assert getattr(model.weights, name) >= 0
+    # judged on what happens next (not seen by the fit): better than the starting weights
+    learned = _holdout_auc(model, population, 40 * 7, 91, rng)
+    start = _holdout_auc(default, population, 40 * 7, 91, rng)
+    assert learned > start and learned > 0.8
+    assert ChurnModel.from_dict(model.to_dict()).weights == model.weights
+
+
+def test_learned_weights_depend_on_the_sample_alone():
+    rng = random.Random(5)
+    population = rhythmic_population(400, 30, rng)
+    forward, backward = _sample_of(population), _sample_of(list(reversed(population)))
+    now = day(30 * 7)
+    a, b = ChurnModel().refit(forward, now), ChurnModel().refit(backward, now)
+    assert a.weights == b.weights
+    earlier = ChurnModel(weights=churn.ChurnWeights(bias=3.0, silence=1.0))
+    assert earlier.refit(forward, now).weights == a.weights  # not path-dependent
+
+
+def test_too_short_a_history_keeps_the_weights():
+    population = [(f"c-{i}", [i % 10, 12 + i % 5]) for i in range(200)]
+    model = ChurnModel().refit(_sample_of(population), day(20))
+    assert model.weights == churn.ChurnWeights()
