@@ -32,7 +32,7 @@ class FeedbackRequest(BaseModel):
     """What the customer did with a next-best-offer (`decision_id`) or with one recommended
     item (its `recommendation_id`)."""
 
-    decision_id: str | None = Field(None, max_length=600)
+    decision_id: str | None = Field(None, max_length=1000)  # carries the offer model's ~30 features
     recommendation_id: str | None = Field(None, max_length=600)
     event: Literal["impression", "click", "accept", "dismiss"]
     ts: int | None = Field(None, ge=EARLIEST_TS_MS, le=LATEST_TS_MS,

@@ -11,16 +11,21 @@ stats under the decision's cell unless the decision was a control one. The custo
 own events keep arriving between decisions.
 
 On the same customers, at the same moments and with the same eligible offers (the same
-gates), two reference policies are scored:
+gates), three reference policies are scored:
 
 - **oracle**: the eligible offer with the highest true P(accept) × value;
-- **random**: an eligible offer chosen uniformly.
+- **random**: an eligible offer chosen uniformly;
+- **cell**: the same ``decide`` with ``ArbitrationSettings(contextual=False)`` (a Beta per offer
+  and customer cell, the policy before the contextual model), learning in its own ``OfferStats``
+  through the engine's own ``offer_stats`` step from its own simulated reactions (a shadow: the
+  customers' contact histories follow the served policy).
 
 Each is scored by its *expected* value (true P(accept) × value, no reaction noise) and by
 a realised value (a drawn reaction: value if accepted, else 0). The table shows, per
 1k-decision window, the expected values and served ÷ oracle.
 
     python -m bench.nbo [--decisions 20000] [--customers 2000] [--seed 7] [--json]
+    omnirec bench nbo --decisions 50000 --json
 
 Writes bench/results/nbo.json and bench/results/nbo_learning.png.
 """
@@ -137,6 +142,7 @@ class Window:
     served_ev: float = 0.0
     oracle_ev: float = 0.0
     random_ev: float = 0.0
+    cell_ev: float = 0.0
     served_value: float = 0.0
     oracle_value: float = 0.0
     random_value: float = 0.0
@@ -153,8 +159,10 @@ class Window:
             "served": self.served_ev / n, "oracle": self.oracle_ev / n, "random": self.random_ev / n,
             "served_realised": self.served_value / n, "oracle_realised": self.oracle_value / n,
             "random_realised": self.random_value / n,
+            "cell": self.cell_ev / n,
             "served_vs_oracle": self.served_ev / self.oracle_ev if self.oracle_ev else 0.0,
             "random_vs_oracle": self.random_ev / self.oracle_ev if self.oracle_ev else 0.0,
+            "cell_vs_oracle": self.cell_ev / self.oracle_ev if self.oracle_ev else 0.0,
             "accept_rate": self.accepts / n, "control": self.control, "explored": self.explored,
             "optimal_share": self.optimal / n, "mean_eligible": self.eligible / n,
         }
@@ -168,6 +176,9 @@ class Result:
     windows: list[dict[str, Any]]
     seconds: float
     stats: dict[str, OfferStats]
+    decide_seconds: float = 0.0  # CPU time in the served policy's `decide` calls
+    decide_calls: int = 0
+    cell_decide_seconds: float = 0.0  # the same for the cell-level shadow (as many calls, when it runs)
     records: list[tuple] = field(default_factory=list)  # ({key name: key}, [(offer_id, value, p)])
 
     @property
@@ -178,10 +189,16 @@ class Result:
 def run(world: World, decisions: int = 20_000, seed: int = 7, *,
         settings: ArbitrationSettings | None = None, decision_days: float = 60,
         window: int = 1000, on_window: Callable[[dict[str, Any]], None] | None = None,
-        learn: bool = True) -> Result:
+        learn: bool = True, shadow: bool = True) -> Result:
     """`decisions` served offers (impressions) in event time, learning as the flow does
-    (`learn=False`: the offer stats stay empty, so decisions rest on the offers' priors)."""
+    (`learn=False`: the offer stats stay empty, so decisions rest on the offers' priors), with the
+    cell-level policy as a shadow (`shadow`)."""
     settings = settings or ArbitrationSettings()
+    cell_settings = replace(settings, contextual=False)
+    cell_stats: dict[str, OfferStats] = {}
+    cell_rng = random.Random(f"nbo-cell:{seed}")
+    decide_seconds = cell_decide_seconds = 0.0
+    decide_calls = 0
     rng = random.Random(f"nbo-bench:{seed}")  # who, where, and the decisions' seeds
     served_rng = random.Random(f"nbo-served:{seed}")
     oracle_rng = random.Random(f"nbo-oracle:{seed}")
@@ -205,8 +222,11 @@ def run(world: World, decisions: int = 20_000, seed: int = 7, *,
         channel = rng.choices(CHANNELS, customer.channel_mix)[0]
         store_id = customer.home_store if channel == "store" else None
         situation = Situation(now, channel, store_id)
-        decision = nbo.decide(world.offers, stats, state, situation, world.catalog, settings,
-                              seed=rng.getrandbits(63))
+        decision_seed = rng.getrandbits(63)
+        cpu = time.process_time()
+        decision = nbo.decide(world.offers, stats, state, situation, world.catalog, settings, seed=decision_seed)
+        decide_seconds += time.process_time() - cpu
+        decide_calls += 1
         if decision.chosen is None:
             no_offer += 1
             continue
@@ -230,6 +250,11 @@ def run(world: World, decisions: int = 20_000, seed: int = 7, *,
         current.served_value += chosen.value if reaction == "accept" else 0.0
         current.oracle_value += best.value if offer_truth.react(customer, best, oracle_rng, days) == "accept" else 0.0
         current.random_value += other.value if offer_truth.react(customer, other, random_rng, days) == "accept" else 0.0
+        if shadow:
+            cpu = time.process_time()
+            current.cell_ev += _shadow_step(world, cell_stats, state, situation, cell_settings, decision_seed,
+                                            customer, truth, cell_rng, days, served)
+            cell_decide_seconds += time.process_time() - cpu
         current.accepts += reaction == "accept"
         current.control += decision.control
         current.explored += decision.explored
@@ -242,7 +267,7 @@ def run(world: World, decisions: int = 20_000, seed: int = 7, *,
         for kind, ts in feedback:
             record = Feedback(event_id=f"fb-{served}-{kind}", type=kind, ts_ms=ts, customer_id=customer.customer_id,
                               channel=channel, offer_id=chosen.offer_id, cell=decision.chosen.cell,
-                              control=decision.control)
+                              control=decision.control, features=decision.chosen.features)
             if learn:
                 world.feedback(record)
             else:  # the offers' priors only: the customer's contact history, no offer statistics
@@ -254,7 +279,27 @@ def run(world: World, decisions: int = 20_000, seed: int = 7, *,
             if on_window:
                 on_window(row)
             current = Window()
-    return Result(served, attempts, no_offer, windows, time.perf_counter() - started, stats, records)
+    return Result(served, attempts, no_offer, windows, time.perf_counter() - started, stats, decide_seconds,
+                  decide_calls, cell_decide_seconds, records)
+
+
+def _shadow_step(world: World, cell_stats: dict[str, OfferStats], state, situation: Situation,
+                 settings: ArbitrationSettings, seed: int, customer, truth: dict[str, float],
+                 rng: random.Random, days: float, served: int) -> float:
+    """The cell-level policy's decision for the same request, its expected value, and its learning
+    from its own drawn reaction (the engine's `offer_stats` step, as the flow runs it)."""
+    decision = nbo.decide(world.offers, cell_stats, state, situation, world.catalog, settings, seed=seed)
+    if decision.chosen is None:
+        return 0.0
+    offer = decision.chosen.offer
+    reaction = offer_truth.react(customer, offer, rng, days)
+    events = ["impression"] + (["accept"] if reaction == "accept" else [])
+    for kind in events:
+        feedback = Feedback(event_id=f"cell-{served}-{kind}", type=kind, ts_ms=situation.now_ms,
+                            customer_id=customer.customer_id, channel=situation.channel, offer_id=offer.offer_id,
+                            cell=decision.chosen.cell, control=decision.control)
+        cell_stats[offer.offer_id], _ = world.runner.engine.offer_stats(cell_stats.get(offer.offer_id), feedback)
+    return truth.get(offer.offer_id, 0.0) * offer.value
 
 
 # --- ceilings: the best a policy could do that only knows a given key ------------------------
@@ -324,13 +369,14 @@ def variant(name: str):
 # --- report -------------------------------------------------------------------------------
 
 
-HEADER = (f"{'window':>13} {'served':>7} {'oracle':>7} {'random':>7} {'srv/orc':>8} {'rnd/orc':>8}"
+HEADER = (f"{'window':>13} {'served':>7} {'oracle':>7} {'random':>7} {'srv/orc':>8} {'rnd/orc':>8} {'cell/orc':>8}"
           f" {'srv real':>8} {'orc real':>8} {'acc%':>5} {'best%':>6} {'expl':>5} {'ctrl':>4}")
 
 
 def format_row(row: dict[str, Any]) -> str:
     return (f"{row['first']:>6}-{row['last']:<6} {row['served']:>7.3f} {row['oracle']:>7.3f}"
             f" {row['random']:>7.3f} {row['served_vs_oracle']:>8.3f} {row['random_vs_oracle']:>8.3f}"
+            f" {row['cell_vs_oracle']:>8.3f}"
             f" {row['served_realised']:>8.3f} {row['oracle_realised']:>8.3f}"
             f" {100 * row['accept_rate']:>5.1f} {100 * row['optimal_share']:>6.1f}"
             f" {row['explored']:>5} {row['control']:>4}")
@@ -348,6 +394,9 @@ def summary(result: Result, args: argparse.Namespace) -> dict[str, Any]:
         "decision_days": args.decision_days, "window": args.window,
         "value_vs_oracle": round(last["served_vs_oracle"], 4),
         "random_vs_oracle": round(last["random_vs_oracle"], 4),
+        "cell_policy_vs_oracle": round(last["cell_vs_oracle"], 4),
+        "decide_cpu_ms": round(1000 * result.decide_seconds / max(1, result.decide_calls), 4),
+        "cell_decide_cpu_ms": round(1000 * result.cell_decide_seconds / max(1, result.decide_calls), 4),
         "realised_value_vs_oracle": round(last["served_realised"] / last["oracle_realised"], 4)
         if last["oracle_realised"] else None,
         "first_window_vs_oracle": round(result.windows[0]["served_vs_oracle"], 4),
@@ -426,8 +475,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     data = summary(result, args)
     print(f"final: {data['decisions']} decisions ({data['no_eligible_offer']} requests had no eligible "
           f"offer); last window served/oracle {data['value_vs_oracle']:.3f}, random/oracle "
-          f"{data['random_vs_oracle']:.3f}, realised served/oracle {data['realised_value_vs_oracle']}; "
-          f"overall {data['overall_vs_oracle']:.3f}; {data['seconds']:.0f}s")
+          f"{data['random_vs_oracle']:.3f}, cell-level policy/oracle {data['cell_policy_vs_oracle']:.3f}, realised served/oracle {data['realised_value_vs_oracle']}; "
+          f"overall {data['overall_vs_oracle']:.3f}; decide {data['decide_cpu_ms']:.3f} ms CPU per call "
+          f"({len(world.offers)} offers; the cell-level shadow's, learning included, "
+          f"{data['cell_decide_cpu_ms']:.3f}); {data['seconds']:.0f}s")
     print("ceilings (share of oracle, last window) of a policy knowing each offer's mean true "
           "propensity per key: " + ", ".join(f"{k} {v:.3f}" for k, v in data["ceilings_last_window"].items()))
     suffix = "" if args.variant == "baseline" else f"_{args.variant}"

@@ -51,7 +51,7 @@ def decision_body(customer_id: str, decision: offers.Decision, situation: offers
     if decision.chosen is not None:
         chosen = decision.chosen
         ref = DecisionRef(customer_id, chosen.offer.offer_id, chosen.cell, situation.channel,
-                          decision.control, situation.now_ms, nonce, decision.removed_by_gate())
+                          decision.control, situation.now_ms, nonce, decision.removed_by_gate(), chosen.features)
         body["decision_id"] = encode_ref(ref, signing)
         body["offer"] = {**chosen.summary(), "value": chosen.offer.value, "valid_days": chosen.offer.valid_days,
                          "bundle_skus": list(chosen.offer.bundle_skus)}
@@ -124,6 +124,8 @@ def feedback_envelope(decision_id: str | None, recommendation_id: str | None, ev
         envelope.update(offer_id=ref.offer_id, cell=ref.cell, control=ref.control)
         if ref.removed and event == "impression":  # each decision's gate counts travel once
             envelope["removed"] = dict(ref.removed)
+        if ref.features and event in ("impression", "accept"):  # what the offer's model learns from
+            envelope["features"] = list(ref.features)
     else:
         envelope.update(sku=ref.sku, features=list(ref.features))
     return envelope

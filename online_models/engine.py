@@ -18,7 +18,7 @@ only in ``Raw.received_ms`` and ``Heartbeat`` messages, stamped by the edge.
     Event ─► aliases (by alias) ─► Forward ─┐
     Event, Forward, offer Feedback ─────────┴► customers (by customer) ─► Put, ItemBasket, ChurnUpdate
     ItemBasket ─► item_counts (by sku) ─► ToNeighbors, ZAdd, SAdd ─► item_neighbors (by sku) ─► Put
-    Feedback ─► offer_stats (by offer) ─► Put, SAdd;   Feedback with features ─► ranker ─► Put
+    Feedback ─► offer_stats (by offer) ─► Put, SAdd;   recommendation Feedback with features ─► ranker ─► Put
     Progress, Heartbeat ─► stream_clock (one key) ─► ShardTick, BucketTick
     ChurnUpdate, ShardTick ─► population (by shard) ─► Timer, Put
     Timer, BucketTick ─► timer_buckets (by due bucket) ─► Fired
@@ -246,7 +246,7 @@ class Engine:
     def offer_stats(self, state: OfferStats | None, feedback: Feedback):
         state = state or OfferStats(feedback.offer_id or "")
         # the control group is counted apart: it measures uplift and must not steer learning
-        state.record(feedback.type, feedback.cell or "new", feedback.control, feedback.removed)
+        state.record(feedback.type, feedback.cell or "new", feedback.control, feedback.removed, feedback.features)
         return state, [Put(self.scheme.offer_stats(state.offer_id), state, keys.encode_offer_stats),
                        SAdd(self.scheme.offer_stats_index(), state.offer_id)]
 
@@ -495,7 +495,8 @@ def _steps(engine: Engine) -> list[Step]:
         Step("item_counts", {ItemBasket: lambda m: m.sku}, e.item_counts, (ToNeighbors, ZAdd, SAdd)),
         Step("item_neighbors", {ToNeighbors: lambda m: m.sku}, e.item_neighbors, (Put,)),
         Step("offer_stats", {Feedback: lambda fb: fb.offer_id or None}, e.offer_stats, (Put, SAdd)),
-        Step("ranker", {Feedback: lambda fb: RANKER_KEY if fb.features else None}, e.ranker, (Put,)),
+        Step("ranker", {Feedback: lambda fb: RANKER_KEY if fb.features and not fb.offer_id else None}, e.ranker,
+             (Put,)),
         Step("stream_clock", {Progress: lambda _: CLOCK_KEY, Heartbeat: lambda _: CLOCK_KEY},
              e.stream_clock, (ShardTick, BucketTick)),
         Step("population", {ChurnUpdate: lambda m: f"shard:{m.shard}", ShardTick: lambda m: f"shard:{m.shard}",

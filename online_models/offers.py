@@ -3,7 +3,9 @@
 A decision follows the decision hubs' order:
 
     eligible offers → gates (eligibility, suitability, contact policy, timing)
-      → propensity (Beta posterior per offer and customer cell; Thompson-sampled)
+      → propensity (per offer: a Bayesian linear model of the customer's features, see
+        ``online_models.propensity``, over a Beta posterior per customer cell as its fallback;
+        Thompson-sampled)
       → priority = propensity × context weight × value × lever
       → a small seeded control group gets a random eligible offer, flagged
       → the winner, the runner-ups, and the reasons in plain words.
@@ -23,6 +25,7 @@ from typing import Any
 
 from river import proba
 
+from online_models import propensity as feature_model
 from online_models import rules
 from online_models.customer import CustomerState
 from online_models.events import DAY_MS, Product
@@ -293,6 +296,12 @@ def _offer_categories(offer: Offer, catalog: Mapping[str, Product]) -> tuple[str
     return own or offer.eligibility.categories
 
 
+def _about(offer: Offer, catalog: Mapping[str, Product]) -> tuple[str, ...]:
+    """The categories whose share of a customer's interest says how well an offer fits them:
+    those it is for (eligibility) and those of its bundle's items."""
+    return tuple(dict.fromkeys((*offer.eligibility.categories, *_categories(offer.bundle_skus, catalog))))
+
+
 def _categories(skus: Iterable[str], catalog: Mapping[str, Product]) -> tuple[str, ...]:
     found = (catalog[sku].category for sku in skus if sku in catalog)
     return tuple(sorted(set(found)))
@@ -341,16 +350,23 @@ class OfferStats:
     """Impressions and accepts of one offer, per customer cell, for the decisions the policy made
     (``cells``: what propensity learns from) and for the control group's random ones
     (``control``: kept apart, it only measures uplift), and how many other offers each gate removed
-    in the decisions this offer won and was shown in (``removed``). The flow keys it by offer;
-    its size is bounded by the number of cells."""
+    in the decisions this offer won and was shown in (``removed``), and the contextual model learnt
+    from the same feedback (``model``: what the decisions' features say, see ``propensity``).
+    The flow keys it by offer; its size is bounded by the number of cells (the model's is fixed)."""
 
     offer_id: str
     cells: dict[str, list[float]] = field(default_factory=dict)  # cell → [impressions, accepts]
     control: dict[str, list[float]] = field(default_factory=dict)  # cell → [impressions, accepts]
     removed: dict[str, float] = field(default_factory=dict)  # gate → offers it removed
+    model: feature_model.ContextModel = field(default_factory=feature_model.ContextModel)
 
     def record(self, kind: str, cell: str, control: bool = False,
-               removed: Iterable[tuple[str, int]] = ()) -> None:
+               removed: Iterable[tuple[str, int]] = (), features: tuple[float, ...] = ()) -> None:
+        """One feedback. Its ``features`` (the decision's, from its id) teach the contextual model
+        too, unless the decision was a control one; features that are not finite, or of another
+        length (an id issued before the model), teach it nothing."""
+        if features and not control:
+            self.model.learn(kind, features)
         counts = (self.control if control else self.cells).setdefault(cell, [0.0, 0.0])
         if kind == "impression":
             counts[0] += 1
@@ -370,13 +386,18 @@ class OfferStats:
             data["control"] = self.control
         if self.removed:
             data["removed"] = self.removed
+        if self.model.shown or self.model.accepted:
+            data["model"] = self.model.to_dict()
         return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> OfferStats:
+        """Stored stats; those stored before the contextual model (or with a model of another
+        feature schema) load with an empty model, and decide by their cells until it learns."""
         return cls(data["offer_id"], {k: list(v) for k, v in data.get("cells", {}).items()},
                    {k: list(v) for k, v in data.get("control", {}).items()},
-                   {k: float(v) for k, v in data.get("removed", {}).items()})
+                   {k: float(v) for k, v in data.get("removed", {}).items()},
+                   feature_model.ContextModel.from_dict(data.get("model")) or feature_model.ContextModel())
 
 
 def posterior(offer: Offer, stats: OfferStats | None, cell: str) -> tuple[float, float]:
@@ -409,15 +430,33 @@ def _behaviour_key(cell: str) -> str:
     return rest if rest and head not in ("new", "discount_returner") else cell
 
 
-def propensity(offer: Offer, stats: OfferStats | None, cell: str) -> float:
+def _contextual(offer: Offer, stats: OfferStats | None,
+                features: tuple[float, ...] | None) -> feature_model.Posterior | None:
+    """The offer's contextual posterior when it has learnt from features and the decision has
+    them; None: the cell's Beta decides (a new offer, state from before the model)."""
+    if not features or stats is None or not stats.model.shown:
+        return None
+    return stats.model.posterior(offer.prior_propensity, offer.prior_strength)
+
+
+def propensity(offer: Offer, stats: OfferStats | None, cell: str,
+               features: tuple[float, ...] | None = None) -> float:
+    """P(accept): the contextual model's at ``features`` when it has evidence, else the cell's mean."""
+    fitted = _contextual(offer, stats, features)
+    if fitted is not None:
+        return fitted.propensity(features)
     alpha, beta = posterior(offer, stats, cell)
     return alpha / (alpha + beta)
 
 
 def sample_propensity(offer: Offer, stats: OfferStats | None, cell: str, seed: int,
-                      temperature: float = 1.0) -> float:
-    """A Thompson draw from the posterior (river's Beta, seeded). `temperature` > 1 narrows
-    the draw around the same mean (the posterior as if it had seen that many times the data)."""
+                      temperature: float = 1.0, features: tuple[float, ...] | None = None) -> float:
+    """A Thompson draw (seeded) from the contextual posterior at ``features``, or from the cell's
+    Beta (river's). `temperature` > 1 narrows the draw around the same mean (the posterior as if
+    it had seen that many times the data)."""
+    fitted = _contextual(offer, stats, features)
+    if fitted is not None:
+        return fitted.sample(features, seed, temperature)
     alpha, beta = posterior(offer, stats, cell)
     return proba.Beta(alpha * temperature, beta * temperature, seed=seed).sample()
 
@@ -430,6 +469,7 @@ class ArbitrationSettings:
     control_share: float = 0.02
     explore: bool = True
     explore_temperature: float = 1.0
+    contextual: bool = True  # False: propensity per customer cell only (the Beta, as before the model)
     context_weights: Mapping[str, Mapping[str, float]] = field(default_factory=lambda: {
         "churn_alert": {"win_back": 2.0, "loyalty_points": 1.3, "discount": 1.0},
         "cancellation_intent": {"win_back": 2.5, "service": 1.5},
@@ -448,6 +488,7 @@ class Candidate:
     context_weight: float
     lever: float
     cell: str = "new"  # the cell this offer learns in for this customer (goes into the decision id)
+    features: tuple[float, ...] = ()  # what the contextual model saw (goes into the decision id)
 
     @property
     def expected_value(self) -> float:
@@ -493,6 +534,8 @@ def decide(
     rng = random.Random(seed)
     cell = customer_cell(state, catalog, situation.now_ms)
     weights = settings.context_weights.get(situation.context, {})
+    view = feature_model.customer_view(state, catalog, situation.now_ms, situation.channel, situation.tier,
+                                 situation.churn_score, situation.basket)
     candidates, rejected, public_rejected = [], {}, {}
     for offer in sorted(offers, key=lambda o: o.offer_id):
         gate = check_gates(offer, state, cell, situation, catalog, settings.policy)
@@ -501,11 +544,15 @@ def decide(
             public_rejected[offer.offer_id] = rejected[offer.offer_id] if not gate.personal else "not for this customer"
             continue
         learning_cell = offer_cell(cell, offer, state, catalog)
-        mean = propensity(offer, stats.get(offer.offer_id), learning_cell)
-        sampled = (sample_propensity(offer, stats.get(offer.offer_id), learning_cell, rng.getrandbits(32),
-                                     settings.explore_temperature) if settings.explore else mean)
+        features = feature_model.offer_features(view, _about(offer, catalog))
+        used = features if settings.contextual else None
+        offer_stats = stats.get(offer.offer_id)
+        mean = propensity(offer, offer_stats, learning_cell, used)
+        sampled = (sample_propensity(offer, offer_stats, learning_cell, rng.getrandbits(32),
+                                     settings.explore_temperature, used) if settings.explore else mean)
         lever = offer.lever * settings.kind_levers.get(offer.kind, 1.0)
-        candidates.append(Candidate(offer, mean, sampled, weights.get(offer.kind, 1.0), lever, learning_cell))
+        candidates.append(Candidate(offer, mean, sampled, weights.get(offer.kind, 1.0), lever, learning_cell,
+                                    features))
     if not candidates:
         return Decision(None, [], cell, False, False, ["no eligible offer"], rejected, ["no eligible offer"],
                         public_rejected)

@@ -82,6 +82,7 @@ class DecisionRef:
     ts_ms: int
     nonce: int
     removed: tuple[tuple[str, int], ...] = ()  # offers each gate removed from the decision
+    features: tuple[float, ...] = ()  # what the offer's contextual model saw (``propensity.FEATURES``)
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,7 +134,8 @@ def decode_ref(text: str, expected: type, keys: SigningKeys) -> DecisionRef | Re
         fields = orjson.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
         ref = expected(*fields)
         if isinstance(ref, DecisionRef):
-            ref = DecisionRef(*fields[:7], tuple((str(g), int(n)) for g, n in ref.removed))
+            ref = DecisionRef(*fields[:7], tuple((str(g), int(n)) for g, n in ref.removed),
+                              tuple(float(v) for v in ref.features))
     except (ValueError, TypeError, orjson.JSONDecodeError):
         raise BadRef(f"malformed {name} id") from None
     texts = (ref.customer_id, ref.offer_id, ref.cell) if isinstance(ref, DecisionRef) else (ref.context, ref.sku)

@@ -12,7 +12,7 @@ import pytest
 
 from omnirec.settings import Settings
 from omnirec.simulate import build_demo_catalog, iter_events
-from online_models import checks, keys
+from online_models import checks, keys, propensity
 from online_models.churn import RhythmState
 from online_models.engine import Engine, Runner, graph
 from online_models.events import format_ts, partition_key
@@ -38,7 +38,8 @@ def records(seed=5):
         for kind in ("impression", "accept" if i % 2 else "dismiss"):
             out.append(Raw(SETTINGS.topic_feedback, 0, len(out), None, orjson.dumps({
                 "event_id": f"fb-{i}-{kind}", "type": kind, "ts": ts, "customer_id": customer,
-                "offer_id": "winback-15", "cell": "new"})))
+                "offer_id": "winback-15", "cell": "new",
+                "features": [1.0, 0.0, 0.0, 0.0, 0.25, i / 64] + [0.0] * (propensity.DIMENSION - 6)})))
         out.append(Raw(SETTINGS.topic_feedback, 0, len(out), None, orjson.dumps({
             "event_id": f"rk-{i}", "type": "click" if i % 3 else "impression", "ts": ts, "customer_id": customer,
             "sku": "BL-001", "features": [0.5, 1.0, 0.0, 0.0, 0.2, 0.1, 0.3, 1.0]})))
