@@ -138,8 +138,8 @@ def offer_from_dict(obj: Any) -> Offer:
 # --- customer view ------------------------------------------------------------------------
 
 
-APPAREL = ("men", "women", "kids")
-LINE_SHARE = 0.10  # an apparel line counts when it holds this share of apparel interest
+LINE_SHARE = 0.10  # a line (a category's parent) counts when it holds this share of the customer's interest
+MAX_LINES = 3  # a cell names at most this many lines, the largest: cells stay few enough to learn in
 BIG_SPENDER_GROSS = 800.0
 INTEREST_FIT = 0.30  # share of interest in an offer's categories that makes it a good fit
 
@@ -148,8 +148,8 @@ def customer_cell(state: CustomerState | None, catalog: Mapping[str, Product], n
     """A behaviour cell for propensity: customers who answer offers alike.
 
     `new` (no purchase yet), `discount_returner` (`rules.is_discount_driven_returner`),
-    else `<lines>|<behaviour>`: the apparel lines shopped for (men, women,
-    kids/boys, kids/girls; or the main family, e.g. electronics) and how the customer
+    else `<lines>|<behaviour>`: the lines shopped for (``_lines``: e.g. men, kids/boys,
+    grocery) and how the customer
     buys — `deal` (`rules.is_deal_seeker`), `lapsing` (`rules.is_lapsing`: silent for much
     longer than their rhythm), `big` (a big spender) or `regular`.
     """
@@ -161,19 +161,21 @@ def customer_cell(state: CustomerState | None, catalog: Mapping[str, Product], n
 
 
 def _lines(shares: Mapping[str, float]) -> str:
-    apparel: dict[str, float] = {}
-    families: dict[str, float] = {}
+    """The lines the customer shops: each category's parent (``kids/boys`` for
+    ``kids/boys/trousers``; a one-level category is its own line), those holding at least
+    ``LINE_SHARE`` of their interest, the largest ``MAX_LINES``; else their largest line.
+    Read from the taxonomy's shape, never from its names."""
+    lines: dict[str, float] = {}
     for category, share in shares.items():
         parts = category.split("/")
-        families[parts[0]] = families.get(parts[0], 0.0) + share
-        if parts[0] in APPAREL:
-            line = "/".join(parts[:-1]) if len(parts) > 1 else parts[0]
-            apparel[line] = apparel.get(line, 0.0) + share
-    total = sum(apparel.values())
-    lines = sorted(line for line, share in apparel.items() if total and share / total >= LINE_SHARE)
-    if lines:
-        return "+".join(lines)
-    return max(sorted(families), key=families.__getitem__) if families else "none"
+        line = "/".join(parts[:-1]) if len(parts) > 1 else parts[0]
+        lines[line] = lines.get(line, 0.0) + share
+    total = sum(lines.values())
+    if not total:
+        return "none"
+    ranked = sorted(lines, key=lambda line: (-lines[line], line))
+    kept = [line for line in ranked if lines[line] / total >= LINE_SHARE][:MAX_LINES] or ranked[:1]
+    return "+".join(sorted(kept))
 
 
 def _behaviour(state: CustomerState, now_ms: int | None) -> str:

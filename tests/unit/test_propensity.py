@@ -45,8 +45,9 @@ def x_with(**values):
 
 
 def shopper(coffee_orders: int, customer_id: str = "c-1") -> CustomerState:
-    """A menswear buyer (6 orders of trousers) who buys coffee with ``coffee_orders`` of them: one
-    cell ("men|regular") whatever ``coffee_orders``, since coffee is no apparel line."""
+    """A menswear buyer (6 orders of trousers, weekly) who buys coffee with the first
+    ``coffee_orders`` of them: from 2 to 6 the cell is one ("grocery+men|regular": coffee holds
+    over a tenth of their decayed interest), while the share of coffee still differs fourfold."""
     state = CustomerState(customer_id)
     for i in range(6):
         skus = ("TR-1", "CF-1") if i < coffee_orders else ("TR-1",)
@@ -79,7 +80,7 @@ def test_decisions_tell_apart_customers_of_one_cell():
     """Two kinds of customers share a cell; one accepts the treat far more than the other. The
     cell-level policy must pick one offer for both; the contextual one learns to serve each their best."""
     treat, other = offer("treat"), offer("other")
-    plain, coffee_lover = shopper(0, "c-plain"), shopper(4, "c-coffee")
+    plain, coffee_lover = shopper(2, "c-plain"), shopper(6, "c-coffee")
     assert len({customer_cell(s, CATALOG) for s in (plain, coffee_lover)}) == 1  # no per-cell learner tells them apart
     truth = {("c-plain", "treat"): 0.08, ("c-coffee", "treat"): 0.40, ("c-plain", "other"): 0.22,
              ("c-coffee", "other"): 0.22}
