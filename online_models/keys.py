@@ -19,6 +19,7 @@ from online_models.customer import MAX_BRANDS, MAX_CATEGORIES, MAX_SKU_INTEREST,
 from online_models.events import Product, format_ts, product_from_dict
 from online_models.items import ItemNeighbors, Neighbor, complements
 from online_models.learning import RankerWeights, RecRanker
+from online_models.nextbasket import MAX_VECTOR
 from online_models.offers import Offer, OfferStats, offer_from_dict
 from online_models.repeats import ItemRepeats
 from online_models.tiers import PopulationSketch
@@ -103,7 +104,8 @@ def encode_customer(state: CustomerState) -> bytes:
     data = state.to_dict()
     data.pop("seen_ids")
     data.pop("recent_adds")  # what cart pairs are formed from; readers need the cart
-    for name, keep in (("categories", MAX_CATEGORIES), ("brands", MAX_BRANDS), ("sku_interest", MAX_SKU_INTEREST)):
+    for name, keep in (("categories", MAX_CATEGORIES), ("brands", MAX_BRANDS), ("sku_interest", MAX_SKU_INTEREST),
+                       ("basket_vector", MAX_VECTOR)):
         data[name] = {key: round(value, 4) for key, value in decay.top(data[name], keep).items()}
     return orjson.dumps({"v": SCHEMA_VERSION, "kind": "customer", "state": _rounded(data)},
                         option=orjson.OPT_SORT_KEYS)  # dict order follows arrival order
