@@ -74,7 +74,7 @@ class CustomerState:
     brands: dict[str, float] = field(default_factory=dict)
     sku_interest: dict[str, float] = field(default_factory=dict)  # SKU → log-weight, no category sent
     bought: dict[str, list[float]] = field(default_factory=dict)  # sku → [orders, last ts, first ts]
-    # sku → log-weight decayed per basket (the personal next-basket vector: ``nextbasket``)
+    # sku → log-weight, decayed in event time (the personal next-basket vector: ``nextbasket``)
     basket_vector: dict[str, float] = field(default_factory=dict)
     views: dict[str, int] = field(default_factory=dict)  # sku → last view time, the newest MAX_RECENT_VIEWS
     cart: dict[str, float] = field(default_factory=dict)  # sku → qty, as added and removed on the web / app
@@ -145,7 +145,7 @@ class CustomerState:
             decay.add(self.brands, key, value)
         for key, value in other.sku_interest.items():
             decay.add(self.sku_interest, key, value)
-        nextbasket.merge(self.basket_vector, other.basket_vector, self.orders - other.orders)
+        nextbasket.merge(self.basket_vector, other.basket_vector)
         for sku, record in other.bought.items():
             self._add_bought(sku, record[0], int(record[1]), int(record[2] if len(record) > 2 else record[1]))
         for sku, ts in other.views.items():
@@ -270,7 +270,7 @@ class CustomerState:
         skus = tuple(dict.fromkeys(item.sku for item in event.items))
         for sku in skus:  # orders, not lines: two lines of one SKU are one purchase of it
             self._add_bought(sku, 1, event.ts_ms, event.ts_ms)
-        nextbasket.add_basket(self.basket_vector, skus, self.orders)
+        nextbasket.add_basket(self.basket_vector, skus, event.ts_ms)
         if event.store_id:
             self._visit(event.store_id, event.ts_ms)
         self._bound()

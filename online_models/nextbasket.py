@@ -2,11 +2,13 @@
 
 Three signals, each cheap enough to compute per request for a million customers:
 
-- **the personal vector** (TIFU-KNN's user vector): per customer, a time-decayed item vector in
-  units of the customer's own baskets. Each order adds ``BASKET_DECAY ** (baskets since)`` to its
-  items, stored in forward-decay form (log-weight = basket index × log(1 / BASKET_DECAY)), so an
-  update touches only the items of the new basket and the stored numbers never need rewriting.
-  It is bounded like the purchase history (``CustomerState.basket_vector``, ``MAX_VECTOR`` items).
+- **the personal vector** (TIFU-KNN's user vector): per customer, a time-decayed item vector.
+  Each order adds ``2 ** (-age / HALF_LIFE_DAYS)`` to its items, stored in forward-decay form
+  (``decay.Decay``: log-weight = λ × event time), so an update touches only the new basket's
+  items, the stored numbers never need rewriting, and the vector is the same whatever order the
+  customer's orders arrived in (TIFU-KNN decays per basket, which would depend on it). Readers
+  use it relative to the customer's heaviest item, so only the gaps between orders count. It is
+  bounded like the purchase history (``CustomerState.basket_vector``, ``MAX_VECTOR`` items).
 - **timing** (TAIW's time-aware weight): how the days since the customer last bought an item
   compare with their cycle for it (their own mean gap, shrunk towards the item's learned cycle
   from ``repeats.RepeatModel``). Near the cycle the item is due; just bought, or long overdue
@@ -36,10 +38,10 @@ from online_models import decay
 if TYPE_CHECKING:  # items imports customer, which imports this module
     from online_models.items import Neighbor
 
-# TIFU-KNN's within-group decay (Hu et al. 2020 use 0.9 on Ta-Feng); per basket, so the same
-# whatever the retailer's shopping frequency.
-BASKET_DECAY = 0.9
-LOG_GROWTH = -math.log(BASKET_DECAY)
+# As the co-purchase statistics' half-life (EngineSettings.cooccurrence_half_life_days): a basket
+# two months old counts half as much as today's, next to the customer's other items.
+HALF_LIFE_DAYS = 60.0
+VECTOR_DECAY = decay.Decay(HALF_LIFE_DAYS)
 MAX_VECTOR = 64  # as many items as the purchase history keeps (customer.MAX_BOUGHT)
 NEIGHBOUR_SOURCES = 10  # the customer's heaviest items whose co-purchase lists are read
 # Width of the timing bump in log(1 + days) units: at e (2.7) times the cycle, or a 1/e of it,
@@ -48,19 +50,18 @@ CYCLE_WIDTH = 1.0
 OVERDUE_FLOOR = 0.3  # a long-overdue habit never drops below this share of due: it may resume
 
 
-def add_basket(vector: dict[str, float], skus: Iterable[str], basket_index: int) -> None:
-    """Fold one order (the customer's ``basket_index``-th) into the personal vector."""
-    log_weight = basket_index * LOG_GROWTH
+def add_basket(vector: dict[str, float], skus: Iterable[str], ts_ms: int) -> None:
+    """Fold one order (at event time ``ts_ms``) into the personal vector."""
+    log_weight = VECTOR_DECAY.log_weight(1.0, ts_ms)
     for sku in skus:
         decay.add(vector, sku, log_weight)
     decay.prune(vector, MAX_VECTOR)
 
 
-def merge(vector: dict[str, float], other: Mapping[str, float], shift_baskets: int) -> None:
-    """Fold an alias's vector in; its newest basket counts as this customer's newest
-    (``shift_baskets``: this customer's basket count minus the alias's)."""
+def merge(vector: dict[str, float], other: Mapping[str, float]) -> None:
+    """Fold an alias's vector in: the same as if its orders had been this customer's."""
     for sku, log_weight in other.items():
-        decay.add(vector, sku, log_weight + shift_baskets * LOG_GROWTH)
+        decay.add(vector, sku, log_weight)
     decay.prune(vector, MAX_VECTOR)
 
 
