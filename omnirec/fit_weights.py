@@ -45,7 +45,7 @@ from online_models.customer import CustomerState
 from online_models.events import Event, parse_ts
 
 PARTS = tuple(f.name for f in fields(ranking.Weights))
-CANDIDATE_DEPTH = 300  # candidates kept per point: every bought item and the explore pool fit
+CANDIDATE_DEPTH = 150  # candidates kept per point: the bought items and the explore pool fit
 VALIDATION_SHARE = 0.3
 EVERY = 1
 GRID = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
