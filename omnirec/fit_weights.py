@@ -172,8 +172,8 @@ def run(streams: list[str], k: int = 10, share: float = VALIDATION_SHARE, every:
     start_v = np.array([getattr(start, p) for p in PARTS])
     chosen_v = np.array([getattr(chosen, p) for p in PARTS])
     per_stream = {c.name: {"points": len(c.points), "gp_topfreq_recall": round(c.gp_topfreq_recall, 4),
-                           "recall_start": round(recall(c.points, start_v, k), 4),
-                           "recall_chosen": round(recall(c.points, chosen_v, k), 4)} for c in collected}
+                           "recall_start": round(float(recall(c.points, start_v, k)), 4),
+                           "recall_chosen": round(float(recall(c.points, chosen_v, k)), 4)} for c in collected}
     floor = chosen.buy_again / (chosen.buy_again + chosen.due) if chosen.buy_again + chosen.due > 0 else 1.0
     return {"k": k, "validation_share": share, "every": every, "start": asdict(start), "chosen": asdict(chosen),
             "buy_again_floor": round(floor, 4), "streams": per_stream, "trace": trace}

@@ -43,13 +43,13 @@ class Weights:
     - ``neighbours``: bought with the customer's items by others (the explore pool's evidence).
     """
 
-    complement: float = 1.0
-    category: float = 0.8
-    brand: float = 0.2
+    complement: float = 1.0  # not from the fit: it scores the home list only, complements lead at the till
+    category: float = 0.2
+    brand: float = 0.1
     buy_again: float = 0.84
-    due: float = 0.36
+    due: float = 0.18
     recency: float = 0.0
-    neighbours: float = 0.0
+    neighbours: float = 0.5
     popularity: float = 0.15
 
 
