@@ -215,6 +215,14 @@ def evaluate(
          filters=Filters(min_baskets, min_item_count, drop_noise_users), plot=plot)
 
 
+@app.command("fit-weights", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def fit_weights(ctx: typer.Context) -> None:
+    """Fit the ranking blend weights on validation splits in event time (docs/weights.md)."""
+    from omnirec.fit_weights import cli as fit_cli
+
+    fit_cli(list(ctx.args))
+
+
 @app.command("evaluate-churn")
 def evaluate_churn(
     file: Annotated[Path | None, typer.Argument(exists=True, dir_okay=False)] = None,

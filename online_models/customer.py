@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from online_models import decay, tiers
+from online_models import decay, nextbasket, tiers
 from online_models.churn import WEB_CHANNELS, Rhythm, RhythmState
 from online_models.clock import DAY_MS
 from online_models.contacts import Contacts
@@ -74,6 +74,8 @@ class CustomerState:
     brands: dict[str, float] = field(default_factory=dict)
     sku_interest: dict[str, float] = field(default_factory=dict)  # SKU → log-weight, no category sent
     bought: dict[str, list[float]] = field(default_factory=dict)  # sku → [orders, last ts, first ts]
+    # sku → log-weight, decayed in event time (the personal next-basket vector: ``nextbasket``)
+    basket_vector: dict[str, float] = field(default_factory=dict)
     views: dict[str, int] = field(default_factory=dict)  # sku → last view time, the newest MAX_RECENT_VIEWS
     cart: dict[str, float] = field(default_factory=dict)  # sku → qty, as added and removed on the web / app
     cart_ts: dict[str, int] = field(default_factory=dict)  # sku → when last added
@@ -143,6 +145,7 @@ class CustomerState:
             decay.add(self.brands, key, value)
         for key, value in other.sku_interest.items():
             decay.add(self.sku_interest, key, value)
+        nextbasket.merge(self.basket_vector, other.basket_vector)
         for sku, record in other.bought.items():
             self._add_bought(sku, record[0], int(record[1]), int(record[2] if len(record) > 2 else record[1]))
         for sku, ts in other.views.items():
@@ -267,6 +270,7 @@ class CustomerState:
         skus = tuple(dict.fromkeys(item.sku for item in event.items))
         for sku in skus:  # orders, not lines: two lines of one SKU are one purchase of it
             self._add_bought(sku, 1, event.ts_ms, event.ts_ms)
+        nextbasket.add_basket(self.basket_vector, skus, event.ts_ms)
         if event.store_id:
             self._visit(event.store_id, event.ts_ms)
         self._bound()
@@ -389,7 +393,7 @@ class CustomerState:
 
 
 _DICT_FIELDS = ("channel_orders", "channel_events", "categories", "brands", "sku_interest", "cart", "cart_ts",
-                "stores", "views", "seen_ids", "not_interested")
+                "stores", "views", "seen_ids", "not_interested", "basket_vector")
 _LIST_FIELDS = ("aliases", "recent_adds")
 _ALL_FIELDS = operator.attrgetter(*CustomerState.__dataclass_fields__)
 

@@ -20,6 +20,7 @@ from online_models.customer import MAX_BRANDS, MAX_CATEGORIES, MAX_SKU_INTEREST,
 from online_models.events import Product, format_ts, product_from_dict
 from online_models.items import ItemNeighbors, Neighbor, complements
 from online_models.learning import RankerWeights, RecRanker
+from online_models.nextbasket import MAX_VECTOR
 from online_models.offers import Offer, OfferStats, offer_from_dict
 from online_models.repeats import ItemRepeats
 from online_models.tiers import PopulationSketch
@@ -164,7 +165,9 @@ def encode_customer(state: CustomerState) -> bytes:
     categories = decay.top(state.categories, MAX_CATEGORIES)
     brands = decay.top(state.brands, MAX_BRANDS)
     sku_interest = decay.top(state.sku_interest, MAX_SKU_INTEREST)
-    skus = sorted({*state.bought, *sku_interest, *state.views, *state.cart, *state.cart_ts, *state.not_interested})
+    basket_vector = decay.top(state.basket_vector, MAX_VECTOR)
+    skus = sorted({*state.bought, *sku_interest, *state.views, *state.cart, *state.cart_ts, *state.not_interested,
+                   *basket_vector})
     index = {sku: i for i, sku in enumerate(skus)}
 
     def ts(t):
@@ -187,6 +190,7 @@ def encode_customer(state: CustomerState) -> bytes:
          r.returns, [ts(t) for t in r.recent_returns], None if r.survey_score is None else _num(r.survey_score),
          ts(r.survey_ts), [ts(t) for t in r.cart_adds]],
         None if state.churn_keys is None else list(state.churn_keys), state.churn_version,
+        _by_sku(index, basket_vector, _weight),  # last: v2 blobs written before it still decode
     ])
 
 
@@ -194,7 +198,8 @@ def _decode_customer(blob: list) -> CustomerState:
     (_, _, customer_id, base, skus, aliases, first_ts, first_purchase_ts, last_purchase_ts, orders, units, gross,
      returned, returned_units, discounted, channel_orders, channel_events, categories, brands, sku_interest, bought,
      views, cart, cart_ts, store_visits, stores, last_store, last_store_ts, shown, dismissed, accepted,
-     not_interested, rhythm, churn_keys, churn_version) = blob
+     not_interested, rhythm, churn_keys, churn_version, *later) = blob
+    basket_vector = later[0] if later else []
 
     def ts(rel):
         return _unpack_ts(rel, base)
@@ -222,6 +227,7 @@ def _decode_customer(blob: list) -> CustomerState:
                    "survey_score": None if rhythm[8] is None else float(rhythm[8]),
                    "survey_ts": ts(rhythm[9]), "cart_adds": [ts(t) for t in rhythm[10]]},
         "churn_keys": churn_keys, "churn_version": churn_version,
+        "basket_vector": _from_sku(skus, basket_vector, _unweight),
     })
 
 

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 
+from online_models import nextbasket
 from online_models import rules as retail_rules
 from online_models.customer import CustomerState
 from online_models.events import Product
@@ -25,19 +26,31 @@ HOME_RECENT_BUYS = 5
 PERSONAL_CANDIDATES = 30
 SUBSTITUTE_PENALTY = 0.3
 PRICE_PENALTY = 0.3  # a suggestion far dearer than the basket (rules.far_above_basket)
-# The share of a buy-again score that is the customer's own frequency whatever the learned habit
-# and timing say: what someone bought before stays their likeliest next purchase (GP-TopFreq).
-BUY_AGAIN_FLOOR = 0.7
 BASKET_LINE_WEIGHT = 0.7  # at the till, the basket's share of the line evidence (the rest: history)
 RANKER_PRIOR_EVENTS = 500  # feedback events after which learnt and hand-set scores weigh the same
 
 
 @dataclass(frozen=True, slots=True)
 class Weights:
-    complement: float = 1.0
-    category: float = 0.8
-    brand: float = 0.2
-    buy_again: float = 1.2
+    """How much each signal counts in the blend. The defaults are not set by hand: they are what
+    ``omnirec fit-weights`` chose on validation splits in event time of the demo stream, Ta-Feng and
+    a stream without repeat purchases at once (docs/weights.md gives the procedure and its output).
+
+    - ``buy_again``: the customer's own frequency of a bought item (GP-TopFreq's personal half);
+    - ``due``: the same, times the learned chance they rebuy it and how due it is by its cycle
+      (``nextbasket.timing``). ``buy_again / (buy_again + due)`` is the share of a bought item's
+      score that holds whatever the habit and the timing say (the former BUY_AGAIN_FLOOR);
+    - ``recency``: the personal next-basket vector (``nextbasket``: decayed per basket);
+    - ``neighbours``: bought with the customer's items by others (the explore pool's evidence).
+    """
+
+    complement: float = 1.0  # not from the fit: it scores the home list only, complements lead at the till
+    category: float = 0.2
+    brand: float = 0.1
+    buy_again: float = 0.84
+    due: float = 0.18
+    recency: float = 0.0
+    neighbours: float = 0.5
     popularity: float = 0.15
 
 
@@ -112,6 +125,8 @@ def anchors(state: CustomerState | None, request: Request) -> dict[str, float]:
     recent_buys = sorted(state.bought, key=lambda sku: state.bought[sku][1], reverse=True)
     for age, sku in enumerate(recent_buys[:HOME_RECENT_BUYS]):
         chosen.setdefault(sku, 0.8 * 0.7**age)
+    for sku in nextbasket.sources(state.basket_vector):  # read for the neighbour evidence only
+        chosen.setdefault(sku, 0.0)
     return chosen
 
 
@@ -135,6 +150,7 @@ def recommend(
     now_ms = request.now_ms if request.now_ms is not None else (state.last_ts if state else None) or 0
     if state is not None:
         _score_personal(state, shares, popularity, catalog, rules, repeats, candidates, request.context, now_ms)
+        _score_neighbours(state, neighbors, candidates, request.context)
     _score_popularity(request, popularity, catalog, candidates)
 
     excluded, excluded_categories = _excluded(state, request, catalog, now_ms)
@@ -180,7 +196,7 @@ def _excluded(state: CustomerState | None, request: Request, catalog: Mapping[st
     return skus, tuple(sorted(categories))
 
 
-PERSONAL_PARTS = ("complement", "category", "brand", "buy_again")
+PERSONAL_PARTS = ("complement", "category", "brand", "buy_again", "due", "recency", "neighbours")
 
 
 def fallback_reason(state: CustomerState | None, request: Request, suggestions: list[Suggestion]) -> str | None:
@@ -292,6 +308,8 @@ def _weight_table(weights: Weights) -> dict[str, float]:
 
 def _score_complements(anchor_weights, neighbors, catalog, candidates) -> None:
     for anchor, weight in anchor_weights.items():
+        if weight <= 0:  # a neighbour-evidence source, not an anchor (``anchors``)
+            continue
         anchor_product = catalog.get(anchor)
         anchor_name = anchor_product.name if anchor_product else anchor
         for neighbor in neighbors.get(anchor, ()):
@@ -308,6 +326,8 @@ def _score_personal(state, shares, popularity, catalog, rules, repeats, candidat
             _candidate(candidates, sku)
     brand_shares = state.brand_shares(catalog)
     top_count = max((record[0] for record in state.bought.values()), default=0.0)
+    vector = nextbasket.personal(state.basket_vector)
+    scale = 1.0 if context == "home" else 0.3
     for sku, record in state.bought.items():
         product = catalog.get(sku)
         if product is None:
@@ -318,13 +338,15 @@ def _score_personal(state, shares, popularity, catalog, rules, repeats, candidat
             continue
         # On the home page anything bought before outranks what is merely popular; with a
         # basket or product in view, complements of it come first. The customer's own
-        # frequency leads (GP-TopFreq), the item's learned habit and its timing reorder within
-        # the rest (BUY_AGAIN_FLOOR).
+        # frequency (GP-TopFreq), the item's learned habit and its timing (``due``) and the
+        # basket-decayed vector (``recency``) are separate parts: the fitted weights blend them.
         frequency = 0.5 + 0.5 * orders / top_count if context == "home" else 0.3 * orders / top_count
         # Allowed back, so at least as likely as the rule's bar (an override knows no habit).
         habit = RepeatView(max(habit.share, retail_rules.DEFAULT.min_repeat_share), habit.cycle_days, habit.buyers)
-        score = frequency * (BUY_AGAIN_FLOOR + (1 - BUY_AGAIN_FLOOR) * buy_again_propensity(habit, record, now_ms))
-        _candidate(candidates, sku).add("buy_again", score, "you buy this regularly")
+        candidate = _candidate(candidates, sku)
+        candidate.add("buy_again", frequency, "you buy this regularly")
+        candidate.add("due", frequency * due_now(habit, record, now_ms), "you usually buy this about now")
+        candidate.add("recency", scale * vector.get(sku, 0.0), "you bought this recently")
     for cand in candidates.values():
         product = catalog.get(cand.sku)
         if product is None:
@@ -337,25 +359,31 @@ def _score_personal(state, shares, popularity, catalog, rules, repeats, candidat
             cand.add("brand", brand_share, ("you like {}", product.brand))
 
 
-def buy_again_propensity(habit: RepeatView, record, now_ms: int) -> float:
+def _score_neighbours(state: CustomerState, neighbors, candidates, context: str) -> None:
+    """The explore pool: items bought with the customer's heaviest items (``nextbasket``)."""
+    sources = nextbasket.personal(state.basket_vector, nextbasket.NEIGHBOUR_SOURCES)
+    scale = 1.0 if context == "home" else 0.3
+    for sku, value in nextbasket.neighbour_evidence(sources, neighbors).items():
+        _candidate(candidates, sku).add("neighbours", scale * value, "bought by customers who buy what you buy")
+
+
+def due_now(habit: RepeatView, record, now_ms: int) -> float:
     """How likely a bought item is wanted again now, in (0, 1]: the chance this customer
-    rebuys it (their own repeat orders, shrunk towards the item's learned share), times how far
-    they are into their cycle for it (their own gaps, shrunk towards the item's usual one).
+    rebuys it (their own repeat orders, shrunk towards the item's learned share), times how due it
+    is (TAIW: the days since they last bought it against their cycle for it, their own gaps shrunk
+    towards the item's usual one; ``nextbasket.timing``).
 
     >>> weekly = RepeatView(share=0.6, cycle_days=7.0, buyers=50)
     >>> from online_models.clock import DAY_MS
-    >>> round(buy_again_propensity(weekly, [4, 0, -21 * DAY_MS], 7 * DAY_MS), 3)  # due today
+    >>> round(due_now(weekly, [4, 0, -21 * DAY_MS], 7 * DAY_MS), 3)  # due today
     0.75
-    >>> round(buy_again_propensity(weekly, [4, 0, -21 * DAY_MS], 1 * DAY_MS), 3)  # bought yesterday
-    0.375
+    >>> round(due_now(weekly, [4, 0, -21 * DAY_MS], 1 * DAY_MS), 3)  # bought yesterday
+    0.287
     """
     repeats = max(0, int(record[0]) - 1)
     chance = (repeats + PRIOR_BUYERS * habit.share) / (repeats + PRIOR_BUYERS)
     cycle = _blended_cycle(own_cycle_days(record), repeats, habit.cycle_days)
-    since = days_since(record, now_ms)
-    if cycle is None or since is None:
-        return chance
-    return chance * math.sqrt(min(1.0, (since + 1.0) / (cycle + 1.0)))
+    return chance * nextbasket.timing(days_since(record, now_ms), cycle)
 
 
 def _blended_cycle(own: float | None, own_gaps: int, usual: float | None) -> float | None:

@@ -1,0 +1,203 @@
+"""Fit the ranking blend weights (``ranking.Weights``) on validation splits in event time.
+
+    omnirec fit-weights STREAM[,CATALOG] [STREAM[,CATALOG] ...] [--validation-share 0.3] [--json]
+    python -m omnirec.fit_weights ...
+
+The procedure (docs/weights.md), the same for any retailer's data:
+
+1. Each stream is replayed through the flow's engine in event time (``evaluate.Evaluator``, the
+   prequential protocol). Its last ``--validation-share`` of event time is the validation split:
+   at each purchase there of a customer who bought before (every ``--every``-th, to bound the
+   cost), the home list is asked for its ``CANDIDATE_DEPTH`` best candidates, with every
+   candidate's parts (the signals ``Weights`` blend), and the distinct SKUs bought are the
+   labels. The engine keeps learning the stream as it goes (what it would know online).
+   GP-TopFreq is scored at the same points.
+2. Coordinate ascent over the weights, from the current defaults: each weight in turn tries
+   ``GRID`` multiples of itself (a zero weight tries ``GRID`` absolute values), keeping the best;
+   ``ROUNDS`` sweeps. The objective is the mean over streams of Recall@k ÷ the same points'
+   GP-TopFreq Recall@k, so that no stream counts more for having easier baskets, and one set of
+   weights serves every stream.
+3. The chosen weights, each stream's Recall@k before and after, and GP-TopFreq's are printed
+   (with ``--json``, the last line is one JSON object). They become ``ranking.Weights``' defaults
+   by hand-copy, with the command that produced them in docs/weights.md.
+
+Re-scoring the collected candidates is cheap (numpy), so the search costs seconds; collecting is
+one prequential replay per stream, run in parallel (one process per stream, ``--workers``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+from omnirec import evaluate
+from omnirec.report import print_json_last
+from omnirec.settings import Settings
+from online_models import ranking
+from online_models.customer import CustomerState
+from online_models.events import Event, parse_ts
+
+PARTS = tuple(f.name for f in fields(ranking.Weights))
+CANDIDATE_DEPTH = 150  # candidates kept per point: the bought items and the explore pool fit
+VALIDATION_SHARE = 0.3
+EVERY = 1
+GRID = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
+ROUNDS = 3
+
+
+@dataclass
+class Point:
+    """One validation purchase: the candidates' parts (rows: candidates, columns: PARTS), their
+    SKUs' tie-break order, which candidates were bought, and how many distinct SKUs were."""
+
+    parts: np.ndarray
+    order: np.ndarray  # rank of each candidate's SKU among the point's (ties by SKU, as ranking)
+    hit: np.ndarray
+    n_bought: int
+
+
+@dataclass
+class Collected:
+    name: str
+    points: list[Point]
+    gp_topfreq_recall: float
+
+
+class _Collector(evaluate.Evaluator):
+    """Prequential replay that, after ``split_ts``, keeps each home point's candidates."""
+
+    def __init__(self, k: int, split_ts: int, every: int, settings: Settings | None = None) -> None:
+        super().__init__(k, settings, protocol="prequential")
+        self.split_ts, self.every = split_ts, every
+        self.points: list[Point] = []
+        self.gp_hits = 0.0
+        self._seen = 0
+
+    def evaluate(self, event: Event, key, state: CustomerState | None) -> None:
+        if event.ts_ms < self.split_ts or state is None or state.orders < 1:
+            return
+        self._seen += 1
+        if self._seen % self.every:
+            return
+        bought = set(item.sku for item in event.items)
+        request = ranking.Request("home", channel=event.channel, store_id=event.store_id, k=CANDIDATE_DEPTH,
+                                  now_ms=event.ts_ms)
+        suggestions = self.replayer.recommend_for(state, request)
+        skus = [s.sku for s in suggestions]
+        parts = np.array([[s.features.get(part, 0.0) for part in PARTS] for s in suggestions], dtype=float)
+        order = np.argsort(np.argsort(np.array(skus, dtype=object)))
+        self.points.append(Point(parts.reshape(len(skus), len(PARTS)), order,
+                                 np.array([sku in bought for sku in skus], dtype=bool), len(bought)))
+        gp = self.baselines.recommend("gp_topfreq", key, self.k)
+        self.gp_hits += len(bought.intersection(gp)) / len(bought)
+
+
+def split_time(paths: list[Path], share: float) -> int:
+    """The event time after which the last ``share`` of the stream's time span lies."""
+    first = last = None
+    for path in paths:
+        with open(path, "rb") as f:
+            for line in f:
+                record = orjson.loads(line) if line.strip() else {}
+                if record.get("type") == "product" or "ts" not in record:
+                    continue
+                ts = parse_ts(record["ts"])
+                first = ts if first is None else min(first, ts)
+                last = ts if last is None else max(last, ts)
+    if first is None or last is None:
+        raise ValueError(f"no timed events in {', '.join(map(str, paths))}")
+    return int(last - share * (last - first))
+
+
+def collect(stream: str, k: int = 10, share: float = VALIDATION_SHARE, every: int = EVERY) -> Collected:
+    """Replay one ``FILE[,CATALOG]`` and keep its validation points."""
+    file, _, catalog = stream.partition(",")
+    paths = ([Path(catalog)] if catalog else []) + [Path(file)]
+    settings = Settings()
+    collector = _Collector(k, split_time([Path(file)], share), every, settings)
+    collector.prequential(evaluate.read_records(paths, settings))
+    n = max(1, len(collector.points))
+    return Collected(Path(file).name, collector.points, collector.gp_hits / n)
+
+
+def recall(points: list[Point], weights: np.ndarray, k: int) -> float:
+    """Mean Recall@k of the points' candidates ranked by ``weights`` (ties by SKU)."""
+    total = 0.0
+    for point in points:
+        if not len(point.hit):
+            continue
+        scores = point.parts @ weights
+        top = np.lexsort((point.order, -scores))[:k]
+        total += point.hit[top].sum() / point.n_bought
+    return total / max(1, len(points))
+
+
+def objective(collected: list[Collected], weights: np.ndarray, k: int) -> float:
+    return float(np.mean([recall(c.points, weights, k) / max(c.gp_topfreq_recall, 1e-9) for c in collected]))
+
+
+def fit(collected: list[Collected], start: ranking.Weights, k: int = 10) -> tuple[ranking.Weights, list[dict]]:
+    """Coordinate ascent from ``start`` (module doc, step 2); returns the weights and the trace."""
+    current = np.array([getattr(start, part) for part in PARTS], dtype=float)
+    best = objective(collected, current, k)
+    trace = [{"round": 0, "objective": round(best, 5)}]
+    for sweep in range(1, ROUNDS + 1):
+        for index, part in enumerate(PARTS):
+            tries = [g * current[index] for g in GRID] if current[index] > 0 else list(GRID)
+            for value in tries:
+                trial = current.copy()
+                trial[index] = value
+                score = objective(collected, trial, k)
+                if score > best + 1e-6:
+                    best, current = score, trial
+        trace.append({"round": sweep, "objective": round(best, 5)})
+    return replace(start, **{part: round(float(v), 4) for part, v in zip(PARTS, current, strict=True)}), trace
+
+
+def run(streams: list[str], k: int = 10, share: float = VALIDATION_SHARE, every: int = EVERY,
+        workers: int = 2) -> dict[str, Any]:
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=max(1, workers), mp_context=ctx) as pool:
+        collected = list(pool.map(collect, streams, [k] * len(streams), [share] * len(streams),
+                                  [every] * len(streams)))
+    start = ranking.Weights()
+    chosen, trace = fit(collected, start, k)
+    start_v = np.array([getattr(start, p) for p in PARTS])
+    chosen_v = np.array([getattr(chosen, p) for p in PARTS])
+    per_stream = {c.name: {"points": len(c.points), "gp_topfreq_recall": round(c.gp_topfreq_recall, 4),
+                           "recall_start": round(float(recall(c.points, start_v, k)), 4),
+                           "recall_chosen": round(float(recall(c.points, chosen_v, k)), 4)} for c in collected}
+    floor = chosen.buy_again / (chosen.buy_again + chosen.due) if chosen.buy_again + chosen.due > 0 else 1.0
+    return {"k": k, "validation_share": share, "every": every, "start": asdict(start), "chosen": asdict(chosen),
+            "buy_again_floor": round(floor, 4), "streams": per_stream, "trace": trace}
+
+
+def cli(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(prog="python -m omnirec.fit_weights", description=__doc__.split("\n\n")[0])
+    parser.add_argument("streams", nargs="+", help="FILE or FILE,CATALOG (JSONL of envelopes)")
+    parser.add_argument("--k", type=int, default=10)
+    parser.add_argument("--validation-share", type=float, default=VALIDATION_SHARE)
+    parser.add_argument("--every", type=int, default=EVERY, help="keep every N-th validation point")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--json", dest="as_json", action="store_true")
+    args = parser.parse_args(argv)
+    if not 0 < args.validation_share < 1:
+        parser.error("--validation-share must be in (0, 1)")
+    result = run(args.streams, args.k, args.validation_share, max(1, args.every), args.workers)
+    print(f"chosen weights: {result['chosen']} (buy-again floor {result['buy_again_floor']})")
+    for name, fig in result["streams"].items():
+        print(f"  {name}: {fig}")
+    if args.as_json:
+        print_json_last(result)
+    return result
+
+
+if __name__ == "__main__":
+    cli()
