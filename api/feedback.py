@@ -106,9 +106,10 @@ class FeedbackProducer:
         producer.produce(topic, key=key.encode(), value=value, on_delivery=delivered)
         await asyncio.wait_for(done, self.timeout_s + 1)
 
-    def broker_status(self, timeout_s: float = 1.0) -> str | None:
+    def broker_status(self, timeout_s: float = 0.5) -> str | None:
         """None when the broker answers and has the feedback topic; otherwise what is wrong.
-        Blocking (a metadata request): call it in a thread."""
+        Blocking (a metadata request, at most `timeout_s`: a readiness probe must answer within
+        its own timeout, often 1 s, even with the broker away): call it in a thread."""
         if self._fatal is not None:
             return "producer in a fatal state (being rebuilt)"
         try:

@@ -18,6 +18,7 @@ trivial FastAPI endpoint on the same stack measured in the same run.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -241,10 +242,12 @@ def main(argv: list[str] | None = None) -> dict:
 
     prefix = c.new_prefix()
     procs: list[subprocess.Popen] = []
+    exit_stack = contextlib.ExitStack()
     try:
-        with c.broker("latency", prefix) as settings:
-            c.log(f"loading demo data: {args.customers:,} customers × {args.days:g} days …")
-            data = load_data(settings, args.customers, args.days, args.timeout)
+        # the broker stays up for the whole run: the API's feedback route and /readyz need it
+        settings = exit_stack.enter_context(c.broker("latency", prefix))
+        c.log(f"loading demo data: {args.customers:,} customers × {args.days:g} days …")
+        data = load_data(settings, args.customers, args.days, args.timeout)
         env = c.flow_env(settings, OMNIREC_API_KEYS=json.dumps({API_KEY: ["recommend", "profile", "admin"]}),
                          OMNIREC_RATE_LIMIT_PER_S="0")  # the bench measures the API, not its limiter
         api_port, triv_port = stack.free_port(), stack.free_port()
@@ -333,6 +336,7 @@ def main(argv: list[str] | None = None) -> dict:
     finally:
         for proc in procs:
             c.stop(proc)
+        exit_stack.close()
         c.delete_prefix(prefix)
 
     top = max(rates)

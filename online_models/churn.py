@@ -507,6 +507,39 @@ def sample_hash(customer_id: str) -> int:
     return int.from_bytes(hashlib.blake2b(customer_id.encode(), digest_size=8).digest(), "big")
 
 
+@dataclass(frozen=True, slots=True)
+class SampledThen:
+    """A sampled customer's row cut back to an earlier time: the purchases they had made by then
+    and the purchase days of the row's recent window that fall before it.
+
+    ``exact`` is False when every kept day is later (a customer with more purchase days since
+    than a row keeps): the count is right, the last purchase day is unknown and taken as the
+    first."""
+
+    purchases: int
+    first_ts: int
+    first_day: int
+    last_day: int
+    days: tuple[int, ...]
+    exact: bool
+
+    @classmethod
+    def of(cls, row: Sequence[Any], at_ms: int) -> SampledThen | None:
+        """``None`` when the customer had not bought yet at ``at_ms``."""
+        purchases, first, days = int(row[1]), int(row[2]), row[8]
+        if first > at_ms:
+            return None
+        day = at_ms // DAY_MS
+        kept = tuple(d for d in days if d <= day)
+        then = purchases - (len(days) - len(kept))
+        first_day = first // DAY_MS
+        return cls(then, first, first_day, kept[-1] if kept else first_day, kept, bool(kept) or then <= 1)
+
+    @property
+    def gaps(self) -> tuple[int, float, float]:
+        return log_gap_stats(self.days)
+
+
 @dataclass(slots=True)
 class PopulationSample:
     """Bottom-k sample by hash of customers' purchase summaries: small, mergeable, deterministic.
@@ -559,20 +592,15 @@ class PopulationSample:
 
         A row holds the customer's newest summary, which may already include purchases after
         ``now_ms`` (updates keep arriving while the clock passes a refit boundary, in an order
-        that depends on how topics were read): those days are cut off again, so a refit sees
-        the same data however the updates were interleaved."""
-        day_now = now_ms // DAY_MS
+        that depends on how topics were read): those days are cut off again (``SampledThen``),
+        so a refit sees the same data however the updates were interleaved."""
         out = []
         for row in sorted(self.rows.values()):
-            _, purchases, first, _last, _, _, aov, _, days = row
-            if first > now_ms:
-                continue
-            kept = [d for d in days if d <= day_now]
-            later = len(days) - len(kept)
-            first_day = first // DAY_MS
-            last_day = kept[-1] if kept else first_day
-            gaps, mean_gap, _ = log_gap_stats(kept)
-            out.append((max(0, int(purchases) - later - 1), first_day, last_day, mean_gap if gaps else None, aov))
+            then = SampledThen.of(row, now_ms)
+            if then is not None:
+                gaps, mean_gap, _ = then.gaps
+                out.append((max(0, then.purchases - 1), then.first_day, then.last_day,
+                            mean_gap if gaps else None, row[6]))
         return out
 
     def bgnbd_data(self, now_ms: int) -> list[tuple[int, float, float, float]]:
@@ -864,19 +892,14 @@ def training_rows(model: ChurnModel, sample: PopulationSample, now_ms: int,
     day_snapshot, day_now = snapshot // DAY_MS, now_ms // DAY_MS
     out = []
     for row in sorted(sample.rows.values()):
-        _, purchases, first, _last, _, _, _aov, _, days = row
-        if first > snapshot:
+        then = SampledThen.of(row, snapshot)
+        if then is None or not then.exact:
             continue
-        before = [d for d in days if d <= day_snapshot]
-        purchases_then = int(purchases) - (len(days) - len(before))
-        if not before and purchases_then > 1:
-            continue
-        last_day = before[-1] if before else first // DAY_MS
-        gap_n, gap_mean, gap_m2 = log_gap_stats(before)
-        rhythm = Rhythm(purchases=purchases_then, first_purchase_ts=first,
-                        last_purchase_ts=max(first, last_day * DAY_MS), gap_n=gap_n, gap_mean=gap_mean,
-                        gap_m2=gap_m2)
-        came_back = any(day_snapshot < d <= day_now for d in days)
+        gap_n, gap_mean, gap_m2 = then.gaps
+        rhythm = Rhythm(purchases=then.purchases, first_purchase_ts=then.first_ts,
+                        last_purchase_ts=max(then.first_ts, then.last_day * DAY_MS), gap_n=gap_n,
+                        gap_mean=gap_mean, gap_m2=gap_m2)
+        came_back = any(day_snapshot < d <= day_now for d in row[8])
         out.append((model.terms(rhythm, snapshot), 0 if came_back else 1))
     return out
 
