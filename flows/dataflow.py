@@ -31,6 +31,7 @@ from bytewax.dataflow import Dataflow, Stream
 
 from flows import metrics
 from flows.broker_watch import BrokerWatch
+from flows.kafka_source import kafka_input
 from flows.redis_sink import Backoff, RedisSink
 from flows.steps import (
     alert_message,
@@ -105,13 +106,14 @@ def build_flow(settings: Settings | None = None) -> Dataflow:
     metrics.serve(settings.flow_metrics_port)
     flow = Dataflow("omnirec")
     engine = Engine(settings.engine())
-    kin = kop.input(
+    kin = kafka_input(
         "kafka_in", flow,
         brokers=[settings.kafka_bootstrap],
         topics=input_topics(settings),
         starting_offset=OFFSET_BEGINNING,
         batch_size=settings.flow_batch_size,
         add_config=source_config(settings),
+        idle_poll_s=settings.flow_idle_poll_ms / 1000,
     )
     raw = op.map("as_raw", kin.oks, from_kafka)
     heartbeats = op.input("clock", flow, HeartbeatSource(settings.churn_tick_s))
@@ -148,6 +150,9 @@ def source_config(settings: Settings) -> dict[str, str]:
         # an offset out of range (data gone: retention, a broker that lost it) is an error, not a
         # silent jump to the end of the partition (librdkafka's default, "largest")
         "auto.offset.reset": "error",
+        # bytewax asks for librdkafka's statistics every second and parses them per partition
+        # for a lag gauge; the flow has its own (flows/metrics.py), so they are not collected
+        "statistics.interval.ms": "0",
     }
 
 

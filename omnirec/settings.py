@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     flow_fetch_wait_ms: int = Field(250, ge=1, le=5000, description="longest the broker holds an empty fetch of the "
                                     "flow's Kafka source: the idle poll rate (one fetch per partition per wait) "
                                     "against the added delay on a quiet partition")
+    flow_idle_poll_ms: int = Field(50, ge=1, le=5000, description="how long a Kafka source partition of the flow "
+                                   "rests after an empty poll: idle CPU against the added delay on a quiet "
+                                   "partition (flows/kafka_source.py)")
     workers: int = Field(1, ge=1)
 
     redis_retry_base_s: float = Field(0.1, gt=0, description="first wait before the Redis sink retries a batch")

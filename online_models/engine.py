@@ -174,12 +174,15 @@ class Engine:
         state = state or CustomerState(customer_id)
         touched = _skus_bought(message)
         before = {sku: list(state.bought[sku]) for sku in touched if sku in state.bought}
+        first_before = state.first_purchase_ts
         signals = apply_to_customer(state, message, self.popularity)
         emits: list = [Put(self.scheme.customer(state.customer_id), state, keys.encode_customer),
                        *_memberships(signals)]
         if touched:
             after = {sku: state.bought[sku] for sku in touched if sku in state.bought}
             emits.extend(RepeatChange(sku, deltas) for sku, deltas in repeats.changes(before, after))
+        if state.first_purchase_ts != first_before:  # a new shopper, or an earlier first purchase
+            emits.append(RepeatChange(repeats.SHOPPERS, repeats.shoppers_change(first_before, state.first_purchase_ts)))
         if isinstance(message, Merge) or (isinstance(message, Event) and message.type in CHURN_SIGNAL_TYPES):
             emits.append(self._churn_update(state))
         return state, emits

@@ -65,13 +65,15 @@ class Rules:
     line_dominance: float = 0.9
     min_line_interest: float = 0.1
 
-    def may_recommend_again(self, product: Product, habit: RepeatView, own_orders: int = 0) -> bool:
+    def may_recommend_again(self, product: Product, habit: RepeatView, own_orders: int = 0,
+                            bar: float | None = None) -> bool:
         """Bought items that may come back, and need not count as substitutes in a basket
-        (`rules.may_recommend_again`: the learned habit, the customer's own orders, the overrides)."""
+        (`rules.may_recommend_again`: the learned habit against the learned ``bar``, the
+        customer's own orders, the overrides)."""
         return retail_rules.may_recommend_again(
             product.category, repeat_share=habit.share, own_orders=own_orders,
             flagged_replenishable=product.attributes.get("replenishable") is True,
-            replenishable_categories=self.replenishable)
+            replenishable_categories=self.replenishable, bar=bar)
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,7 +265,8 @@ class _Till:
         coffee), or baskets hold the two together often (``rules.bought_together``: a yoghurt
         of another flavour)."""
         return (product.category in self.categories and not retail_rules.bought_together(together)
-                and not rules.may_recommend_again(product, repeats.view(product.sku, product.category)))
+                and not rules.may_recommend_again(product, repeats.view(product.sku, product.category),
+                                                  bar=repeats.bar))
 
     @staticmethod
     def keep_substitutes_out_of_the_top(top: list[_Scored]) -> list[_Scored]:
@@ -334,7 +337,7 @@ def _score_personal(state, shares, popularity, catalog, rules, repeats, candidat
             continue
         habit = repeats.view(sku, product.category)
         orders = int(record[0])
-        if not rules.may_recommend_again(product, habit, orders):
+        if not rules.may_recommend_again(product, habit, orders, repeats.bar):
             continue
         # On the home page anything bought before outranks what is merely popular; with a
         # basket or product in view, complements of it come first. The customer's own
@@ -342,7 +345,8 @@ def _score_personal(state, shares, popularity, catalog, rules, repeats, candidat
         # basket-decayed vector (``recency``) are separate parts: the fitted weights blend them.
         frequency = 0.5 + 0.5 * orders / top_count if context == "home" else 0.3 * orders / top_count
         # Allowed back, so at least as likely as the rule's bar (an override knows no habit).
-        habit = RepeatView(max(habit.share, retail_rules.DEFAULT.min_repeat_share), habit.cycle_days, habit.buyers)
+        bar = retail_rules.DEFAULT.min_repeat_share if repeats.bar is None else repeats.bar
+        habit = RepeatView(max(habit.share, bar), habit.cycle_days, habit.buyers)
         candidate = _candidate(candidates, sku)
         candidate.add("buy_again", frequency, "you buy this regularly")
         candidate.add("due", frequency * due_now(habit, record, now_ms), "you usually buy this about now")
@@ -416,7 +420,7 @@ def _allowed(product: Product, bought: Mapping[str, list], shares, rules: Rules,
     outside the customer's line."""
     record = bought.get(product.sku)
     if record is not None and not rules.may_recommend_again(
-            product, repeats.view(product.sku, product.category), int(record[0])):
+            product, repeats.view(product.sku, product.category), int(record[0]), repeats.bar):
         return False
     outside = memo.get(product.category)
     if outside is None:

@@ -21,6 +21,7 @@ when the model is read.
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +32,9 @@ BUCKET_MS = 30 * DAY_MS
 KEPT_BUCKETS = 24  # two years of buckets behind the newest; older ones no longer count
 GAP_SCALE = 1000  # log-gaps are summed as integers in milli-units of log(1 + days)
 PRIOR_BUYERS = 5.0  # how many buyers' worth of evidence the parent level's habit is worth
+# The pseudo-item whose *buyers* count the shoppers who bought anything (filed by the bucket of
+# their first purchase, like an item's buyers): no SKU is empty (the parser refuses one).
+SHOPPERS = ""
 
 # Field order of a bucket's counts.
 BUYERS, REPEATERS, REPEATS, LOG_GAPS = range(4)
@@ -76,6 +80,18 @@ def change(before: Sequence[float] | None, after: Sequence[float] | None) -> tup
         if any(delta):
             deltas.append((bucket, delta))
     return tuple(deltas)  # type: ignore[return-value]
+
+
+def shoppers_change(first_before: int | None, first_after: int | None) -> tuple[tuple[int, Counts], ...]:
+    """The deltas of ``SHOPPERS`` when a customer's first purchase moves from ``first_before``
+    (None: had not bought) to ``first_after``: one buyer, filed by the bucket of that purchase.
+
+    >>> shoppers_change(None, 5 * DAY_MS), shoppers_change(40 * DAY_MS, 5 * DAY_MS)
+    (((0, (1, 0, 0, 0)),), ((0, (1, 0, 0, 0)), (1, (-1, 0, 0, 0))))
+    """
+    def record(ts: int | None) -> list[int] | None:
+        return None if ts is None else [1, ts, ts]
+    return change(record(first_before), record(first_after))
 
 
 def changes(before: Mapping[str, Sequence[float]], after: Mapping[str, Sequence[float]]
@@ -170,6 +186,10 @@ class RepeatModel:
     views: dict[str, RepeatView] = field(default_factory=dict)  # sku → view
     categories: dict[str, RepeatView] = field(default_factory=dict)  # every level → view
     overall: RepeatView = NOTHING_KNOWN
+    # The share of shoppers who bought the store's ``BAR_RANK``-th most bought item: what a
+    # popular suggestion achieves, the bar a bought item's rebuy share must reach to come back
+    # (``rules.may_recommend_again``). None until shoppers are counted.
+    bar: float | None = None
 
     @classmethod
     def build(cls, items: Mapping[str, ItemRepeats], category_of: Mapping[str, str],
@@ -181,6 +201,7 @@ class RepeatModel:
         now_bucket = bucket_of(now_ms) if now_ms is not None else newest
         rate = math.log(2) / max(half_life_days / (BUCKET_MS / DAY_MS), 1e-9)
         own: dict[str, _Level] = {sku: _decayed(item, now_bucket, rate) for sku, item in items.items()}
+        shoppers = own.pop(SHOPPERS, _Level()).buyers
         levels: dict[str, _Level] = {}
         overall = _Level()
         for sku, level in own.items():
@@ -196,7 +217,7 @@ class RepeatModel:
         for sku, level in own.items():
             category = category_of.get(sku, "")
             views[sku] = _shrunk(level, categories.get(category, top) if category else top)
-        return cls(views, categories, top)
+        return cls(views, categories, top, _popular_bar(own, shoppers))
 
     def view(self, sku: str, category: str = "") -> RepeatView:
         """The item's habit; an item nobody bought yet gets its category's (or the overall one)."""
@@ -204,6 +225,20 @@ class RepeatModel:
         if found is not None:
             return found
         return self.categories.get(category, self.overall) if category else self.overall
+
+
+BAR_RANK = 10  # a recommendation list's length: the popular suggestions a repeat must beat
+
+
+def _popular_bar(own: Mapping[str, _Level], shoppers: float) -> float | None:
+    """The share of shoppers who bought the ``BAR_RANK``-th most bought item (None: no shoppers
+    counted yet, or fewer items). Compared with an item's rebuy share, both are "bought (again)
+    at least once" over the same decayed window: an item whose buyers rebuy it less often than
+    shoppers buy a popular item is better left out once bought (a belt, a sofa)."""
+    if shoppers <= 0 or len(own) < BAR_RANK:
+        return None
+    buyers = heapq.nlargest(BAR_RANK, (level.buyers for level in own.values()))[-1]
+    return min(1.0, max(0.0, buyers / shoppers))
 
 
 def _decayed(item: ItemRepeats, now_bucket: int, rate: float) -> _Level:

@@ -48,7 +48,8 @@ class Thresholds:
     loyal_min_tenure_days: float = 90.0  # ... over at least this long since the first purchase
     # Offer suitability by kind.
     win_back_min_churn_score: float = 0.5  # a win-back needs lapsing, or a churn score at least this
-    # Repeat purchase: below this share of its buyers buying it again, an item is a durable.
+    # Repeat purchase: below this share of its buyers buying it again, an item is a durable,
+    # until the stream has counted its shoppers; then the bar is learned (``RepeatModel.bar``).
     min_repeat_share: float = 0.1
     # The till: a suggestion this many times dearer than the basket's dearest item (or than
     # what the customer usually pays per item, if more) is out of place.
@@ -217,26 +218,33 @@ def is_loyal(purchases: int, days_since_first_purchase: float, days_since_purcha
 
 def may_recommend_again(category: str, *, repeat_share: float = 0.0, own_orders: int = 0,
                         flagged_replenishable: bool = False, replenishable_categories: tuple[str, ...] = (),
-                        t: Thresholds = DEFAULT) -> bool:
+                        bar: float | None = None, t: Thresholds = DEFAULT) -> bool:
     """May an item the customer already bought be suggested again (and a second one of its
     category sit in the same basket without counting as a substitute)?
 
-    Learned from the stream: yes when at least ``min_repeat_share`` (10 %) of the item's buyers
-    bought it in two or more orders (``repeat_share``, from ``online_models.repeats``: the item's
-    own buyers, shrunk towards its category's when they are few), or when this customer has
-    already bought it in two or more orders (``own_orders``). A belt most people buy once stays
-    out; coffee comes back. Explicit overrides, never needed: the catalog flags the item
-    ``replenishable``, or its category lies under ``replenishable_categories``
-    (``OMNIREC_REPLENISHABLE_CATEGORIES``, empty by default). No category name is read.
+    Learned from the stream: yes when the share of the item's buyers who bought it in two or
+    more orders (``repeat_share``, from ``online_models.repeats``: the item's own buyers, shrunk
+    towards its category's when they are few) reaches ``bar``, the share of shoppers who buy a
+    popular item (``RepeatModel.bar``: the 10th most bought item's; before shoppers are counted,
+    ``min_repeat_share``, 10 %); or when this customer has already bought it in two or more
+    orders (``own_orders``). Buying a belt makes few buy it again, fewer than buy a popular
+    item: it stays out; coffee comes back; so does a grocery item one buyer in twenty rebuys
+    when only one shopper in twenty buys even the popular ones. Explicit overrides, never
+    needed: the catalog flags the item ``replenishable``, or its category lies under
+    ``replenishable_categories`` (``OMNIREC_REPLENISHABLE_CATEGORIES``, empty by default). No
+    category name is read.
 
     >>> may_recommend_again("x17", repeat_share=0.4), may_recommend_again("x17", repeat_share=0.02)
+    (True, False)
+    >>> may_recommend_again("x17", repeat_share=0.05, bar=0.04), may_recommend_again("x17", repeat_share=0.05, bar=0.2)
     (True, False)
     >>> may_recommend_again("x17", repeat_share=0.02, own_orders=2)
     True
     >>> may_recommend_again("men/trousers", replenishable_categories=("men",))
     True
     """
-    return (repeat_share >= t.min_repeat_share or own_orders >= 2 or flagged_replenishable
+    threshold = t.min_repeat_share if bar is None else bar
+    return (repeat_share >= threshold or own_orders >= 2 or flagged_replenishable
             or under_any(category, replenishable_categories))
 
 

@@ -14,7 +14,7 @@ from online_models import keys, ranking
 from online_models.clock import DAY_MS
 from online_models.engine import Engine, Runner
 from online_models.events import Event, Item, Product
-from online_models.repeats import ItemRepeats, RepeatModel, change, contribution
+from online_models.repeats import SHOPPERS, ItemRepeats, RepeatModel, change, contribution
 
 T0 = 1_780_000_000_000
 WEEKLY, ONCE = "zq-17", "kk-4"  # a consumable and a durable, in categories no setting names
@@ -84,7 +84,7 @@ def test_learned_counts_do_not_depend_on_the_order_purchases_arrive_in():
         runner = Runner(Engine(Settings().engine()))
         runner.feed_all(shuffled)
         written.append({sku: keys.encode_repeats(state) for sku, state in runner.states["item_repeats"].items()})
-    assert written[0] == written[1] == written[2] and set(written[0]) == {WEEKLY, ONCE, "pp-1"}
+    assert written[0] == written[1] == written[2] and set(written[0]) == {WEEKLY, ONCE, "pp-1", SHOPPERS}
 
 
 def test_a_changed_record_moves_only_its_own_contribution():
@@ -98,3 +98,37 @@ def test_a_changed_record_moves_only_its_own_contribution():
     assert item.to_dict() == direct.to_dict()
     model = RepeatModel.build({"x": item}, {"x": "a/b"}, half_life_days=180)
     assert model.view("x").cycle_days == pytest.approx(7, rel=0.01) and model.view("x").share == 1.0
+
+
+def test_the_bar_a_bought_item_must_clear_is_what_a_popular_item_reaches():
+    """In a store of many items where even the popular ones reach few shoppers, an item that one
+    buyer in twelve buys again comes back; one that one buyer in fifty buys again stays out."""
+    often, seldom = "gg-1", "dd-1"
+    shelf = [Product(f"ss-{n}", f"Shelf {n}", f"s{n}/x", price=2.0) for n in range(16)]
+    catalog = [Product(often, "Jar of plom", "gq/ab", price=3.0), Product(seldom, "Trake", "dq/zz", price=30.0),
+               *shelf]
+    events = []
+    for n in range(100):  # 100 shoppers, each takes one shelf item: the popular ones reach 6 %
+        who = f"c-{n}"
+        events.append(Event(f"{who}-s", "purchase", T0 + n * 60_000, "store", customer_id=who, store_id="st-1",
+                            items=(Item(shelf[n % 16].sku, 1, 2.0, shelf[n % 16].category),)))
+    for n in range(48):  # 48 buy each item once; 4 of them buy the jar twice, 1 the trake twice
+        who = f"c-{n}"
+        for sku, category, again in ((often, "gq/ab", n < 4), (seldom, "dq/zz", n == 4)):
+            for order in range(2 if again else 1):
+                events.append(Event(f"{who}-{sku}-{order}", "purchase", T0 + (n + 20 * order) * DAY_MS // 4, "store",
+                                    customer_id=who, store_id="st-1", items=(Item(sku, 1, 3.0, category),)))
+    replayer = Replayer(Settings())
+    for product in catalog:
+        replayer.add_product(product)
+    replayer.learn(sorted(events, key=lambda e: e.ts_ms))
+    replayer.learn([Event("me-1", "purchase", T0 + 30 * DAY_MS, "web", customer_id="me",
+                          items=(Item(often, 1, 3.0, "gq/ab"), Item(seldom, 1, 30.0, "dq/zz")))])
+    replayer.rebuild_index()
+
+    bar = replayer.repeats.bar
+    assert bar is not None and bar < 0.1  # the popular items reach few shoppers: the bar is learned low
+    assert replayer.repeats.view(seldom).share < bar < replayer.repeats.view(often).share < 0.1
+    shown = [s.sku for s in replayer.recommend_for(
+        replayer.customers["me"], ranking.Request("home", k=10, now_ms=T0 + 31 * DAY_MS))]
+    assert often in shown and seldom not in shown
