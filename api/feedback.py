@@ -15,6 +15,7 @@ new producer, so a client sees at most the requests in flight at that moment fai
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
 import threading
 
@@ -35,6 +36,9 @@ class FeedbackProducer:
             "bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all",
             "linger.ms": 2, "message.timeout.ms": int(timeout_s * 1000),
             "reconnect.backoff.max.ms": reconnect_backoff_max_ms,
+            # librdkafka's own lines through Python logging (served by the poller's poll), so
+            # OMNIREC_LOG_FORMAT=json covers them too
+            "logger": logging.getLogger("omnirec.kafka"),
         }
         self._lock = threading.Lock()
         self._fatal: Producer | None = None  # the producer that reported a fatal error

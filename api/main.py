@@ -22,6 +22,7 @@ from api.responses import json_response
 from api.routes import alerts, catalog, customers, feedback, health, offer_report, recommendations
 from api.shedding import LoadShedding
 from api.store import Store
+from omnirec import logs
 from omnirec.settings import Settings, get_settings
 from online_models import keys, ranking
 from online_models.refs import SigningKeys
@@ -31,6 +32,7 @@ log = logging.getLogger("omnirec.api")
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    logs.configure(settings.log_format, settings.log_level)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):

@@ -42,6 +42,7 @@ from flows.steps import (
     is_write,
 )
 from flows.ticks import HeartbeatSource
+from omnirec import logs
 from omnirec.recovery import input_topics
 from omnirec.settings import Settings, get_settings
 from online_models.engine import Engine, Step, graph
@@ -103,6 +104,7 @@ def _value(kv):
 
 def build_flow(settings: Settings | None = None) -> Dataflow:
     settings = settings or get_settings()
+    logs.configure(settings.log_format, settings.log_level)
     metrics.serve(settings.flow_metrics_port)
     flow = Dataflow("omnirec")
     engine = Engine(settings.engine())

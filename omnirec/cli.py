@@ -91,7 +91,7 @@ def api(host: str = typer.Option("127.0.0.1", "--host"),
     import uvicorn
 
     uvicorn.run("api.main:app", host=host, port=port, loop="uvloop", http="httptools",
-                access_log=False, log_level="info", workers=workers)
+                access_log=False, log_config=None, workers=workers)  # logs: omnirec.logs
 
 
 # ---------------------------------------------------------------- data in

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from functools import lru_cache
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -21,6 +22,9 @@ class Settings(BaseSettings):
     kafka_bootstrap: str = "127.0.0.1:9092"
     redis_url: str = "redis://127.0.0.1:6379/0"
     key_prefix: str = "rec"
+    log_format: Literal["text", "json"] = Field("text", description="log lines of the flow and the API: plain "
+                                                "text, or one JSON object per line for a log shipper")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     topic_web: str = "web.events"
     topic_store: str = "store.events"

@@ -1,0 +1,50 @@
+"""Logging of the flow, the API and the CLI: plain lines for a terminal, or one JSON object per
+line (``OMNIREC_LOG_FORMAT=json``) for a log shipper (Loki, Elasticsearch, CloudWatch), with
+``time``, ``level``, ``logger`` and ``message`` and whatever ``extra=`` a call site adds.
+
+One configuration for every process: ``configure`` is called where a process starts (the
+flow's ``build_flow``, the API's app factory) and sets the root logger, so uvicorn's,
+bytewax's and librdkafka's loggers follow it too.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from pythonjsonlogger.json import JsonFormatter
+
+HANDLER_NAME = "omnirec"
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def formatter(log_format: str) -> logging.Formatter:
+    """The formatter of ``OMNIREC_LOG_FORMAT`` ("text" or "json").
+
+    >>> import json
+    >>> record = logging.LogRecord("omnirec.flow", logging.WARNING, __file__, 1, "retry %d", (3,), None)
+    >>> line = json.loads(formatter("json").format(record))
+    >>> line["level"], line["logger"], line["message"]
+    ('WARNING', 'omnirec.flow', 'retry 3')
+    """
+    if log_format == "json":
+        return JsonFormatter("%(asctime)s %(levelname)s %(name)s %(message)s",
+                             rename_fields={"asctime": "time", "levelname": "level", "name": "logger"})
+    return logging.Formatter(TEXT_FORMAT)
+
+
+def configure(log_format: str = "text", level: str = "INFO") -> None:
+    """Send every logger's records to stderr in ``log_format``, at ``level`` and above."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(formatter(log_format))
+    handler.set_name(HANDLER_NAME)
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if h.get_name() == HANDLER_NAME]:
+        root.removeHandler(old)  # configured twice (tests build many apps): one handler, the last
+    root.addHandler(handler)
+    root.setLevel(level)
+    # uvicorn's loggers keep handlers of their own unless told otherwise: hand them to the root
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        uvicorn_log = logging.getLogger(name)
+        uvicorn_log.handlers.clear()
+        uvicorn_log.propagate = True
