@@ -66,7 +66,7 @@ class Settings(BaseSettings):
     flow_fetch_wait_ms: int = Field(250, ge=1, le=5000, description="longest the broker holds an empty fetch of the "
                                     "flow's Kafka source: the idle poll rate (one fetch per partition per wait) "
                                     "against the added delay on a quiet partition")
-    flow_idle_poll_ms: int = Field(50, ge=1, le=5000, description="how long a Kafka source partition of the flow "
+    flow_idle_poll_ms: int = Field(200, ge=1, le=5000, description="how long a Kafka source partition of the flow "
                                    "rests after an empty poll: idle CPU against the added delay on a quiet "
                                    "partition (flows/kafka_source.py)")
     workers: int = Field(1, ge=1)
