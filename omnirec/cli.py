@@ -237,11 +237,11 @@ def evaluate_churn(
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def bench(ctx: typer.Context, name: str = typer.Argument(..., help="throughput | scale | latency | freshness | memory | nbo | run_all")) -> None:
+def bench(ctx: typer.Context, name: str = typer.Argument(..., help="throughput | scale | latency | freshness | memory | nbo | decision | run_all")) -> None:
     """Run a benchmark (python -m bench.NAME), passing any further options to it."""
     import runpy
 
-    known = {"throughput", "scale", "latency", "freshness", "memory", "nbo", "run_all", "plots"}
+    known = {"throughput", "scale", "latency", "freshness", "memory", "nbo", "decision", "run_all", "plots"}
     if name not in known:
         err(f"unknown bench {name!r}; one of {sorted(known)}")
         raise typer.Exit(2)

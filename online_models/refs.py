@@ -32,7 +32,7 @@ import hashlib
 import hmac
 import re
 from collections.abc import Mapping
-from dataclasses import astuple, dataclass
+from dataclasses import dataclass, fields
 
 import orjson
 
@@ -99,6 +99,9 @@ class RecommendationRef:
 
 
 _KINDS = {"d1": DecisionRef, "r1": RecommendationRef}
+# Field names in order, read once: ``dataclasses.astuple`` deep-copies every nested tuple, and
+# was half of a recommendation answer's CPU (10 signed ids per answer).
+_FIELDS = {kind: tuple(f.name for f in fields(kind)) for kind in _KINDS.values()}
 
 
 def _mac(secret: bytes, signed: str) -> str:
@@ -109,7 +112,8 @@ def _mac(secret: bytes, signed: str) -> str:
 def encode_ref(ref: DecisionRef | RecommendationRef, keys: SigningKeys) -> str:
     tag = "d1" if isinstance(ref, DecisionRef) else "r1"
     kid, secret = keys.keys[-1]
-    body = base64.urlsafe_b64encode(orjson.dumps(list(astuple(ref)))).rstrip(b"=").decode()
+    body = base64.urlsafe_b64encode(orjson.dumps([getattr(ref, name) for name in _FIELDS[type(ref)]])
+                                    ).rstrip(b"=").decode()
     signed = f"{tag}.{kid}.{body}"
     return f"{signed}.{_mac(secret, signed)}"
 
