@@ -43,8 +43,11 @@ def configure(log_format: str = "text", level: str = "INFO") -> None:
         root.removeHandler(old)  # configured twice (tests build many apps): one handler, the last
     root.addHandler(handler)
     root.setLevel(level)
-    # uvicorn's loggers keep handlers of their own unless told otherwise: hand them to the root
+    # uvicorn's loggers keep handlers and a level of their own (its --log-level) unless told
+    # otherwise: hand them to the root, so OMNIREC_LOG_LEVEL and the format hold for them too
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         uvicorn_log = logging.getLogger(name)
         uvicorn_log.handlers.clear()
+        uvicorn_log.setLevel(logging.NOTSET)
         uvicorn_log.propagate = True
+        uvicorn_log.disabled = False
