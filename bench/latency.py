@@ -133,15 +133,17 @@ def loadgen(port: int, requests: list[dict], rate: float, duration: float, conne
             "connections": connections, "timeout": 5.0, "requests": requests}
     c.LOGS.mkdir(parents=True, exist_ok=True)
     path = c.LOGS / f"loadgen-spec-{os.getpid()}.json"
+    out = path.with_suffix(".out.json")
     path.write_text(json.dumps(spec))
     try:
-        proc = subprocess.run([sys.executable, "-m", "bench.loadgen", str(path)], capture_output=True,
+        proc = subprocess.run([sys.executable, "-m", "bench.loadgen", str(path), str(out)], capture_output=True,
                               text=True, timeout=duration + 60, cwd=str(c.ROOT), check=False)
+        if proc.returncode != 0:
+            raise RuntimeError(f"loadgen failed: {proc.stderr[-2000:]}")
+        res = json.loads(out.read_text())
     finally:
         path.unlink(missing_ok=True)
-    if proc.returncode != 0:
-        raise RuntimeError(f"loadgen failed: {proc.stderr[-2000:]}")
-    res = json.loads(proc.stdout.strip().splitlines()[-1])
+        out.unlink(missing_ok=True)
     all_lat = [x for v in res["latency_ms"].values() for x in v]
     res["summary"] = {name: c.summary(v) for name, v in res["latency_ms"].items()}
     res["summary"]["ALL"] = c.summary(all_lat)

@@ -4,7 +4,7 @@ Requests are scheduled at fixed intervals (rate per second) and handed to a pool
 keep-alive connections; latency is measured from the *scheduled* send time, so time spent
 waiting for a free connection or a lagging scheduler counts. Run as its own process:
 
-    python -m bench.loadgen SPEC.json        # prints one JSON object
+    python -m bench.loadgen SPEC.json [OUT.json]   # one JSON object, to OUT or stdout
 
 SPEC: {"host", "port", "rate", "duration", "connections", "timeout",
        "requests": [{"name": "profile", "raw": "<HTTP request, latin-1>"}, ...]}
@@ -125,9 +125,13 @@ def main() -> None:
     t0 = time.time()
     result = asyncio.run(run(spec))
     result["wall_s"] = time.time() - t0
-    # The event loop may have left stdout non-blocking: a large result would then be cut short.
+    text = json.dumps(result) + "\n"
+    if len(sys.argv) > 2:  # a file: a pipe left non-blocking by the event loop cut large results short
+        with open(sys.argv[2], "w") as out:
+            out.write(text)
+        return
     os.set_blocking(sys.stdout.fileno(), True)
-    sys.stdout.write(json.dumps(result) + "\n")
+    sys.stdout.write(text)
     sys.stdout.flush()
 
 

@@ -44,10 +44,13 @@ def configure(log_format: str = "text", level: str = "INFO") -> None:
     root.addHandler(handler)
     root.setLevel(level)
     # uvicorn's loggers keep handlers and a level of their own (its --log-level) unless told
-    # otherwise: hand them to the root, so OMNIREC_LOG_LEVEL and the format hold for them too
+    # otherwise: hand them to the root, so OMNIREC_LOG_LEVEL and the format hold for them too.
+    # A logger uvicorn switched off (the access log under --no-access-log: no handler, no
+    # propagation) stays off: uvicorn logs every request once the access logger has a handler.
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         uvicorn_log = logging.getLogger(name)
+        wanted = bool(uvicorn_log.handlers) or uvicorn_log.propagate
         uvicorn_log.handlers.clear()
         uvicorn_log.setLevel(logging.NOTSET)
-        uvicorn_log.propagate = True
+        uvicorn_log.propagate = wanted
         uvicorn_log.disabled = False

@@ -80,6 +80,6 @@ async def next_best_offer(
     body = answers.decision_body(customer_id, decision, situation, nonce=secrets.randbits(32), signing=signing,
                                  reveal_profile=caller.may("profile"))
     if decision.chosen is not None:
-        log.info("nbo decision %s customer=%s offer=%s control=%s exploration=%s", body["decision_id"],
+        log.debug("nbo decision %s customer=%s offer=%s control=%s exploration=%s", body["decision_id"],
                  customer_id, decision.chosen.offer.offer_id, decision.control, decision.explored)
     return json_response(body)

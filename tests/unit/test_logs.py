@@ -35,3 +35,16 @@ def test_an_unknown_log_format_is_refused():
         assert "log_format" in str(exc)
     else:
         raise AssertionError("xml accepted")
+
+
+def test_an_access_log_uvicorn_switched_off_stays_off():
+    access = logging.getLogger("uvicorn.access")
+    access.handlers.clear()
+    access.propagate = False  # what uvicorn's --no-access-log (access_log=False) leaves
+    try:
+        logs.configure("json", "INFO")
+        assert not access.hasHandlers()  # uvicorn logs each request only if it has one
+    finally:
+        root = logging.getLogger()
+        for handler in [h for h in root.handlers if h.get_name() == logs.HANDLER_NAME]:
+            root.removeHandler(handler)
