@@ -1,10 +1,11 @@
-"""Logging of the flow, the API and the CLI: plain lines for a terminal, or one JSON object per
-line (``OMNIREC_LOG_FORMAT=json``) for a log shipper (Loki, Elasticsearch, CloudWatch), with
+"""Logging of the flow and the API: plain lines for a terminal, or one JSON object per line
+(``OMNIREC_LOG_FORMAT=json``) for a log shipper (Loki, Elasticsearch, CloudWatch), with
 ``time``, ``level``, ``logger`` and ``message`` and whatever ``extra=`` a call site adds.
 
-One configuration for every process: ``configure`` is called where a process starts (the
-flow's ``build_flow``, the API's app factory) and sets the root logger, so uvicorn's,
-bytewax's and librdkafka's loggers follow it too.
+One configuration for both processes: ``configure`` is called where each starts (the flow's
+``build_flow``, the API's app factory) and sets the root logger, so uvicorn's loggers and the
+API's feedback producer (librdkafka lines through its ``logger`` setting) follow it too. The
+flow's own Kafka clients are built by bytewax and still print librdkafka's lines to stderr.
 """
 
 from __future__ import annotations

@@ -345,8 +345,7 @@ def _score_personal(state, shares, popularity, catalog, rules, repeats, candidat
         # basket-decayed vector (``recency``) are separate parts: the fitted weights blend them.
         frequency = 0.5 + 0.5 * orders / top_count if context == "home" else 0.3 * orders / top_count
         # Allowed back, so at least as likely as the rule's bar (an override knows no habit).
-        bar = retail_rules.DEFAULT.min_repeat_share if repeats.bar is None else repeats.bar
-        habit = RepeatView(max(habit.share, bar), habit.cycle_days, habit.buyers)
+        habit = RepeatView(max(habit.share, retail_rules.repeat_bar(repeats.bar)), habit.cycle_days, habit.buyers)
         candidate = _candidate(candidates, sku)
         candidate.add("buy_again", frequency, "you buy this regularly")
         candidate.add("due", frequency * due_now(habit, record, now_ms), "you usually buy this about now")

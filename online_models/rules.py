@@ -216,6 +216,16 @@ def is_loyal(purchases: int, days_since_first_purchase: float, days_since_purcha
 # --------------------------------------------------------------------------- repeat purchase
 
 
+def repeat_bar(bar: float | None, t: Thresholds = DEFAULT) -> float:
+    """The rebuy share a bought item must reach to come back: the learned ``bar``
+    (``RepeatModel.bar``), or ``min_repeat_share`` before the stream has counted its shoppers.
+
+    >>> repeat_bar(None), repeat_bar(0.04)
+    (0.1, 0.04)
+    """
+    return t.min_repeat_share if bar is None else bar
+
+
 def may_recommend_again(category: str, *, repeat_share: float = 0.0, own_orders: int = 0,
                         flagged_replenishable: bool = False, replenishable_categories: tuple[str, ...] = (),
                         bar: float | None = None, t: Thresholds = DEFAULT) -> bool:
@@ -243,8 +253,7 @@ def may_recommend_again(category: str, *, repeat_share: float = 0.0, own_orders:
     >>> may_recommend_again("men/trousers", replenishable_categories=("men",))
     True
     """
-    threshold = t.min_repeat_share if bar is None else bar
-    return (repeat_share >= threshold or own_orders >= 2 or flagged_replenishable
+    return (repeat_share >= repeat_bar(bar, t) or own_orders >= 2 or flagged_replenishable
             or under_any(category, replenishable_categories))
 
 
