@@ -28,6 +28,7 @@ from online_models import keys, ranking
 from online_models.refs import SigningKeys
 
 log = logging.getLogger("omnirec.api")
+SHUTDOWN_WAIT_S = 5.0
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -62,7 +63,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         yield
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        # bounded: a task that does not end on cancel (seen once in CI: shutdown waited 11 min)
+        # must not keep the process from closing its producer and pools
+        _done, stuck = await asyncio.wait(tasks, timeout=SHUTDOWN_WAIT_S)
+        for task in stuck:
+            log.warning("shutdown: background task %s did not stop within %s s", task.get_coro(), SHUTDOWN_WAIT_S)
         app.state.feedback.close()
         for redis_client, redis_pool in ((client, pool), (stream_client, stream_pool)):
             await redis_client.aclose()
