@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import secrets
 from contextlib import asynccontextmanager
@@ -60,6 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.store = store
         app.state.feedback = FeedbackProducer(settings.kafka_bootstrap, settings.topic_feedback,
                                               reconnect_backoff_max_ms=settings.kafka_reconnect_backoff_max_ms)
+        freeze_startup_heap()
         yield
         for task in tasks:
             task.cancel()
@@ -102,6 +104,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(area.router)
     ui.install(app)
     return app
+
+
+def freeze_startup_heap() -> None:
+    """Move what start-up made (modules, functions, the first catalog: ~140k objects) out of
+    the collector's reach. Otherwise every full collection walks them all: the latency bench saw
+    the event loop stop for 100-190 ms at a time, every request in flight waiting on it."""
+    gc.collect()
+    gc.freeze()
 
 
 def signing_keys(settings: Settings) -> SigningKeys:
