@@ -162,11 +162,23 @@ def recommend(
     weight_of = _weight_table(weights)
     outside_line: dict[str, bool] = {}  # per category, for this customer (at the till: this basket)
     bought = state.bought if state is not None else {}
-    for cand in candidates.values():
-        product = catalog.get(cand.sku)
-        if (product is None or not product.in_stock or cand.sku in excluded
-                or (excluded_categories and retail_rules.under_any(product.category, excluded_categories))
-                or not _allowed(product, bought, line_shares, rules, repeats, outside_line)):
+    catalog_get, bought_get = catalog.get, bought.get
+    for cand in candidates.values():  # the hot loop of every request: lookups kept local
+        sku = cand.sku
+        product = catalog_get(sku)
+        if product is None or not product.in_stock or sku in excluded:
+            continue
+        category = product.category
+        if excluded_categories and retail_rules.under_any(category, excluded_categories):
+            continue
+        record = bought_get(sku)
+        if record is not None and not rules.may_recommend_again(product, repeats.view(sku, category), int(record[0]),
+                                                               repeats.bar):
+            continue  # a bought item that does not come back
+        outside = outside_line.get(category)
+        if outside is None:
+            outside = outside_line[category] = _outside_customer_line(category, line_shares, rules)
+        if outside:
             continue
         score = 0
         for part, value in cand.parts.items():  # the same order of additions as sum(): the same floats
@@ -315,18 +327,25 @@ def _score_complements(anchor_weights, neighbors, catalog, candidates) -> None:
             continue
         anchor_product = catalog.get(anchor)
         anchor_name = anchor_product.name if anchor_product else anchor
-        for neighbor in neighbors.get(anchor, ()):
-            reason = ("bought with {} in {:.0%} of baskets", anchor_name, neighbor.confidence)  # formatted if shown
-            candidate = _candidate(candidates, neighbor.sku)
-            candidate.add("complement", weight * neighbor.score, reason)
-            candidate.together = max(candidate.together, neighbor.confidence)
+        for neighbor in neighbors.get(anchor, ()):  # _Candidate.add inlined: the most frequent call
+            candidate = candidates.get(neighbor.sku)
+            if candidate is None:
+                candidate = candidates[neighbor.sku] = _Candidate(neighbor.sku)
+            value = weight * neighbor.score
+            if value > candidate.parts.get("complement", 0.0):
+                candidate.parts["complement"] = value
+                candidate.reasons["complement"] = (value, ("bought with {} in {:.0%} of baskets", anchor_name,
+                                                           neighbor.confidence))  # formatted if shown
+            if neighbor.confidence > candidate.together:
+                candidate.together = neighbor.confidence
 
 
 def _score_personal(state, shares, popularity, catalog, rules, repeats, candidates, context: str,
                     now_ms: int) -> None:
     for category, share in sorted(shares.items(), key=lambda kv: -kv[1])[:3]:
         for sku in popularity.by_category.get(category, ())[:PERSONAL_CANDIDATES]:
-            _candidate(candidates, sku)
+            if sku not in candidates:
+                candidates[sku] = _Candidate(sku)
     brand_shares = state.brand_shares(catalog)
     top_count = max((record[0] for record in state.bought.values()), default=0.0)
     vector = nextbasket.personal(state.basket_vector)
@@ -350,16 +369,20 @@ def _score_personal(state, shares, popularity, catalog, rules, repeats, candidat
         candidate.add("buy_again", frequency, "you buy this regularly")
         candidate.add("due", frequency * due_now(habit, record, now_ms), "you usually buy this about now")
         candidate.add("recency", scale * vector.get(sku, 0.0), "you bought this recently")
+    # Category and brand are set here only, once per candidate: no max to keep (``_Candidate.add``).
+    catalog_get, shares_get, brand_get = catalog.get, shares.get, brand_shares.get
     for cand in candidates.values():
-        product = catalog.get(cand.sku)
+        product = catalog_get(cand.sku)
         if product is None:
             continue
-        share = shares.get(product.category, 0.0)
+        share = shares_get(product.category, 0.0)
         if share >= 0.05:
-            cand.add("category", share, ("you often buy {}", pretty(product.category)))  # formatted if shown
-        brand_share = brand_shares.get(product.brand, 0.0)
+            cand.parts["category"] = share
+            cand.reasons["category"] = (share, ("you often buy {}", pretty(product.category)))  # formatted if shown
+        brand_share = brand_get(product.brand, 0.0)
         if brand_share >= 0.1:
-            cand.add("brand", brand_share, ("you like {}", product.brand))
+            cand.parts["brand"] = brand_share
+            cand.reasons["brand"] = (brand_share, ("you like {}", product.brand))
 
 
 def _score_neighbours(state: CustomerState, neighbors, candidates, context: str) -> None:
@@ -367,7 +390,13 @@ def _score_neighbours(state: CustomerState, neighbors, candidates, context: str)
     sources = nextbasket.personal(state.basket_vector, nextbasket.NEIGHBOUR_SOURCES)
     scale = 1.0 if context == "home" else 0.3
     for sku, value in nextbasket.neighbour_evidence(sources, neighbors).items():
-        _candidate(candidates, sku).add("neighbours", scale * value, "bought by customers who buy what you buy")
+        value *= scale
+        if value > 0.0:  # the only part set here, once per item (``_Candidate.add`` inlined)
+            candidate = candidates.get(sku)
+            if candidate is None:
+                candidate = candidates[sku] = _Candidate(sku)
+            candidate.parts["neighbours"] = value
+            candidate.reasons["neighbours"] = (value, "bought by customers who buy what you buy")
 
 
 def due_now(habit: RepeatView, record, now_ms: int) -> float:
@@ -411,20 +440,6 @@ def _score_popularity(request, popularity, catalog, candidates) -> None:
     for ranked, weight, reason in lists:
         for rank, sku in enumerate(ranked[:PERSONAL_CANDIDATES]):
             _candidate(candidates, sku).add("popularity", weight / (1.0 + rank / 10), reason)
-
-
-def _allowed(product: Product, bought: Mapping[str, list], shares, rules: Rules, repeats: RepeatModel,
-             memo: dict[str, bool]) -> bool:
-    """In stock (checked by the caller), not a bought item that does not come back, and not
-    outside the customer's line."""
-    record = bought.get(product.sku)
-    if record is not None and not rules.may_recommend_again(
-            product, repeats.view(product.sku, product.category), int(record[0]), repeats.bar):
-        return False
-    outside = memo.get(product.category)
-    if outside is None:
-        outside = memo[product.category] = _outside_customer_line(product.category, shares, rules)
-    return not outside
 
 
 def _outside_customer_line(category: str, shares: Mapping[str, float], rules: Rules) -> bool:
@@ -493,7 +508,7 @@ def search_order(matches: list[Product], state: CustomerState | None,
 
 def _features(cand: _Candidate, product: Product, state: CustomerState | None) -> dict[str, float]:
     return {**cand.parts, "price": math.log1p(product.price) / 10, "margin": _margin_share(product),
-            "viewed": 1.0 if state is not None and product.sku in state.recent_views else 0.0}
+            "viewed": 1.0 if state is not None and product.sku in state.views else 0.0}  # every view kept
 
 
 def _finish(scored: _Scored, state: CustomerState | None) -> Suggestion:
