@@ -44,7 +44,11 @@ from online_models import ranking
 from online_models.customer import CustomerState
 from online_models.events import Event, parse_ts
 
-PARTS = tuple(f.name for f in fields(ranking.Weights))
+# The weights fitted, each the weight of one candidate part on the home list (the points are home
+# lists): ``complement`` weighs that part on product pages and at the till, so the home list's own
+# ``home_complement`` is fitted in its place.
+PARTS = tuple(f.name for f in fields(ranking.Weights) if f.name != "complement")
+FEATURE_OF = {"home_complement": "complement"}
 CANDIDATE_DEPTH = 150  # candidates kept per point: the bought items and the explore pool fit
 VALIDATION_SHARE = 0.3
 EVERY = 1
@@ -91,7 +95,8 @@ class _Collector(evaluate.Evaluator):
                                   now_ms=event.ts_ms)
         suggestions = self.replayer.recommend_for(state, request)
         skus = [s.sku for s in suggestions]
-        parts = np.array([[s.features.get(part, 0.0) for part in PARTS] for s in suggestions], dtype=float)
+        parts = np.array([[s.features.get(FEATURE_OF.get(part, part), 0.0) for part in PARTS] for s in suggestions],
+                         dtype=float)
         order = np.argsort(np.argsort(np.array(skus, dtype=object)))
         self.points.append(Point(parts.reshape(len(skus), len(PARTS)), order,
                                  np.array([sku in bought for sku in skus], dtype=bool), len(bought)))

@@ -44,7 +44,8 @@ class Weights:
     - ``neighbours``: bought with the customer's items by others (the explore pool's evidence).
     """
 
-    complement: float = 1.0  # not from the fit: it scores the home list only, complements lead at the till
+    complement: float = 1.0  # product pages and the till, where complements lead (not fitted: the fit scores home lists)
+    home_complement: float = 1.0  # the same part on the home list (fitted)
     category: float = 0.2
     brand: float = 0.1
     buy_again: float = 0.84
@@ -159,7 +160,7 @@ def recommend(
     till = _Till.of(request, state, catalog, shares) if request.context == "cart" else None
     line_shares = till.line_shares if till else shares
     scored: list[_Scored] = []
-    weight_of = _weight_table(weights)
+    weight_of = _weight_table(weights, request.context == "home")
     outside_line: dict[str, bool] = {}  # per category, for this customer (at the till: this basket)
     bought = state.bought if state is not None else {}
     catalog_get, bought_get = catalog.get, bought.get
@@ -316,9 +317,13 @@ def _candidate(candidates: dict[str, _Candidate], sku: str) -> _Candidate:
 
 
 @lru_cache(maxsize=64)
-def _weight_table(weights: Weights) -> dict[str, float]:
-    """Each part's weight by name (a dict lookup per candidate part, not a getattr)."""
-    return {part: getattr(weights, part) for part in Weights.__dataclass_fields__}
+def _weight_table(weights: Weights, home: bool) -> dict[str, float]:
+    """Each part's weight by name (a dict lookup per candidate part, not a getattr); on the home
+    list the complement part weighs ``home_complement``."""
+    table = {part: getattr(weights, part) for part in Weights.__dataclass_fields__}
+    if home:
+        table["complement"] = weights.home_complement
+    return table
 
 
 def _score_complements(anchor_weights, neighbors, catalog, candidates) -> None:
