@@ -11,7 +11,8 @@ from inside; do not route it from the internet).
 
 `route` is the route's template (`/v1/customers/{customer_id}`), never the raw path, so ids do not
 make new series; a path no route matches is `unmatched`. Each app has its own registry (so tests can
-make several), and the counts are per API process."""
+make several), and the counts are per API process. `GET /v1/metrics/summary` (the dashboard's live
+panel) reads its `api` counts from this registry too (`ApiMetrics.counts`), so both say the same."""
 
 from __future__ import annotations
 
@@ -43,6 +44,30 @@ class ApiMetrics:
 
     def expose(self, request: Request) -> Response:
         return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
+
+    def counts(self) -> dict[str, int]:
+        """This process's answers so far, from the counters `/metrics` shows (see `answer_counts`)."""
+        return answer_counts(((s.labels.get("status", ""), s.value) for m in self.requests.collect()
+                              for s in m.samples if s.name.endswith("_total")),
+                             sum(s.value for m in self.shed.collect() for s in m.samples if s.name.endswith("_total")))
+
+
+def answer_counts(by_status, shed: float) -> dict[str, int]:
+    """Answers by kind, from (status code, count) pairs of `omnirec_api_requests_total`'s series.
+
+    >>> answer_counts([("200", 5.0), ("404", 1.0), ("429", 2.0), ("503", 3.0), ("500", 1.0), ("503", 1.0)], 2.0)
+    {'requests': 13, 'client_errors': 3, 'server_errors': 5, 'rate_limited': 2, 'unavailable': 4, 'shed': 2}
+    """
+    counts = dict.fromkeys(("requests", "client_errors", "server_errors", "rate_limited", "unavailable"), 0.0)
+    for status, value in by_status:
+        counts["requests"] += value
+        if status.startswith("4"):
+            counts["client_errors"] += value
+        elif status.startswith("5"):
+            counts["server_errors"] += value
+        counts["rate_limited"] += value if status == "429" else 0.0
+        counts["unavailable"] += value if status == "503" else 0.0
+    return {**{k: int(v) for k, v in counts.items()}, "shed": int(shed)}
 
 
 class MetricsMiddleware:

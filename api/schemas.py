@@ -163,11 +163,40 @@ class Readiness(BaseModel):
     products: int | None = None
 
 
+class FlowCounters(BaseModel):
+    """The flow's Prometheus metrics as its `/metrics` shows them, each summed over its labels and
+    over the flow processes reporting (every second, to Redis); per process since it started."""
+
+    events: int = Field(description="Kafka records read: omnirec_flow_events_total")
+    dead_letters: int = Field(description="omnirec_flow_dead_letters_total")
+    step_errors: int = Field(description="omnirec_flow_step_errors_total")
+    redis_retries: int = Field(description="omnirec_flow_redis_retries_total")
+    churn_alerts: int = Field(description="churn alerts raised: omnirec_flow_churn_alerts_total")
+    consumer_lag: int = Field(description="records on the broker not read yet: omnirec_flow_consumer_lag")
+    processes: int = Field(description="flow processes reporting (0: none has reported)")
+    updated_ms: int | None = Field(description="wall time of the newest report; null: none yet")
+
+
+class ApiCounters(BaseModel):
+    """This API process's answers since it started, from the counters its `/metrics` shows
+    (omnirec_api_requests_total by status, omnirec_api_shed_total); this answer not yet counted."""
+
+    requests: int
+    client_errors: int = Field(description="4xx")
+    server_errors: int = Field(description="5xx")
+    rate_limited: int = Field(description="429")
+    unavailable: int = Field(description="503 (Redis or the broker away, or shed)")
+    shed: int = Field(description="503 at once: too many requests in flight")
+
+
 class MetricsSummary(BaseModel):
-    flow_messages: int
+    flow_messages: int = Field(description="messages the flow has parsed, added up over all its executions "
+                                           "(replays after a restart included)")
     flow_updated_ms: int
     alerts_today: int
     offer_impressions: float
     offer_accepts: float
     offer_acceptance_rate: float | None
     now_ms: int
+    flow: FlowCounters
+    api: ApiCounters

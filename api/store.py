@@ -129,13 +129,14 @@ class Store:
         entries = await self.client.xrange(self.scheme.churn_alerts(), min=start, max="+", count=count)
         return [alert_entry(entry) for entry in entries]
 
-    async def flow_metrics(self, alerts_since_ms: int) -> tuple[int, int, int]:
-        """The flow's message count and last update, and the alerts raised since `alerts_since_ms`."""
+    async def flow_metrics(self, alerts_since_ms: int) -> tuple[dict[bytes, bytes], int]:
+        """The flow metrics hash (its message count, and the flow's Prometheus numbers:
+        ``online_models.flow_metrics``) and the number of alerts raised since `alerts_since_ms`."""
         pipe = self.client.pipeline(transaction=False)
         pipe.hgetall(self.scheme.flow_metrics())
         pipe.xrange(self.scheme.churn_alerts(), min=str(alerts_since_ms), max="+", count=100_000)
         flow, alerts = await pipe.execute()
-        return int(flow.get(b"messages", 0)), int(flow.get(b"updated_ms", 0)), len(alerts)
+        return flow, len(alerts)
 
     async def refresh(self) -> None:
         """Reload the catalog and popularity lists (one pipeline, then one per store list)."""

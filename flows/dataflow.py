@@ -108,6 +108,7 @@ def build_flow(settings: Settings | None = None) -> Dataflow:
     metrics.serve(settings.flow_metrics_port)
     flow = Dataflow("omnirec")
     engine = Engine(settings.engine())
+    metrics.publish(settings.redis_url, engine.scheme.flow_metrics())  # the same numbers, for the dashboard
     kin = kafka_input(
         "kafka_in", flow,
         brokers=[settings.kafka_bootstrap],
@@ -125,24 +126,23 @@ def build_flow(settings: Settings | None = None) -> Dataflow:
     op.output("redis_out", writes, RedisSink(
         settings.redis_url, engine.scheme,
         Backoff(settings.redis_retry_base_s, settings.redis_retry_max_s), settings.redis_socket_timeout_s))
-    # alerts and dead letters wait for a broker that is away (message.timeout.ms 0: forever) rather
-    # than being dropped after librdkafka's default 5 minutes (bytewax's KafkaSink ignores delivery reports)
-    sink_config = {"reconnect.backoff.max.ms": str(settings.kafka_reconnect_backoff_max_ms),
-                   "message.timeout.ms": "0"}
+    sink = sink_config(settings)
     kop.output("alerts_out", op.map("alerts_to_kafka", alerts, alert_message),
-               brokers=[settings.kafka_bootstrap], topic=settings.topic_churn_alerts, add_config=sink_config)
+               brokers=[settings.kafka_bootstrap], topic=settings.topic_churn_alerts, add_config=sink)
     kop.output("deadletter_out", op.map("to_kafka", all_letters, dead_letter_message),
-               brokers=[settings.kafka_bootstrap], topic=settings.topic_deadletter, add_config=sink_config)
+               brokers=[settings.kafka_bootstrap], topic=settings.topic_deadletter, add_config=sink)
     watch = op.input("broker_watch", flow, BrokerWatch(
-        settings.kafka_bootstrap, input_topics(settings), settings.broker_check_s,
-        {"reconnect.backoff.max.ms": str(settings.kafka_reconnect_backoff_max_ms)}))
+        settings.kafka_bootstrap, input_topics(settings), settings.broker_check_s, watch_config(settings)))
     op.inspect("broker_watch_out", watch)  # it emits nothing: it raises when the topics are lost
     return flow
 
 
-def source_config(settings: Settings) -> dict[str, str]:
+def source_config(settings: Settings) -> dict[str, object]:
     """librdkafka settings of the Kafka source."""
     return {
+        # librdkafka's lines through Python logging (OMNIREC_LOG_FORMAT): bytewax hands add_config
+        # to confluent-kafka's Consumer as it is, and consume() serves them
+        "logger": logs.kafka_logger(),
         # librdkafka's default (500 ms) was most of an event's way to the API; 10 ms polled every
         # partition 100 times a second and kept the flow and the broker busy when idle (0.47 + 0.43
         # of a core at 50 events/s). Measured by `omnirec bench freshness`.
@@ -156,6 +156,25 @@ def source_config(settings: Settings) -> dict[str, str]:
         # for a lag gauge; the flow has its own (flows/metrics.py), so they are not collected
         "statistics.interval.ms": "0",
     }
+
+
+def sink_config(settings: Settings) -> dict[str, object]:
+    """librdkafka settings of the alerts and dead-letter sinks (bytewax's KafkaSink)."""
+    return {
+        "reconnect.backoff.max.ms": str(settings.kafka_reconnect_backoff_max_ms),
+        # alerts and dead letters wait for a broker that is away (0: forever) rather than being
+        # dropped after librdkafka's default 5 minutes (bytewax's KafkaSink ignores delivery reports)
+        "message.timeout.ms": "0",
+        # through Python logging; bytewax polls its producer only as it writes a batch, so a sink's
+        # lines (a broker that is away) come out when it next produces
+        "logger": logs.kafka_logger(),
+    }
+
+
+def watch_config(settings: Settings) -> dict[str, object]:
+    """librdkafka settings of the broker watch's admin client (topic ids, consumer lag)."""
+    return {"reconnect.backoff.max.ms": str(settings.kafka_reconnect_backoff_max_ms),
+            "logger": logs.kafka_logger()}
 
 
 class SourceOffsetLost(RuntimeError):

@@ -1,9 +1,13 @@
 """The flow's Prometheus metrics (prometheus-client), served by the flow process itself at
 ``http://HOST:OMNIREC_FLOW_METRICS_PORT/metrics`` when that setting is not 0.
 
-These counters are the one count: the flow metrics hash in Redis that the dashboard reads
-(``messages``, ``redis_retries``) is fed from them by the Redis sink (``Reported``), not by a
-second tally.
+These counters are the one count. The dashboard reads them too: every ``PUBLISH_EVERY_S`` (1 s)
+each flow process writes their current values, sample by sample as its ``/metrics`` names them,
+to the ``prom:`` fields of the flow metrics hash in Redis (``publish``; the codec is
+``online_models.flow_metrics``), and ``GET /v1/metrics/summary`` sums them. The hash's older
+fields ``messages`` and ``redis_retries`` (added up over every execution of the flow, replays
+included: what the tests wait on) are fed from the same counters by the Redis sink
+(``Reported``), not by a second tally.
 
 - ``omnirec_flow_events_total{topic}``: Kafka records read
 - ``omnirec_flow_dead_letters_total{reason}``: dead letters by kind of reason (a bounded set)
@@ -16,27 +20,34 @@ second tally.
   (every ``OMNIREC_BROKER_CHECK_S``), for each partition this process has read from since it started
 
 Counts are per process and since it started (Prometheus counters); a resumed flow counts what it
-replays again. With several flow processes on one host, give each its own port."""
+replays again. With several flow processes on one host, give each its own port. All but the batch
+latency histogram are published to Redis (each a few dozen fields at most)."""
 
 from __future__ import annotations
 
+import atexit
 import logging
+import os
 import sys
 import threading
+import time
+from collections.abc import Mapping, Sequence
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
+from online_models import flow_metrics as published
+
 log = logging.getLogger("omnirec.flow.metrics")
 
-EVENTS_IN = Counter("omnirec_flow_events_total", "Kafka records read by the flow, by topic", ["topic"])
-DEAD_LETTERS = Counter("omnirec_flow_dead_letters_total", "Dead letters written, by kind of reason", ["reason"])
-STEP_ERRORS = Counter("omnirec_flow_step_errors_total", "Messages an engine step failed on, by step", ["step"])
+EVENTS_IN = Counter(published.EVENTS, "Kafka records read by the flow, by topic", ["topic"])
+DEAD_LETTERS = Counter(published.DEAD_LETTERS, "Dead letters written, by kind of reason", ["reason"])
+STEP_ERRORS = Counter(published.STEP_ERRORS, "Messages an engine step failed on, by step", ["step"])
 REDIS_BATCH_SECONDS = Histogram(
     "omnirec_flow_redis_batch_seconds", "Time to write one batch to Redis, retries included",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0))
-REDIS_RETRIES = Counter("omnirec_flow_redis_retries_total", "Redis batches sent again after a connection error")
-CHURN_ALERTS = Counter("omnirec_flow_churn_alerts_total", "Churn alerts raised")
-CONSUMER_LAG = Gauge("omnirec_flow_consumer_lag",
+REDIS_RETRIES = Counter(published.REDIS_RETRIES, "Redis batches sent again after a connection error")
+CHURN_ALERTS = Counter(published.CHURN_ALERTS, "Churn alerts raised")
+CONSUMER_LAG = Gauge(published.CONSUMER_LAG,
                      "Records on the broker not read yet (high watermark - next offset), by topic and partition",
                      ["topic", "partition"])
 
@@ -78,6 +89,9 @@ def high_watermarks(admin, partitions: list[tuple[str, int]], timeout_s: float) 
     from confluent_kafka.admin import OffsetSpec
 
     ends: dict[tuple[str, int], int | None] = dict.fromkeys(partitions)
+    poll = getattr(admin, "poll", None)
+    if poll is not None:
+        poll(0)  # hands what librdkafka logged to Python logging (the client's ``logger``)
     if not partitions:
         return ends
     try:
@@ -136,6 +150,97 @@ class Reported:
             now = total(self.counter)
             delta, self.reported = now - self.reported, now
         return delta
+
+
+# What goes to Redis for the dashboard: every metric but the latency histogram.
+PUBLISHED = (EVENTS_IN, DEAD_LETTERS, STEP_ERRORS, REDIS_RETRIES, CHURN_ALERTS, CONSUMER_LAG)
+
+
+def samples() -> dict[str, float]:
+    """The current value of every sample of the published metrics, named as ``/metrics`` names
+    it (read from the collectors themselves; the counters' ``_created`` times left out)."""
+    out: dict[str, float] = {}
+    for collector in PUBLISHED:
+        for metric in collector.collect():
+            for sample in metric.samples:
+                if sample.name in published.PUBLISHED:
+                    out[published.sample_name(sample.name, sample.labels)] = sample.value
+    return out
+
+
+def process_id(argv: Sequence[str], environ: Mapping[str, str]) -> int:
+    """This flow process's bytewax process id: ``-i``/``--process-id`` of ``bytewax.run`` (as
+    ``omnirec flow -i`` passes it), else ``BYTEWAX_PROCESS_ID``, else 0 (one process).
+
+    >>> process_id(["run.py", "flows.dataflow:build_flow()", "-r", "rec", "-i", "1", "-a", "h:1;h:2"], {})
+    1
+    >>> process_id(["run.py", "--process-id=2"], {}), process_id(["run.py", "-w", "2"], {"BYTEWAX_PROCESS_ID": "3"})
+    (2, 3)
+    >>> process_id([], {}), process_id(["run.py", "-i", "x"], {})
+    (0, 0)
+    """
+    value = environ.get("BYTEWAX_PROCESS_ID", "0")
+    for i, arg in enumerate(argv):
+        if arg in ("-i", "--process-id") and i + 1 < len(argv):
+            value = argv[i + 1]
+        elif arg.startswith("--process-id="):
+            value = arg.partition("=")[2]
+    try:
+        return int(value)
+    except ValueError:
+        return 0
+
+
+class Publisher:
+    """Writes this process's ``samples()`` to the flow metrics hash (``online_models.flow_metrics``
+    fields: absolute values, with the wall time). A Redis that is away is skipped in silence: the
+    Redis sink reports outages, and the next report carries the whole count again."""
+
+    def __init__(self, client, key: str, process: int, clock=lambda: time.time_ns() // 1_000_000) -> None:
+        self._client = client
+        self._key = key
+        self._process = process
+        self._clock = clock
+        self._stop = threading.Event()
+
+    def publish(self) -> bool:
+        from redis.exceptions import RedisError
+
+        try:
+            self._client.hset(self._key, mapping=published.fields(self._process, samples(), self._clock()))
+        except RedisError as exc:
+            log.debug("flow metrics not published: %s", exc)
+            return False
+        return True
+
+    def run(self, every_s: float) -> None:
+        while True:
+            self.publish()
+            if self._stop.wait(every_s):
+                return
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+_publishing: dict[str, Publisher] = {}
+
+
+def publish(redis_url: str, key: str, every_s: float = published.PUBLISH_EVERY_S) -> Publisher:
+    """Report this process's metrics to the Redis hash ``key`` every ``every_s`` from a daemon
+    thread, once per process and key, and once more at exit."""
+    if key in _publishing:
+        return _publishing[key]
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    client = redis.Redis.from_url(redis_url, socket_timeout=2.0, socket_connect_timeout=2.0,
+                                  retry=Retry(NoBackoff(), 0))
+    publisher = _publishing[key] = Publisher(client, key, process_id(sys.argv, os.environ))
+    threading.Thread(target=publisher.run, args=(every_s,), name="flow-metrics-publisher", daemon=True).start()
+    atexit.register(publisher.publish)
+    return publisher
 
 
 _served: list[int] = []

@@ -3,9 +3,14 @@
 ``time``, ``level``, ``logger`` and ``message`` and whatever ``extra=`` a call site adds.
 
 One configuration for both processes: ``configure`` is called where each starts (the flow's
-``build_flow``, the API's app factory) and sets the root logger, so uvicorn's loggers and the
-API's feedback producer (librdkafka lines through its ``logger`` setting) follow it too. The
-flow's own Kafka clients are built by bytewax and still print librdkafka's lines to stderr.
+``build_flow``, the API's app factory) and sets the root logger, so uvicorn's loggers follow it
+too, and so do librdkafka's lines of every Kafka client, on the logger ``omnirec.kafka``
+(``kafka_logger``, handed to confluent-kafka as the client setting ``logger``): the API's feedback
+producer, and the flow's Kafka source, its two sinks and its broker watch's admin client (bytewax
+passes ``add_config`` to confluent-kafka as it is: flows/dataflow.py ``source_config``,
+``sink_config``, ``watch_config``). confluent-kafka hands a client's lines to the logger when the
+client is polled: the source's at each read, a sink's when it next writes a batch, the admin
+client's at each broker check (it logs at ``log_level`` 0, next to nothing).
 """
 
 from __future__ import annotations
@@ -17,6 +22,12 @@ from pythonjsonlogger.json import JsonFormatter
 
 HANDLER_NAME = "omnirec"
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+KAFKA_LOGGER = "omnirec.kafka"
+
+
+def kafka_logger() -> logging.Logger:
+    """The logger of librdkafka's lines (the value of a confluent-kafka client's ``logger``)."""
+    return logging.getLogger(KAFKA_LOGGER)
 
 
 def formatter(log_format: str) -> logging.Formatter:

@@ -8,10 +8,10 @@ evaluator or a test gets the same bytes the API would serve.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from online_models import offers, ranking, rules
+from online_models import flow_metrics, offers, ranking, rules
 from online_models.customer import CustomerState
 from online_models.events import ANONYMOUS_CUSTOMER, DAY_MS, Product
 from online_models.learning import feature_vector
@@ -167,17 +167,31 @@ def day_start_ms(now_ms: int) -> int:
     return now_ms - now_ms % DAY_MS
 
 
-def metrics_summary(flow_messages: int, flow_updated_ms: int, alerts_today: int,
-                    offer_stats: Iterable[offers.OfferStats], now_ms: int) -> dict[str, Any]:
-    """For dashboards: messages the flow has processed, alerts raised today, offer acceptance."""
+def metrics_summary(flow_hash: Mapping[Any, Any], alerts_today: int, offer_stats: Iterable[offers.OfferStats],
+                    api_counts: Mapping[str, int], now_ms: int) -> dict[str, Any]:
+    """For dashboards: messages the flow has processed, alerts raised today, offer acceptance, and
+    the numbers the flow's and this API's Prometheus metrics show (``flow``: read from the flow
+    metrics hash, see ``online_models.flow_metrics``; ``api``: this process's counters).
+
+    ``flow_hash`` is the flow metrics hash as read (bytes or str)."""
     stats = list(offer_stats)
     shown = sum(s.totals()[0] for s in stats)
     accepted = sum(s.totals()[1] for s in stats)
     return {
-        "flow_messages": flow_messages,
-        "flow_updated_ms": flow_updated_ms,
+        "flow_messages": _count(flow_hash, "messages"),
+        "flow_updated_ms": _count(flow_hash, "updated_ms"),
         "alerts_today": alerts_today,
         "offer_impressions": shown, "offer_accepts": accepted,
         "offer_acceptance_rate": round(accepted / shown, 4) if shown else None,
         "now_ms": now_ms,
+        "flow": flow_metrics.read(flow_hash),
+        "api": dict(api_counts),
     }
+
+
+def _count(raw: Mapping[Any, Any], name: str) -> int:
+    value = raw.get(name, raw.get(name.encode(), 0))
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0

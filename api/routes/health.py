@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 from redis.exceptions import RedisError
 
 from api.auth import ProfileScope
@@ -43,9 +43,10 @@ async def readyz(store: StoreDep, producer: FeedbackDep) -> Response:
 
 
 @router.get("/v1/metrics/summary", response_model=MetricsSummary, responses=responses(*KEYED, 503))
-async def metrics_summary(_: ProfileScope, store: StoreDep) -> Response:
-    """For dashboards: messages the flow has processed, alerts raised today, offer acceptance."""
+async def metrics_summary(_: ProfileScope, store: StoreDep, request: Request) -> Response:
+    """For dashboards: messages the flow has processed, alerts raised today, offer acceptance, and
+    the numbers the Prometheus metrics show: the flow's (`flow`) and this API process's (`api`)."""
     now = now_ms()
-    messages, updated_ms, alerts_today = await store.flow_metrics(answers.day_start_ms(now))
-    return json_response(answers.metrics_summary(messages, updated_ms, alerts_today,
-                                                 store.offer_stats.values(), now))
+    flow, alerts_today = await store.flow_metrics(answers.day_start_ms(now))
+    return json_response(answers.metrics_summary(flow, alerts_today, store.offer_stats.values(),
+                                                 request.app.state.metrics.counts(), now))

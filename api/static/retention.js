@@ -203,15 +203,47 @@ function applyFilters() {
 
 // ------------------------------------------------------------------ live metrics
 
+const COUNTERS = {
+  "dead-letters": (m) => m.flow.dead_letters,
+  "step-errors": (m) => m.flow.step_errors,
+  "redis-retries": (m) => m.flow.redis_retries,
+  "consumer-lag": (m) => m.flow.consumer_lag,
+  "alerts-raised": (m) => m.flow.churn_alerts,
+  "api-5xx": (m) => m.api.server_errors,
+  "api-429": (m) => m.api.rate_limited,
+  "api-503": (m) => (m.api.shed ? `${m.api.unavailable} (${m.api.shed} shed)` : m.api.unavailable),
+};
+
+/** Events per second between two summaries, over the flow's own report times (it reports every
+ *  second); null while it has not reported anew. A restarted process counts from 0 again: never < 0. */
+function eventRate(last, m) {
+  if (!last || m.flow.updated_ms === null || last.flow.updated_ms === null) return null;
+  const seconds = (m.flow.updated_ms - last.flow.updated_ms) / 1000;
+  return seconds > 0 ? Math.max(0, (m.flow.events - last.flow.events) / seconds) : null;
+}
+
 async function pollMetrics() {
+  let note = "Refreshed every 2 seconds from /v1/metrics/summary.";
   try {
     const m = await api("/v1/metrics/summary");
     const last = state.lastMetrics;
-    if (last && m.now_ms > last.now_ms) {
-      const rate = Math.max(0, (m.flow_messages - last.flow_messages) / ((m.now_ms - last.now_ms) / 1000));
+    const rate = eventRate(last, m);
+    if (rate !== null) {
       $("rate").textContent = rate >= 100 ? rate.toFixed(0) : rate.toFixed(1);
+      state.lastMetrics = m;
+    } else if (!last || m.flow.updated_ms === null || m.now_ms - m.flow.updated_ms > 10_000) {
+      $("rate").textContent = "—";
+      state.lastMetrics = m;
     }
-    state.lastMetrics = m;
+    const reporting = m.flow.processes > 0;
+    for (const [id, value] of Object.entries(COUNTERS)) {
+      const flowCell = !id.startsWith("api-");
+      $(id).textContent = flowCell && !reporting ? "—" : String(value(m));
+    }
+    if (!reporting) note = "The flow has not reported its metrics. " + note;
+    else if (m.now_ms - m.flow.updated_ms > 10_000) {
+      note = `The flow last reported ${Math.round((m.now_ms - m.flow.updated_ms) / 1000)} s ago. ` + note;
+    }
     $("alerts-today").textContent = String(m.alerts_today);
     $("acceptance").textContent = m.offer_acceptance_rate === null ? "—"
       : `${percent(m.offer_acceptance_rate, 1)} (${Math.round(m.offer_accepts)}/${Math.round(m.offer_impressions)})`;
@@ -220,7 +252,7 @@ async function pollMetrics() {
     $("metrics-note").textContent = `Metrics unavailable: ${error.message}`;
     return;
   }
-  $("metrics-note").textContent = "Refreshed every 2 seconds from /v1/metrics/summary.";
+  $("metrics-note").textContent = note;
 }
 
 // ------------------------------------------------------------------ wiring

@@ -59,10 +59,16 @@ def test_catalog_search_and_metrics_summary():
     assert answers.search_catalog(CATALOG.values(), "zzz", 10) == []
 
     stats = OfferStats("pts", {"a": [3.0, 1.0], "b": [1.0, 0.0]})
-    summary = answers.metrics_summary(10, T0, 2, [stats], T0 + 1)
+    api_counts = {"requests": 9, "client_errors": 2, "server_errors": 1, "rate_limited": 1, "unavailable": 1, "shed": 0}
+    flow_hash = {b"messages": b"10", b"updated_ms": str(T0).encode(), b"prom:0:omnirec_flow_events_total": b"8",
+                 b"prom:0:updated_ms": str(T0).encode()}
+    summary = answers.metrics_summary(flow_hash, 2, [stats], api_counts, T0 + 1)
+    flow = {"events": 8, "dead_letters": 0, "step_errors": 0, "redis_retries": 0, "churn_alerts": 0,
+            "consumer_lag": 0, "processes": 1, "updated_ms": T0}
     assert summary == {"flow_messages": 10, "flow_updated_ms": T0, "alerts_today": 2, "offer_impressions": 4.0,
-                       "offer_accepts": 1.0, "offer_acceptance_rate": 0.25, "now_ms": T0 + 1}
-    assert answers.metrics_summary(0, 0, 0, [], T0)["offer_acceptance_rate"] is None
+                       "offer_accepts": 1.0, "offer_acceptance_rate": 0.25, "now_ms": T0 + 1,
+                       "flow": flow, "api": api_counts}
+    assert answers.metrics_summary({}, 0, [], api_counts, T0)["offer_acceptance_rate"] is None
     assert answers.day_start_ms(T0) <= T0 < answers.day_start_ms(T0) + 86_400_000
 
 

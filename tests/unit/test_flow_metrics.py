@@ -1,4 +1,5 @@
-"""The flow's Prometheus metrics count at the edges, and the Redis metrics hash is fed from them."""
+"""The flow's Prometheus metrics count at the edges, and the Redis metrics hash (the dashboard's
+numbers) is fed from them."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import urllib.request
 from flows import metrics
 from flows.steps import FLOW_METRICS, alert_message, dead_letter_message, from_kafka
 from omnirec.stack import free_port
+from online_models import answers, flow_metrics
 from online_models.churn import Alert
 from online_models.messages import DeadLetter, Raw
 
@@ -109,3 +111,80 @@ def test_the_flow_edge_records_what_it_read():
     from_kafka(record)
     assert metrics.POSITIONS.next[("t.positions", 3)] == 8
     assert {k: v for k, v in metrics.POSITIONS.next.items() if k != ("t.positions", 3)} == before
+
+
+class HashClient:
+    """Stands in for the publisher's Redis client: keeps what HSET wrote."""
+
+    def __init__(self) -> None:
+        self.hash: dict[str, int] = {}
+
+    def hset(self, key, mapping):
+        self.hash.update(mapping)
+
+
+def page_samples(text: str) -> dict[str, float]:
+    """The published metrics' samples of a /metrics text, named as it names them."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {flow_metrics.sample_name(s.name, s.labels): s.value for family in text_string_to_metric_families(text)
+            for s in family.samples if s.name in flow_metrics.PUBLISHED}
+
+
+def test_the_dashboard_summary_reads_what_the_flows_metrics_page_shows():
+    """After the flow read N records, dead-lettered some and raised an alert, the summary's flow
+    numbers are the sums of its /metrics samples, and the Redis hash holds each sample as shown."""
+    port = free_port()
+    metrics.serve(port)
+    for _ in range(5):
+        from_kafka(Record("t.summary"))
+    raw = Raw("t.summary", 0, 1, b"k", b"nope", 0)
+    dead_letter_message(DeadLetter(raw, "not valid JSON: unexpected character"))
+    dead_letter_message(DeadLetter(raw, "unknown event type 'x'"))
+    dead_letter_message(DeadLetter(raw, "KeyError: 'x'", step="profile"))
+    alert_message(Alert("c-1", 1_795_601_700_000, 0.9, 10.0, None, ("lapsing",)))
+    metrics.REDIS_RETRIES.inc()
+    metrics.CONSUMER_LAG.labels("t.summary", "0").set(4)
+
+    client = HashClient()
+    assert metrics.Publisher(client, "rec:{metrics}:flow", 0, clock=lambda: 1_000).publish()
+    page = page_samples(urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode())
+    assert page['omnirec_flow_events_total{topic="t.summary"}'] >= 5
+
+    published = {k.removeprefix("prom:0:"): v for k, v in client.hash.items() if k != "prom:0:updated_ms"}
+    assert published == page  # every sample, by the name /metrics gives it, with its value
+
+    summary = answers.metrics_summary(client.hash, 0, [], {}, 2_000)["flow"]
+    by_metric = {field: sum(v for name, v in page.items() if name.partition("{")[0] == metric)
+                 for field, metric in flow_metrics.TOTALS.items()}
+    assert summary == {**by_metric, "processes": 1, "updated_ms": 1_000}
+    assert summary["dead_letters"] >= 3 and summary["step_errors"] >= 1 and summary["churn_alerts"] >= 1
+
+
+def test_every_published_metric_is_a_sample_of_the_flows_collectors():
+    names = {s.name for c in metrics.PUBLISHED for m in c.collect() for s in m.samples}
+    assert set(flow_metrics.PUBLISHED) <= names | {flow_metrics.CONSUMER_LAG}  # the gauge: once set
+
+
+def test_processes_that_stopped_reporting_drop_out_and_each_process_reports_under_its_id():
+    hash_fields = {
+        **flow_metrics.fields(0, {'omnirec_flow_events_total{topic="a"}': 10, "omnirec_flow_redis_retries_total": 1},
+                              100_000),
+        **flow_metrics.fields(1, {'omnirec_flow_events_total{topic="a"}': 7}, 99_000),
+        **flow_metrics.fields(2, {'omnirec_flow_events_total{topic="a"}': 500}, 100_000 - flow_metrics.STALE_MS - 1),
+        "messages": 999, "updated_ms": 5,  # the sink's own fields: not Prometheus numbers
+    }
+    read = flow_metrics.read({k.encode(): str(v).encode() for k, v in hash_fields.items()})
+    assert (read["events"], read["redis_retries"], read["processes"], read["updated_ms"]) == (17, 1, 2, 100_000)
+    assert metrics.process_id(["run.py", "flows.dataflow:build_flow()", "-i", "1", "-a", "h:1;h:2"], {}) == 1
+    assert metrics.process_id(["run.py", "flows.dataflow:build_flow()", "-w", "2"], {}) == 0
+
+
+def test_a_redis_that_is_away_skips_a_report_without_raising():
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    class Away:
+        def hset(self, key, mapping):
+            raise RedisConnectionError("refused")
+
+    assert metrics.Publisher(Away(), "k", 0).publish() is False
