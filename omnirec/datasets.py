@@ -347,7 +347,8 @@ def tafeng_records(
                 "sku": sku,
                 "name": f"Product {sku}",
                 "category": category[sku],
-                "brand": "unknown",
+                # no brand: Ta-Feng has none, and a made-up one ("unknown") would be every item's
+                # brand, a "you like unknown" reason on each suggestion
                 "price": round(statistics.median(unit_prices[sku]), 2),
                 "margin": round(statistics.median(unit_margins[sku]), 2),
                 "in_stock": True,

@@ -129,7 +129,7 @@ class Replayer:
         self.rules = rules or ranking.Rules(replenishable=tuple(self.settings.replenishable_categories))
         self.repeats = RepeatModel()  # as the API's refresh builds it, from the items' repeat counts
         self._repeat_states: dict[str, ItemRepeats] = {}
-        self.weights = weights or ranking.Weights()
+        self.weights = weights  # None: each context's fitted blend (ranking.FITTED)
         self.engine = Engine(self.settings.engine())
         self.scheme = self.engine.scheme
         self.runner = Runner(self.engine, on_output=self._written)

@@ -1,25 +1,33 @@
 """Fit the ranking blend weights (``ranking.Weights``) on validation splits in event time.
 
-    omnirec fit-weights STREAM[,CATALOG] [STREAM[,CATALOG] ...] [--validation-share 0.3] [--json]
+    omnirec fit-weights STREAM[,CATALOG] [STREAM[,CATALOG] ...] [--context home|cart]
+                        [--validation-share 0.3] [--json]
     python -m omnirec.fit_weights ...
 
 The procedure (docs/weights.md), the same for any retailer's data:
 
 1. Each stream is replayed through the flow's engine in event time (``evaluate.Evaluator``, the
    prequential protocol). Its last ``--validation-share`` of event time is the validation split:
-   at each purchase there of a customer who bought before (every ``--every``-th, to bound the
-   cost), the home list is asked for its ``CANDIDATE_DEPTH`` best candidates, with every
-   candidate's parts (the signals ``Weights`` blend), and the distinct SKUs bought are the
-   labels. The engine keeps learning the stream as it goes (what it would know online).
-   GP-TopFreq is scored at the same points.
+   at each purchase there (every ``--every``-th, to bound the cost) the list of ``--context`` is
+   asked for its ``CANDIDATE_DEPTH`` best candidates, with every candidate's parts (the signals
+   ``Weights`` blend):
+
+   - ``home`` (the home page): purchases of a customer who bought before; the labels are the
+     distinct SKUs bought;
+   - ``cart`` (the till and product pages): purchases of two items or more, the last one hidden
+     and the others the basket, as ``omnirec evaluate`` scores cross-sell; the label is the
+     hidden item. The till's tiers and penalties (``ranking._Till``) are kept as ranked.
+
+   The engine keeps learning the stream as it goes (what it would know online). GP-TopFreq (its
+   cart variant: the basket left out) is scored at the same points.
 2. Coordinate ascent over the weights, from the current defaults: each weight in turn tries
    ``GRID`` multiples of itself (a zero weight tries ``GRID`` absolute values), keeping the best;
    ``ROUNDS`` sweeps. The objective is the mean over streams of Recall@k ÷ the same points'
    GP-TopFreq Recall@k, so that no stream counts more for having easier baskets, and one set of
    weights serves every stream.
 3. The chosen weights, each stream's Recall@k before and after, and GP-TopFreq's are printed
-   (with ``--json``, the last line is one JSON object). They become ``ranking.Weights``' defaults
-   by hand-copy, with the command that produced them in docs/weights.md.
+   (with ``--json``, the last line is one JSON object). They become the context's blend in
+   ``ranking.FITTED`` by hand-copy, with the command that produced them in docs/weights.md.
 
 Re-scoring the collected candidates is cheap (numpy), so the search costs seconds; collecting is
 one prequential replay per stream, run in parallel (one process per stream, ``--workers``).
@@ -44,11 +52,8 @@ from online_models import ranking
 from online_models.customer import CustomerState
 from online_models.events import Event, parse_ts
 
-# The weights fitted, each the weight of one candidate part on the home list (the points are home
-# lists): ``complement`` weighs that part on product pages and at the till, so the home list's own
-# ``home_complement`` is fitted in its place.
-PARTS = tuple(f.name for f in fields(ranking.Weights) if f.name != "complement")
-FEATURE_OF = {"home_complement": "complement"}
+PARTS = tuple(f.name for f in fields(ranking.Weights))
+CONTEXTS = ("home", "cart")
 CANDIDATE_DEPTH = 150  # candidates kept per point: the bought items and the explore pool fit
 VALIDATION_SHARE = 0.3
 EVERY = 1
@@ -65,6 +70,8 @@ class Point:
     order: np.ndarray  # rank of each candidate's SKU among the point's (ties by SKU, as ranking)
     hit: np.ndarray
     n_bought: int
+    tier: np.ndarray | None = None  # the till's tiers (ranked first) and penalty multipliers
+    multiplier: np.ndarray | None = None
 
 
 @dataclass
@@ -75,33 +82,45 @@ class Collected:
 
 
 class _Collector(evaluate.Evaluator):
-    """Prequential replay that, after ``split_ts``, keeps each home point's candidates."""
+    """Prequential replay that, after ``split_ts``, keeps each point's candidates (module doc, step 1)."""
 
-    def __init__(self, k: int, split_ts: int, every: int, settings: Settings | None = None) -> None:
+    def __init__(self, k: int, split_ts: int, every: int, context: str, settings: Settings | None = None) -> None:
         super().__init__(k, settings, protocol="prequential")
-        self.split_ts, self.every = split_ts, every
+        self.split_ts, self.every, self.context = split_ts, every, context
         self.points: list[Point] = []
         self.gp_hits = 0.0
         self._seen = 0
 
     def evaluate(self, event: Event, key, state: CustomerState | None) -> None:
-        if event.ts_ms < self.split_ts or state is None or state.orders < 1:
+        if event.ts_ms < self.split_ts:
+            return
+        bought = list(dict.fromkeys(item.sku for item in event.items))
+        if self.context == "home":
+            if state is None or state.orders < 1:
+                return
+            basket, labels = (), set(bought)
+        elif len(bought) >= 2:
+            basket, labels = tuple(bought[:-1]), {bought[-1]}
+        else:
             return
         self._seen += 1
         if self._seen % self.every:
             return
-        bought = set(item.sku for item in event.items)
-        request = ranking.Request("home", channel=event.channel, store_id=event.store_id, k=CANDIDATE_DEPTH,
-                                  now_ms=event.ts_ms)
+        request = ranking.Request(self.context, skus=basket, channel=event.channel, store_id=event.store_id,
+                                  k=CANDIDATE_DEPTH, now_ms=event.ts_ms)
         suggestions = self.replayer.recommend_for(state, request)
-        skus = [s.sku for s in suggestions]
-        parts = np.array([[s.features.get(FEATURE_OF.get(part, part), 0.0) for part in PARTS] for s in suggestions],
-                         dtype=float)
-        order = np.argsort(np.argsort(np.array(skus, dtype=object)))
-        self.points.append(Point(parts.reshape(len(skus), len(PARTS)), order,
-                                 np.array([sku in bought for sku in skus], dtype=bool), len(bought)))
-        gp = self.baselines.recommend("gp_topfreq", key, self.k)
-        self.gp_hits += len(bought.intersection(gp)) / len(bought)
+        self.points.append(_point(suggestions, labels))
+        gp = self.baselines.recommend("gp_topfreq", key, self.k, exclude=basket)
+        self.gp_hits += len(labels.intersection(gp)) / len(labels)
+
+
+def _point(suggestions: list[ranking.Suggestion], labels: set[str]) -> Point:
+    skus = [s.sku for s in suggestions]
+    parts = np.array([[s.features.get(part, 0.0) for part in PARTS] for s in suggestions], dtype=float)
+    order = np.argsort(np.argsort(np.array(skus, dtype=object)))
+    return Point(parts.reshape(len(skus), len(PARTS)), order, np.array([sku in labels for sku in skus], dtype=bool),
+                 len(labels), np.array([s.tier for s in suggestions], dtype=int),
+                 np.array([s.multiplier for s in suggestions], dtype=float))
 
 
 def split_time(paths: list[Path], share: float) -> int:
@@ -121,12 +140,13 @@ def split_time(paths: list[Path], share: float) -> int:
     return int(last - share * (last - first))
 
 
-def collect(stream: str, k: int = 10, share: float = VALIDATION_SHARE, every: int = EVERY) -> Collected:
-    """Replay one ``FILE[,CATALOG]`` and keep its validation points."""
+def collect(stream: str, k: int = 10, share: float = VALIDATION_SHARE, every: int = EVERY,
+            context: str = "home") -> Collected:
+    """Replay one ``FILE[,CATALOG]`` and keep its validation points of ``context``."""
     file, _, catalog = stream.partition(",")
     paths = ([Path(catalog)] if catalog else []) + [Path(file)]
     settings = Settings()
-    collector = _Collector(k, split_time([Path(file)], share), every, settings)
+    collector = _Collector(k, split_time([Path(file)], share), every, context, settings)
     collector.prequential(evaluate.read_records(paths, settings))
     n = max(1, len(collector.points))
     return Collected(Path(file).name, collector.points, collector.gp_hits / n)
@@ -139,7 +159,10 @@ def recall(points: list[Point], weights: np.ndarray, k: int) -> float:
         if not len(point.hit):
             continue
         scores = point.parts @ weights
-        top = np.lexsort((point.order, -scores))[:k]
+        if point.multiplier is not None:
+            scores = scores * point.multiplier
+        keys = (point.order, -scores) if point.tier is None else (point.order, -scores, point.tier)
+        top = np.lexsort(keys)[:k]
         total += point.hit[top].sum() / point.n_bought
     return total / max(1, len(points))
 
@@ -167,12 +190,12 @@ def fit(collected: list[Collected], start: ranking.Weights, k: int = 10) -> tupl
 
 
 def run(streams: list[str], k: int = 10, share: float = VALIDATION_SHARE, every: int = EVERY,
-        workers: int = 2) -> dict[str, Any]:
+        workers: int = 2, context: str = "home") -> dict[str, Any]:
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=max(1, workers), mp_context=ctx) as pool:
         collected = list(pool.map(collect, streams, [k] * len(streams), [share] * len(streams),
-                                  [every] * len(streams)))
-    start = ranking.Weights()
+                                  [every] * len(streams), [context] * len(streams)))
+    start = ranking.FITTED[context]
     chosen, trace = fit(collected, start, k)
     start_v = np.array([getattr(start, p) for p in PARTS])
     chosen_v = np.array([getattr(chosen, p) for p in PARTS])
@@ -180,13 +203,16 @@ def run(streams: list[str], k: int = 10, share: float = VALIDATION_SHARE, every:
                            "recall_start": round(float(recall(c.points, start_v, k)), 4),
                            "recall_chosen": round(float(recall(c.points, chosen_v, k)), 4)} for c in collected}
     floor = chosen.buy_again / (chosen.buy_again + chosen.due) if chosen.buy_again + chosen.due > 0 else 1.0
-    return {"k": k, "validation_share": share, "every": every, "start": asdict(start), "chosen": asdict(chosen),
+    return {"context": context, "k": k, "validation_share": share, "every": every, "start": asdict(start),
+            "chosen": asdict(chosen),
             "buy_again_floor": round(floor, 4), "streams": per_stream, "trace": trace}
 
 
 def cli(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(prog="python -m omnirec.fit_weights", description=__doc__.split("\n\n")[0])
     parser.add_argument("streams", nargs="+", help="FILE or FILE,CATALOG (JSONL of envelopes)")
+    parser.add_argument("--context", choices=CONTEXTS, default="home",
+                        help="home: home lists; cart: baskets with one item hidden (the till, product pages)")
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--validation-share", type=float, default=VALIDATION_SHARE)
     parser.add_argument("--every", type=int, default=EVERY, help="keep every N-th validation point")
@@ -195,7 +221,7 @@ def cli(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     if not 0 < args.validation_share < 1:
         parser.error("--validation-share must be in (0, 1)")
-    result = run(args.streams, args.k, args.validation_share, max(1, args.every), args.workers)
+    result = run(args.streams, args.k, args.validation_share, max(1, args.every), args.workers, args.context)
     print(f"chosen weights: {result['chosen']} (buy-again floor {result['buy_again_floor']})")
     for name, fig in result["streams"].items():
         print(f"  {name}: {fig}")

@@ -32,10 +32,15 @@ RANKER_PRIOR_EVENTS = 500  # feedback events after which learnt and hand-set sco
 
 @dataclass(frozen=True, slots=True)
 class Weights:
-    """How much each signal counts in the blend. The defaults are not set by hand: they are what
-    ``omnirec fit-weights`` chose on validation splits in event time of the demo stream, Ta-Feng and
-    a stream without repeat purchases at once (docs/weights.md gives the procedure and its output).
+    """How much each signal counts in the blend. The defaults in use (``FITTED``, one set per
+    context) are not set by hand: they are what ``omnirec fit-weights`` chose on validation splits
+    in event time of the demo stream, Ta-Feng and a stream without repeat purchases at once: home
+    lists for the home page, baskets with one item hidden for the till and product pages
+    (docs/weights.md gives the procedure and its output). The class defaults are the start the
+    first fits ran from.
 
+    - ``complement``: bought with an anchor (the basket, the product in view; on the home page
+      the latest views and buys);
     - ``buy_again``: the customer's own frequency of a bought item (GP-TopFreq's personal half);
     - ``due``: the same, times the learned chance they rebuy it and how due it is by its cycle
       (``nextbasket.timing``). ``buy_again / (buy_again + due)`` is the share of a bought item's
@@ -44,8 +49,7 @@ class Weights:
     - ``neighbours``: bought with the customer's items by others (the explore pool's evidence).
     """
 
-    complement: float = 1.0  # product pages and the till, where complements lead (not fitted: the fit scores home lists)
-    home_complement: float = 1.0  # the same part on the home list (fitted)
+    complement: float = 1.0
     category: float = 0.2
     brand: float = 0.1
     buy_again: float = 0.84
@@ -53,6 +57,15 @@ class Weights:
     recency: float = 0.0
     neighbours: float = 0.5
     popularity: float = 0.15
+
+
+# What ``omnirec fit-weights --context home`` chose (docs/weights.md, 2026-12-03)
+HOME_WEIGHTS = Weights(complement=0.0, category=0.05, brand=0.8, buy_again=0.84, due=0.18, recency=0.25,
+                       neighbours=0.5, popularity=0.15)
+# The till and product pages, where an item is in view (``--context cart``, the same day)
+TILL_WEIGHTS = Weights(complement=0.5, category=0.25, brand=0.1, buy_again=3.36, due=0.36, recency=1.0,
+                       neighbours=0.0, popularity=0.15)
+FITTED = {"home": HOME_WEIGHTS, "product": TILL_WEIGHTS, "cart": TILL_WEIGHTS}
 
 
 NO_REPEATS = RepeatModel()
@@ -97,6 +110,8 @@ class Suggestion:
     category: str = ""
     price: float = 0.0
     features: dict[str, float] = field(default_factory=dict)  # what the learnt ranker saw
+    tier: int = 0  # at the till: 0 goes with the basket, 1 does not (ranked after every tier 0)
+    multiplier: float = 1.0  # at the till: the substitute and price penalties the blend was multiplied by
 
 
 class _Candidate:
@@ -140,12 +155,13 @@ def recommend(
     popularity: PopularityIndex,
     catalog: Mapping[str, Product],
     rules: Rules = Rules(),
-    weights: Weights = Weights(),
+    weights: Weights | None = None,
     ranker: RankerWeights | None = None,
     repeats: RepeatModel = NO_REPEATS,
 ) -> list[Suggestion]:
     """Top-k suggestions. With a trained `ranker`, the score moves from the hand-set blend
     (normalised) towards the learnt P(click), the more so the more feedback it has seen.
+    ``weights``: one blend for every context; by default the context's fitted one (``FITTED``).
     ``repeats``: the learned repeat-purchase habits (what may come back after a purchase)."""
     shares = state.category_shares(catalog) if state is not None else {}
     candidates: dict[str, _Candidate] = {}
@@ -160,7 +176,7 @@ def recommend(
     till = _Till.of(request, state, catalog, shares) if request.context == "cart" else None
     line_shares = till.line_shares if till else shares
     scored: list[_Scored] = []
-    weight_of = _weight_table(weights, request.context == "home")
+    weight_of = _weight_table(weights or FITTED.get(request.context, TILL_WEIGHTS))
     outside_line: dict[str, bool] = {}  # per category, for this customer (at the till: this basket)
     bought = state.bought if state is not None else {}
     catalog_get, bought_get = catalog.get, bought.get
@@ -266,8 +282,10 @@ class _Till:
         if self.is_substitute(product, entry.candidate.together, rules, repeats):
             entry.substitute = True
             entry.score *= SUBSTITUTE_PENALTY
+            entry.multiplier *= SUBSTITUTE_PENALTY
         if retail_rules.far_above_basket(product.price, self.max_price, self.usual_item_price):
             entry.score *= PRICE_PENALTY
+            entry.multiplier *= PRICE_PENALTY
         # Evidence is a real share of the basket item's baskets (``rules.bought_together``): a
         # pair seen in 2 % of them is no reason for affinity to ride in ahead of a 12 % one.
         entry.tier = 0 if retail_rules.bought_together(entry.candidate.together) else 1
@@ -293,7 +311,7 @@ class _Till:
 
 
 class _Scored:
-    __slots__ = ("score", "candidate", "product", "features", "tier", "substitute")
+    __slots__ = ("score", "candidate", "product", "features", "tier", "substitute", "multiplier")
 
     def __init__(self, score: float, candidate: _Candidate, product: Product) -> None:
         self.score = score
@@ -302,6 +320,7 @@ class _Scored:
         self.features: dict[str, float] | None = None
         self.tier = 0  # at the till: 0 goes with the basket, 1 does not
         self.substitute = False
+        self.multiplier = 1.0
 
     def features_for(self, state: CustomerState | None) -> dict[str, float]:
         if self.features is None:
@@ -317,13 +336,9 @@ def _candidate(candidates: dict[str, _Candidate], sku: str) -> _Candidate:
 
 
 @lru_cache(maxsize=64)
-def _weight_table(weights: Weights, home: bool) -> dict[str, float]:
-    """Each part's weight by name (a dict lookup per candidate part, not a getattr); on the home
-    list the complement part weighs ``home_complement``."""
-    table = {part: getattr(weights, part) for part in Weights.__dataclass_fields__}
-    if home:
-        table["complement"] = weights.home_complement
-    return table
+def _weight_table(weights: Weights) -> dict[str, float]:
+    """Each part's weight by name (a dict lookup per candidate part, not a getattr)."""
+    return {part: getattr(weights, part) for part in Weights.__dataclass_fields__}
 
 
 def _score_complements(anchor_weights, neighbors, catalog, candidates) -> None:
@@ -523,6 +538,7 @@ def _finish(scored: _Scored, state: CustomerState | None) -> Suggestion:
     return Suggestion(
         sku=product.sku, score=round(scored.score, 6), reasons=reasons, name=product.name,
         category=product.category, price=product.price, features=scored.features_for(state),
+        tier=scored.tier, multiplier=scored.multiplier,
     )
 
 

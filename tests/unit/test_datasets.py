@@ -108,7 +108,6 @@ def test_tafeng_catalog(tmp_path: Path) -> None:
         "sku": "4710000000001",
         "name": "Product 4710000000001",
         "category": "110411",
-        "brand": "unknown",
         # unit prices 15, 15, 16 -> median 15; unit margins 3, 3, 6 -> median 3
         "price": 15.0,
         "margin": 3.0,

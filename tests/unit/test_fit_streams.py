@@ -1,11 +1,16 @@
 """The weight-fitting procedure's inputs and its home-list weight (docs/weights.md)."""
 
+from dataclasses import replace
+
+import numpy as np
+
 from omnirec.fit_streams import first_purchases_only
-from omnirec.fit_weights import FEATURE_OF, PARTS
+from omnirec.fit_weights import PARTS, Point, recall
+from online_models import ranking
 from online_models.customer import CustomerState
 from online_models.decay import Decay
 from online_models.items import Neighbor, PopularityIndex
-from online_models.ranking import Request, Weights, recommend
+from online_models.ranking import Request, recommend
 
 from .helpers import CATALOG, day, purchase
 
@@ -20,22 +25,32 @@ def test_the_stream_without_repeats_keeps_each_customers_first_purchase_of_each_
     assert kept == [(None, []), ("c", ["A", "B"]), ("d", ["A"]), ("c", ["C"])]
 
 
-def test_the_fit_weighs_the_home_lists_complements_and_leaves_the_tills_alone():
-    assert "home_complement" in PARTS and "complement" not in PARTS
-    assert FEATURE_OF["home_complement"] == "complement"
-
-
-def test_home_complement_weighs_complements_on_the_home_list_only():
+def test_each_context_ranks_with_its_own_fitted_blend_unless_one_is_given():
     state = CustomerState("c-1")
     state.apply(purchase("p1", skus=("TR-1",), ts=day(0)), Decay(14))
     neighbours = {"TR-1": [Neighbor("BL-1", 0.9, 0.5)]}
     popular = PopularityIndex(global_top=["PH-1"])
-    no_home = Weights(home_complement=0.0)
 
-    def score(context, weights):
+    def belt(context, weights=None):
         request = Request(context, skus=("TR-1",) if context != "home" else (), k=10, now_ms=day(1))
         found = {s.sku: s for s in recommend(state, request, neighbours, popular, CATALOG, weights=weights)}
-        return found["BL-1"].score
+        return found["BL-1"]
 
-    assert score("home", no_home) < score("home", Weights(home_complement=1.0))
-    assert score("product", no_home) == score("product", Weights(home_complement=1.0))
+    for context in ("home", "cart"):
+        fitted = ranking.FITTED[context]
+        assert belt(context).score == belt(context, fitted).score
+        assert belt(context, replace(fitted, complement=fitted.complement + 1)).score > belt(context).score
+    assert belt("home").features["complement"] > 0  # the part is there, whatever its weight
+
+
+def test_the_fit_ranks_a_till_point_as_the_till_does_tiers_first_then_penalised_scores():
+    parts = np.zeros((3, len(PARTS)))
+    parts[:, PARTS.index("complement")] = [1.0, 0.5, 0.4]
+    point = Point(parts, np.arange(3), np.array([True, False, False]), 1,
+                  tier=np.array([1, 0, 0]), multiplier=np.array([1.0, 1.0, 0.3]))
+    weights = np.array([getattr(ranking.Weights(), p) for p in PARTS])
+    assert recall([point], weights, 1) == 0.0  # the best blend is tier 1: after every tier 0
+    assert recall([point], weights, 2) == 0.0
+    assert recall([point], weights, 3) == 1.0
+    point.tier = np.zeros(3, dtype=int)
+    assert recall([point], weights, 1) == 1.0
