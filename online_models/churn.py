@@ -1058,7 +1058,10 @@ class PopulationShard:
       changed: returns the event time at which their score will cross the threshold if they
       stay silent, and the alert that would then be raised (both ``None`` if never).
     - ``tick(now_ms)`` with the stream's clock: every ``refit_every_days`` of event time
-      (epoch-aligned) the model is re-fitted on the sample.
+      (epoch-aligned) the model is re-fitted on the sample. The model it replaces is kept
+      beside it (``previous``): an update is scored with the model in force at its event time
+      (``model_at``), so a customer's timer does not depend on whether their update reached
+      the shard before or after the refit tick (partitions run ahead of each other in a replay).
 
     Its size does not grow with the number of customers: the sketches have a few hundred
     buckets, the sample ``sample_size`` rows.
@@ -1073,6 +1076,7 @@ class PopulationShard:
     sample: PopulationSample | None = None
     clock: int | None = None
     next_refit: int | None = None
+    previous: ChurnModel | None = None  # the model ``model`` replaced (one refit back)
 
     def __post_init__(self) -> None:
         if self.sample is None:
@@ -1103,13 +1107,25 @@ class PopulationShard:
         if rhythm.purchases == 0:
             return None, None
         start = max(event_ts, rhythm.last_ts or event_ts)
-        due = _earliest(self.model.threshold_time(rhythm, self.threshold, from_ms=start), lapse_time(rhythm, start))
+        model = self.model_at(start)
+        due = _earliest(model.threshold_time(rhythm, self.threshold, from_ms=start), lapse_time(rhythm, start))
         if due is None:
             return None, None
-        alert = self.alert(customer_id, rhythm, due)
-        if not rules.clears_value_floor(alert.value_at_risk, self.model.median_value_at_risk):
+        alert = self.alert(customer_id, rhythm, due, model)
+        if not rules.clears_value_floor(alert.value_at_risk, model.median_value_at_risk):
             return None, None  # not worth a retention call: no alert (and none pending)
         return due, alert
+
+    def model_at(self, ts_ms: int) -> ChurnModel:
+        """The model in force at event time ``ts_ms``: the newest one fitted at or before it. An
+        update whose event came before the last refit (its partition was behind the others) is
+        scored as it would have been had it arrived before the refit tick. One refit back is
+        kept; an event older than that gets the oldest model kept."""
+        model = self.model
+        if model.fitted_at is None or model.fitted_at <= ts_ms:
+            return model
+        previous = getattr(self, "previous", None)  # absent in a shard recovered from before it was kept
+        return previous if previous is not None else model
 
     def forget(self, customer_id: str, sketch_keys) -> None:
         """An erased customer: out of the sketches (from the buckets they were last counted in)
@@ -1127,30 +1143,32 @@ class PopulationShard:
         if self.next_refit is None:
             self.clock, self.next_refit = now_ms, (now_ms // every + 1) * every
             return False
-        model, next_refit, refitted = self.model, self.next_refit, False
+        model, previous, next_refit, refitted = self.model, getattr(self, "previous", None), self.next_refit, False
         while next_refit <= now_ms:
             if len(self.sample.rows) >= self.min_fit_customers:
-                model, refitted = model.refit(self.sample, next_refit), True
+                previous, model, refitted = model, model.refit(self.sample, next_refit), True
             next_refit += every
-        self.clock, self.next_refit, self.model = now_ms, next_refit, model
+        self.clock, self.next_refit, self.model, self.previous = now_ms, next_refit, model, previous
         return refitted
 
     def refit(self, now_ms: int) -> bool:
         if len(self.sample.rows) < self.min_fit_customers:
             return False
-        self.model = self.model.refit(self.sample, now_ms)
+        self.previous, self.model = self.model, self.model.refit(self.sample, now_ms)
         return True
 
-    def alert(self, customer_id: str, rhythm: Rhythm, due_ts: int) -> Alert:
+    def alert(self, customer_id: str, rhythm: Rhythm, due_ts: int, model: ChurnModel | None = None) -> Alert:
+        """The alert due at ``due_ts``, scored with ``model`` (default: the one in force then)."""
+        model = model or self.model_at(due_ts)
         return Alert(
             customer_id=customer_id, ts_ms=due_ts,
-            score=self.model.score(rhythm, due_ts),
-            value_at_risk=self.model.value_at_risk(rhythm, due_ts),
+            score=model.score(rhythm, due_ts),
+            value_at_risk=model.value_at_risk(rhythm, due_ts),
             # The tier is the customer's rank in the population, which is still moving when the
             # timer is set (in an order that depends on how topics are read): readers attach
             # it when alerts are read, from the population as it is then.
             tier=None,
-            reasons=tuple(self.model.reasons(rhythm, due_ts)),
+            reasons=tuple(model.reasons(rhythm, due_ts)),
             episode=rhythm.last_purchase_ts, segment=tiers.segment(rhythm, due_ts),
         )
 

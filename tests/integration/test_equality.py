@@ -166,13 +166,20 @@ def reference(lab, records, shared_topics) -> State:
 
 
 # Churn alerts are raised when the stream's clock passes a customer's due time, and the due time
-# is computed from the customer's rhythm as their events arrive. A customer's web and store
-# events come from different topics, and a replay reads one topic's partitions ahead of
-# another's by an amount that depends on batching and pacing: a purchase can arrive after
-# later events of the same customer, so which lapses are alerted still depends on how topics
-# were read (issue 9: NOT MET for these two families; the cure is a source that reads
-# partitions in event-time lockstep). Every other key must be the same, byte for byte; the
-# alerts' differences are reported, and each alert must be raised once.
+# and the alert are computed from the customer's rhythm as their churn events arrive. A
+# customer's web and store events come from different topics, and a replay reads one topic's
+# partitions ahead of another's by an amount that depends on batching, workers and pacing (here
+# a store partition, ~700 records, is read whole in one batch of 1,000 while the web partitions
+# are at day ~19): the customer step then folds in events out of event-time order, and the
+# intermediate rhythms the timers are computed from (episodes, usual gap, segment, score) are
+# not those of living through it. The same records read in another order give other
+# intermediate states, so which lapses are alerted, and their scores, still depend on how
+# topics were read (issue 13: NOT MET for these two families; the cure is that the customer's
+# churn view sees its events in event-time order: a source that reads partitions in event-time
+# lockstep, or a reorder step before the customers). What no longer varies: the churn clock
+# (every partition holds it back while history replays, whatever the wall clock) and the model
+# an update is scored with (the one in force at its event time). Every other key must be the
+# same, byte for byte; the alerts' differences are reported, and each alert must be raised once.
 ORDER_DEPENDENT = {"alert stream", "alert ids seen"}
 
 
