@@ -10,10 +10,16 @@ families and keys that differ, with counts and a short diff: run one test with `
 measure how far the flow is from deterministic.
 
     .venv/bin/python -m pytest tests/integration/test_equality.py -v
+
+The same tests at another scale (issue "Survives faults": ten kill -9 during a 200k-event replay),
+outside CI: ``OMNIREC_EQUALITY_CUSTOMERS`` shoppers (200) and ``OMNIREC_EQUALITY_KILLS`` crashes (3),
+e.g. ``OMNIREC_EQUALITY_CUSTOMERS=4000 OMNIREC_EQUALITY_KILLS=10 pytest tests/integration/test_equality.py
+-k "reference or kill"``; waits scale with the input.
 """
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 import uuid
@@ -97,7 +103,7 @@ class Lab:
         self.flows.append(handle)
         return handle
 
-    def settle(self, settings: Settings, produced: int, flows: list[FlowHandle], timeout: float = 300.0,
+    def settle(self, settings: Settings, produced: int, flows: list[FlowHandle], timeout: float | None = None,
                reference: State | None = None) -> State:
         """The flows' state once they have gone quiet; with a ``reference``, the first state
         after that whose strict families equal it, or the last one seen when ``timeout`` is up.
@@ -106,6 +112,7 @@ class Lab:
         seconds between batches, and after kill -9 the message count includes what killed
         executions parsed): waiting for the reference is the condition, and a lost or wrong
         write never meets it, so the comparison after it still fails."""
+        timeout = timeout or settle_timeout(produced)
         started = time.monotonic()
         state = wait_until_settled(self.redis_url, settings.key_prefix, produced, timeout=timeout,
                                    since_ms=max(f.started_ms for f in flows),
@@ -135,9 +142,18 @@ class Lab:
             delete_topics(s, s.all_topics)
 
 
+CUSTOMERS = int(os.environ.get("OMNIREC_EQUALITY_CUSTOMERS", "200"))
+KILLS = int(os.environ.get("OMNIREC_EQUALITY_KILLS", "3"))
+
+
+def settle_timeout(records: int) -> float:
+    """300 s for the CI input (~10k records), more for a larger one (a replay at ~1k records/s)."""
+    return max(300.0, records / 500)
+
+
 @pytest.fixture(scope="module")
 def records() -> list[Record]:
-    return build_input()
+    return build_input(customers=CUSTOMERS)
 
 
 @pytest.fixture(scope="module")
@@ -251,10 +267,10 @@ def test_input_produced_in_flushes_of_37_writes_every_key_like_one_flush(lab, re
 LIVE_CHUNKS = 4
 
 
-def live_chunks(records: list[Record]) -> list[list[Record]]:
+def live_chunks(records: list[Record], n: int = LIVE_CHUNKS) -> list[list[Record]]:
     head = sum(1 for r in records if r.topic in ("topic_catalog", "topic_offers")) + len(records) // 4
     rest = records[head:]
-    size = -(-len(rest) // LIVE_CHUNKS)
+    size = -(-len(rest) // n)
     return [records[:head]] + [rest[i:i + size] for i in range(0, len(rest), size)]
 
 
@@ -281,41 +297,43 @@ def test_input_produced_live_in_chunks_writes_every_key_like_one_flush(lab, reco
     flow = lab.start(settings)
     sent = len(chunks[0])
     for chunk in chunks[1:]:
-        wait_for(partial(parsed_past, lab, flow, settings, sent), 90, "the flow to catch up")
-        wait_for(partial(snapshot_committed, flow, settings, 0), 90, "a snapshot")
+        wait_s = max(90.0, settle_timeout(len(records)) / 2)
+        wait_for(partial(parsed_past, lab, flow, settings, sent), wait_s, "the flow to catch up")
+        wait_for(partial(snapshot_committed, flow, settings, 0), wait_s, "a snapshot")
         produce_records(settings, chunk)
         sent += len(chunk)
     assert_same(reference, lab.settle(settings, len(records), [flow], reference=reference), "produced live in chunks")
 
 
 def test_kill_9_restarts_write_every_key_like_a_clean_run(lab, records, reference):
-    """Three crashes in the middle of a chunk of live input, each resumed from the recovery
+    """``KILLS`` (3) crashes in the middle of a chunk of live input, each resumed from the recovery
     directory. Each crash comes after this execution has committed a snapshot (so the restart
     resumes mid-stream, not from scratch) and as soon as the first batch of the chunk that has
-    just arrived reaches the Redis sink; the chunks after the third crash arrive while the flow is down."""
+    just arrived reaches the Redis sink; the chunks after the last crash arrive while the flow is down."""
     settings = lab.run_settings("kill9", lab.topics("kill9"))
-    chunks = live_chunks(records)
+    chunks = live_chunks(records, max(LIVE_CHUNKS, KILLS + 1))
     produce_records(settings, chunks[0])
     crashes = []
-    for crash, chunk in enumerate(chunks[1:4], 1):
+    wait_s = max(90.0, settle_timeout(len(records)) / 2)
+    for crash, chunk in enumerate(chunks[1:KILLS + 1], 1):
         before_start = executions(settings.recovery_dir)
         flow = lab.start(settings)
         base = parsed(lab, settings)
 
-        wait_for(partial(snapshot_committed, flow, settings, before_start), 90, f"a snapshot before crash {crash}",
+        wait_for(partial(snapshot_committed, flow, settings, before_start), wait_s, f"a snapshot before crash {crash}",
                  every=0.05)
         before = parsed(lab, settings)
         produce_records(settings, chunk)
-        at = wait_for(partial(parsed_past, lab, flow, settings, before + 1), 90,
+        at = wait_for(partial(parsed_past, lab, flow, settings, before + 1), wait_s,
                       f"the flow to be busy with chunk {crash}", every=0.01)
         assert flow.alive(), flow.log()[-3000:]
         flow.kill()
         committed = (recovery_progress(settings.recovery_dir) or (0, 0, -1))[2]
         crashes.append(f"crash {crash} after {before - base} read (head or replay) and {at - before} of {len(chunk)} new parsed, "
                        f"epoch {committed} committed")
-    for chunk in chunks[4:]:
+    for chunk in chunks[KILLS + 1:]:
         produce_records(settings, chunk)
     flow = lab.start(settings)
     state = lab.settle(settings, len(records), [flow], reference=reference)
     reread = parsed(lab, settings) - len(records)
-    assert_same(reference, state, "3 × kill -9", f"{'; '.join(crashes)}; {reread} messages re-read in all")
+    assert_same(reference, state, f"{KILLS} × kill -9", f"{'; '.join(crashes)}; {reread} messages re-read in all")
