@@ -9,17 +9,12 @@ restarted flow, two workers or two processes see the same times:
     partition's events look late.
 
 ``StreamClock``
-    The clock churn timers follow: the slowest partition's event time, so a replay of history
-    fires the alerts of living through it. While the stream replays history, every partition
-    holds it back, however long it has been silent in wall time: a partition that has not
-    been read for a while (a busy or CPU-starved flow, another process, a restart) still has
-    events before the others' watermarks, and a clock that passed them would fire timers that
-    those events cancel (alerts would then depend on pacing, batch sizes and workers). Only
-    once *every* partition has been silent for ``idle_ms`` (the replay is over, or paused) does
-    the clock move to the newest one. Live, once the slowest *active* partition (silent ones
-    left out: a lapsing customer's partition may be the silent one) is within
-    ``catch_up_ms`` of the wall clock, silence itself moves time forward. Wall time only ever
-    arrives in messages (the edge stamps it); nothing here reads a clock.
+    The clock churn timers follow: the slowest *active* partition's event time, so a replay
+    of history fires the alerts of living through it. A partition whose watermark has not
+    moved for ``idle_ms`` of wall time stops holding it back (a lapsing customer's partition
+    may be the silent one); live, once the stream is within ``catch_up_ms`` of the wall
+    clock, silence itself moves time forward. Wall time only ever arrives in messages (the
+    edge stamps it); nothing here reads a clock.
 """
 
 from __future__ import annotations
@@ -86,19 +81,12 @@ class StreamClock:
             self.wall_ms = wall_ms
 
     def event_time(self, settings: ClockSettings) -> int | None:
-        """The slowest partition's watermark; the newest one once all are silent; live (the
-        slowest active one within ``catch_up_ms`` of the wall clock), the slowest active one."""
         if not self.partitions:
             return None
         wall = self.wall_ms
         active = [ts for key, ts in self.partitions.items()
                   if wall is None or key not in self.moved_at or wall - self.moved_at[key] < settings.idle_ms]
-        if not active:
-            return max(self.partitions.values())
-        slowest_active = min(active)
-        if settings.use_wall_clock and wall is not None and wall - slowest_active <= settings.catch_up_ms:
-            return slowest_active  # live: silence moves time (``current``), a silent partition must not stop it
-        return min(self.partitions.values())  # history: a partition not read lately still has earlier events
+        return min(active) if active else max(self.partitions.values())
 
     def current(self, settings: ClockSettings) -> int | None:
         """Event time, or the wall clock when live and caught up, as it was ``settle_ms`` of wall

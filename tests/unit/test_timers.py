@@ -119,7 +119,6 @@ def test_a_valuable_regular_is_alerted_when_they_lapse_and_a_worthless_one_never
 
 
 def test_the_value_floor_is_relative_to_the_population():
-    from dataclasses import replace
 
     from online_models.churn import PopulationShard
     from tests.unit.helpers import Observed
@@ -135,38 +134,3 @@ def test_the_value_floor_is_relative_to_the_population():
     shard.model = rich  # in a population whose median customer has three times their value at risk
     assert shard.update("c-1", buyer.view, None, buyer.state.sketch_keys(buyer.view), T0 + 35 * DAY_MS) == (None, None)
 
-
-def test_a_partition_not_read_for_a_while_still_holds_the_clock_back_in_a_replay():
-    """Replaying history, a partition that has not been read for more than the idle time (a
-    busy or starved flow, another process) still has earlier events: c-1 comes back on day
-    40, before their lapse on day 45.5, on a partition read late. The same alerts whether it
-    was read in step with the other partition or after a long pause."""
-    from online_models.clock import ClockSettings
-    from online_models.messages import Heartbeat
-
-    settings = EngineSettings(churn_shards=2, clock=ClockSettings(use_wall_clock=False, idle_ms=5_000, settle_ms=0))
-    c1 = [*raws(regular("c-1") + [purchase("c-1", 40)], "store.events", 0)]
-    others = raws([purchase(f"o-{d % 7}", d) for d in range(0, 100)], "web.events", 1)  # weekly buyers
-
-    wall0 = T0 + 200 * DAY_MS  # the wall clock, far ahead of this history
-
-    def replay(records):
-        alerts = []
-        runner = Runner(Engine(settings), on_output=lambda m: alerts.append(m) if isinstance(m, Alert) else None)
-        for wall, record in records:
-            runner.feed(replace(record, received_ms=wall0 + wall) if isinstance(record, Raw)
-                        else Heartbeat(wall0 + wall))
-        runner.feed(Heartbeat(wall0 + records[-1][0] + 60_000))  # the replay is over: every partition is silent
-        return sorted(alerts, key=lambda a: (a.customer_id, a.episode))
-
-    def ts(record):
-        return orjson.loads(record.value)["ts"]
-
-    in_step = replay([(1_000 + i, r) for i, r in enumerate(sorted(c1 + others, key=ts))])
-    paused = ([(1_000 + i, r) for i, r in enumerate(c1[:5])]  # c-1 up to day 28, then not read for 20 s
-              + [(2_000 + i * 500, r) for i, r in enumerate(others)]
-              + [(2_000 + i * 500, Heartbeat(2_000 + i * 500)) for i in range(len(others))]
-              + [(40_000, c1[5])])
-    paused.sort(key=lambda pair: pair[0])
-    assert replay(paused) == in_step
-    assert [(a.customer_id, a.episode) for a in in_step if a.customer_id == "c-1"] == [("c-1", T0 + 40 * DAY_MS)]
