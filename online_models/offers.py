@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from river import proba
@@ -480,6 +480,12 @@ class ArbitrationSettings:
     kind_levers: Mapping[str, float] = field(default_factory=dict)
     policy: ContactPolicy = ContactPolicy()
     runner_ups: int = 3
+
+    def for_suggestions(self) -> ArbitrationSettings:
+        """For an offer shown to staff as a suggestion (a churn alert's win-back): the best one by
+        its mean. Nothing is logged or learned from a suggestion, so neither a Thompson draw nor
+        the control group's random offer has anything to measure there."""
+        return replace(self, explore=False, control_share=0.0)
 
 
 @dataclass(slots=True)

@@ -163,5 +163,5 @@ async def _suggest_win_back(store: Store, arbitration: offers.ArbitrationSetting
         situation = offers.Situation(now, None, None, "churn_alert", alert.get("tier"),
                                      churn_score=store.population.churn_score(state, now))
         decision = offers.decide(store.offers.values(), store.offer_stats, state, situation, store.catalog,
-                                 arbitration, seed=secrets.randbits(63))
+                                 arbitration.for_suggestions(), seed=secrets.randbits(63))
         alert["suggested_offer"] = answers.suggested_offer(decision)

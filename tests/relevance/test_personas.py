@@ -302,8 +302,10 @@ def test_reasons_read_as_sentences_with_the_customers_own_rhythm(api):
     reasons say when they last bought against their usual gap, in words."""
     lapsing = profile(api, pets.P_LAPSING_HIGH)["value"]
     assert lapsing["rules"]["usual_gap_days"] == 7.0
-    assert re.fullmatch(r"last bought 60 days ago, [0-9.]+ times their usual gap of 7 days",
-                        lapsing["churn"]["reasons"][0]), lapsing["churn"]["reasons"]
+    # which reason leads is the learned model's call (the silence or the fall in visits, as the
+    # shards' refits stand when the profile is read); the silence must be said, in words
+    assert any(re.fullmatch(r"last bought 60 days ago, [0-9.]+ times their usual gap of 7 days", reason)
+               for reason in lapsing["churn"]["reasons"]), lapsing["churn"]["reasons"]
     active = profile(api, pets.P_ACTIVE)["value"]
     assert active["churn"]["reasons"][0] == "last bought yesterday; they usually buy every 4 days"
     newbie = profile(api, pets.P_NEWBIE)["value"]

@@ -257,3 +257,12 @@ def test_a_customer_who_returned_their_only_purchase_gets_no_price_cut():
     for kind, extra in (("bundle", {"bundle_skus": ["BL-1"]}), ("win_back", {}), ("discount", {})):
         result = gate(offer(kind=kind, **extra), state, now=day(60))
         assert not result.passed and result.reason.endswith("net value after returns is nothing"), kind
+
+
+def test_a_suggestion_is_the_best_offer_by_its_mean_never_a_draw_or_the_control_group():
+    """A churn alert's suggested win-back is shown to staff and learned from by nobody: the same
+    arbitration, without exploration or the control group's random offer."""
+    settings = ArbitrationSettings(control_share=1.0, explore=True)
+    suggestion = settings.for_suggestions()
+    assert suggestion.control_share == 0.0 and not suggestion.explore
+    assert suggestion.context_weights == settings.context_weights and suggestion.policy == settings.policy
