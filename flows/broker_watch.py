@@ -43,7 +43,6 @@ class _Watch(StatelessSourcePartition[None]):
             self._thread.start()
 
     def _run(self, bootstrap: str, topics: list[str], every_s: float, config: dict) -> None:
-        from confluent_kafka import KafkaException
 
         from omnirec.recovery import TopicMissing, admin_client, topic_ids
 
@@ -60,9 +59,9 @@ class _Watch(StatelessSourcePartition[None]):
                     break
                 unreachable = True
                 continue
-            except KafkaException as exc:
+            except Exception as exc:  # noqa: BLE001 - KafkaException, or anything else: the watch must not die
                 if not unreachable:
-                    print(f"omnirec flow: broker at {bootstrap} unreachable ({exc}); waiting",
+                    print(f"omnirec flow: broker at {bootstrap} unreachable ({type(exc).__name__}: {exc}); waiting",
                           file=sys.stderr, flush=True)
                 unreachable = True
                 continue

@@ -67,6 +67,9 @@ def topic_ids(admin, topics: list[str], timeout: float = 10.0) -> dict[str, str 
                                               request_timeout=timeout).items():
         try:
             description = future.result(timeout=timeout)
+        except TimeoutError:  # concurrent.futures': no answer in time (a broker restarting): cannot tell
+            raise KafkaException(KafkaError(KafkaError._TIMED_OUT, f"no description of {name} within {timeout:g} s")
+                                 ) from None
         except KafkaException as exc:
             error = exc.args[0] if exc.args else None
             if getattr(error, "code", lambda: None)() == KafkaError.UNKNOWN_TOPIC_OR_PART:

@@ -108,3 +108,23 @@ def test_the_broker_watch_raises_at_its_next_poll_or_exits_when_the_worker_is_bl
         watch.next_batch()
     watch._exit_unless_raised(0.01)  # it raised: no exit on top
     assert exits == [3]
+
+
+def test_a_broker_that_does_not_answer_in_time_is_unreachable_not_a_crash_of_the_watch():
+    """A topic description that times out (a broker restarting) is "cannot tell" (KafkaException),
+    which the broker watch waits out; a bare TimeoutError once killed its thread, and a flow whose
+    broker then lost its topics was never stopped."""
+    import concurrent.futures
+
+    import pytest
+    from confluent_kafka import KafkaException
+
+    from omnirec.recovery import topic_ids
+
+    class Slow:
+        def describe_topics(self, topics, request_timeout):
+            future = concurrent.futures.Future()  # never answered
+            return {name: future for name in topics.topic_names}
+
+    with pytest.raises(KafkaException):
+        topic_ids(Slow(), ["t.web"], timeout=0.01)
