@@ -348,9 +348,7 @@ def _score_complements(anchor_weights, neighbors, catalog, candidates) -> None:
         anchor_product = catalog.get(anchor)
         anchor_name = anchor_product.name if anchor_product else anchor
         for neighbor in neighbors.get(anchor, ()):  # _Candidate.add inlined: the most frequent call
-            candidate = candidates.get(neighbor.sku)
-            if candidate is None:
-                candidate = candidates[neighbor.sku] = _Candidate(neighbor.sku)
+            candidate = _candidate(candidates, neighbor.sku)
             value = weight * neighbor.score
             if value > candidate.parts.get("complement", 0.0):
                 candidate.parts["complement"] = value
@@ -364,8 +362,7 @@ def _score_personal(state, shares, popularity, catalog, rules, repeats, candidat
                     now_ms: int) -> None:
     for category, share in sorted(shares.items(), key=lambda kv: -kv[1])[:3]:
         for sku in popularity.by_category.get(category, ())[:PERSONAL_CANDIDATES]:
-            if sku not in candidates:
-                candidates[sku] = _Candidate(sku)
+            _candidate(candidates, sku)
     brand_shares = state.brand_shares(catalog)
     top_count = max((record[0] for record in state.bought.values()), default=0.0)
     vector = nextbasket.personal(state.basket_vector)
@@ -412,9 +409,7 @@ def _score_neighbours(state: CustomerState, neighbors, candidates, context: str)
     for sku, value in nextbasket.neighbour_evidence(sources, neighbors).items():
         value *= scale
         if value > 0.0:  # the only part set here, once per item (``_Candidate.add`` inlined)
-            candidate = candidates.get(sku)
-            if candidate is None:
-                candidate = candidates[sku] = _Candidate(sku)
+            candidate = _candidate(candidates, sku)
             candidate.parts["neighbours"] = value
             candidate.reasons["neighbours"] = (value, "bought by customers who buy what you buy")
 
