@@ -94,8 +94,6 @@ async def enrich(store: Store, arbitration: offers.ArbitrationSettings, batch: l
         if alert.get("tier") is None:
             alert["tier"] = store.population.tier_of(state) if state is not None else None
         if id(alert) in worth:
-            situation = offers.Situation(now, None, None, "churn_alert", alert.get("tier"),
-                                         churn_score=store.population.churn_score(state, now))
-            decision = offers.decide(store.offers.values(), store.offer_stats, state, situation, store.catalog,
-                                     arbitration.for_suggestions(), seed=secrets.randbits(63))
-            alert["suggested_offer"] = answers.suggested_offer(decision)
+            alert["suggested_offer"] = answers.win_back_suggestion(
+                store.offers.values(), store.offer_stats, state, alert.get("tier"),
+                store.population.churn_score(state, now), store.catalog, arbitration, now, seed=secrets.randbits(63))

@@ -63,6 +63,18 @@ def suggested_offer(decision: offers.Decision) -> dict[str, Any] | None:
     return decision.chosen.summary() if decision.chosen else None
 
 
+def win_back_suggestion(all_offers: Iterable[offers.Offer], offer_stats: Mapping[str, offers.OfferStats],
+                        state: CustomerState | None, tier: str | None, churn_score: float | None,
+                        catalog: Mapping[str, Product], arbitration: offers.ArbitrationSettings, now_ms: int,
+                        seed: int) -> dict[str, Any] | None:
+    """A churn alert's suggested offer: the next best offer in a churn-alert context, through the
+    same gates as any next best offer (so it may be none), chosen by the offers' means
+    (``ArbitrationSettings.for_suggestions``)."""
+    situation = offers.Situation(now_ms, None, None, "churn_alert", tier, churn_score=churn_score)
+    return suggested_offer(offers.decide(all_offers, offer_stats, state, situation, catalog,
+                                         arbitration.for_suggestions(), seed=seed))
+
+
 def alerts_by_value(alerts: Iterable[dict[str, Any]], median_value_at_risk: float | None,
                     tier: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
     """Churn alerts worth a retention call, most value at risk first: those whose value at risk

@@ -160,8 +160,6 @@ async def _suggest_win_back(store: Store, arbitration: offers.ArbitrationSetting
     cut for who returned everything), so the suggestion may be none."""
     now = now_ms()
     for alert, state in alerts:
-        situation = offers.Situation(now, None, None, "churn_alert", alert.get("tier"),
-                                     churn_score=store.population.churn_score(state, now))
-        decision = offers.decide(store.offers.values(), store.offer_stats, state, situation, store.catalog,
-                                 arbitration.for_suggestions(), seed=secrets.randbits(63))
-        alert["suggested_offer"] = answers.suggested_offer(decision)
+        alert["suggested_offer"] = answers.win_back_suggestion(
+            store.offers.values(), store.offer_stats, state, alert.get("tier"), store.population.churn_score(state, now),
+            store.catalog, arbitration, now, seed=secrets.randbits(63))
