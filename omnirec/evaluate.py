@@ -609,6 +609,16 @@ def fit_filters(paths: Iterable[str | Path], settings: Settings, filters: Filter
 # ----------------------------------------------------------------------------- the protocols
 
 
+def cross_sell_split(bought: list[str]) -> tuple[tuple[str, ...], str] | None:
+    """How a purchase scores cross-sell: the last distinct item hidden, the others the basket
+    (None under two items).
+
+    >>> cross_sell_split(["a", "b", "c"]), cross_sell_split(["a"])
+    ((('a', 'b'), 'c'), None)
+    """
+    return (tuple(bought[:-1]), bought[-1]) if len(bought) >= 2 else None
+
+
 class Evaluator:
     """Scores omnirec and the baselines at the same evaluation points."""
 
@@ -678,8 +688,9 @@ class Evaluator:
             self.tallies["omnirec"].add([s.sku for s in rep.recommend_for(state, request)], bought, k, before)
             for name in self.names:
                 self.tallies[name].add(base.recommend(name, key, k), bought, k, before)
-        if len(bought) >= 2:
-            hidden, cart = bought[-1], tuple(bought[:-1])
+        held_out = cross_sell_split(bought)
+        if held_out is not None:
+            cart, hidden = held_out
             request = ranking.Request("cart", skus=cart, channel=event.channel, store_id=event.store_id, k=k,
                                       now_ms=event.ts_ms)
             self.tallies["omnirec"].add_cross([s.sku for s in rep.recommend_for(state, request)], hidden, k)

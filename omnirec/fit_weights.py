@@ -70,8 +70,8 @@ class Point:
     order: np.ndarray  # rank of each candidate's SKU among the point's (ties by SKU, as ranking)
     hit: np.ndarray
     n_bought: int
-    tier: np.ndarray | None = None  # the till's tiers (ranked first) and penalty multipliers
-    multiplier: np.ndarray | None = None
+    tier: np.ndarray  # the till's tiers (ranked first; 0 everywhere else) and penalty multipliers (1)
+    multiplier: np.ndarray
 
 
 @dataclass
@@ -99,8 +99,8 @@ class _Collector(evaluate.Evaluator):
             if state is None or state.orders < 1:
                 return
             basket, labels = (), set(bought)
-        elif len(bought) >= 2:
-            basket, labels = tuple(bought[:-1]), {bought[-1]}
+        elif (held_out := evaluate.cross_sell_split(bought)) is not None:
+            basket, labels = held_out[0], {held_out[1]}
         else:
             return
         self._seen += 1
@@ -158,11 +158,8 @@ def recall(points: list[Point], weights: np.ndarray, k: int) -> float:
     for point in points:
         if not len(point.hit):
             continue
-        scores = point.parts @ weights
-        if point.multiplier is not None:
-            scores = scores * point.multiplier
-        keys = (point.order, -scores) if point.tier is None else (point.order, -scores, point.tier)
-        top = np.lexsort(keys)[:k]
+        scores = (point.parts @ weights) * point.multiplier
+        top = np.lexsort((point.order, -scores, point.tier))[:k]
         total += point.hit[top].sum() / point.n_bought
     return total / max(1, len(points))
 
