@@ -28,7 +28,6 @@ online_models.refs.BadRef: DecisionRef id fails its signature check (forged or a
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 import re
 from collections.abc import Mapping
@@ -105,7 +104,8 @@ _FIELDS = {kind: tuple(f.name for f in fields(kind)) for kind in _KINDS.values()
 
 
 def _mac(secret: bytes, signed: str) -> str:
-    digest = hmac.new(secret, signed.encode(), hashlib.sha256).digest()[:MAC_BYTES]
+    # hmac.digest is OpenSSL's one-shot HMAC: a tenth of hmac.new's cost, 10 ids per answer
+    digest = hmac.digest(secret, signed.encode(), "sha256")[:MAC_BYTES]
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
 

@@ -3,9 +3,10 @@
 from dataclasses import replace
 
 import numpy as np
+import pytest
 
 from omnirec.fit_streams import first_purchases_only
-from omnirec.fit_weights import PARTS, Point, recall
+from omnirec.fit_weights import PARTS, Collected, Point, objective, recall
 from online_models import ranking
 from online_models.customer import CustomerState
 from online_models.decay import Decay
@@ -54,3 +55,19 @@ def test_the_fit_ranks_a_till_point_as_the_till_does_tiers_first_then_penalised_
     assert recall([point], weights, 3) == 1.0
     point.tier = np.zeros(3, dtype=int)
     assert recall([point], weights, 1) == 1.0
+
+
+def test_the_objective_divides_by_the_strongest_simple_baseline_and_no_stream_steers_it():
+    def stream(name, recalled, gp, popular):
+        parts = np.zeros((2, len(PARTS)))
+        parts[:, PARTS.index("popularity")] = [1.0, 0.5]
+        hit = np.array([recalled, not recalled])
+        return Collected(name, [Point(parts, np.arange(2), hit, 1, np.zeros(2, dtype=int), np.ones(2))], gp, popular)
+
+    weights = np.array([getattr(ranking.Weights(), p) for p in PARTS])
+    grocery = stream("grocery", True, gp=0.5, popular=0.25)  # Recall@1 1.0: twice GP-TopFreq
+    no_repeats = stream("movies", True, gp=0.01, popular=0.25)  # GP-TopFreq useless: popularity is the bar
+    assert no_repeats.baseline_recall == 0.25
+    assert objective([grocery, no_repeats], weights, 1) == pytest.approx((2.0 * 4.0) ** 0.5)
+    # A stream the blend misses entirely pulls the geometric mean to nearly nothing: no stream is given up.
+    assert objective([grocery, stream("missed", False, 0.5, 0.25)], weights, 1) < 1e-3
