@@ -989,10 +989,6 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
-def _days_ago(days: int) -> str:
-    return "today" if days <= 0 else "yesterday" if days == 1 else f"{days} days ago"
-
-
 def _times(expected: float) -> str:
     """Expected purchases as a person says them: "less than once", "about once", "about 3 times"."""
     if expected < 0.05:
@@ -1017,15 +1013,15 @@ def silence_text(days: int, usual_gap: float | None, purchases: int) -> str:
     """
     if purchases <= 1 or usual_gap is None:
         if purchases <= 1:
-            return f"one purchase so far, {_days_ago(days)}"
-        return f"last bought {_days_ago(days)}"
+            return f"one purchase so far, {rules.days_ago(days)}"
+        return f"last bought {rules.days_ago(days)}"
     gap = max(1, round(usual_gap))
     every = "every day" if gap == 1 else f"every {gap} days"
     times = days / usual_gap
     if times >= 2:
         shown = f"{times:.1f}".removesuffix(".0") if times < 10 else f"{times:.0f}"
-        return f"last bought {_days_ago(days)}, {shown} times their usual gap of {_count(gap, 'day')}"
-    return f"last bought {_days_ago(days)}; they usually buy {every}"
+        return f"last bought {rules.days_ago(days)}, {shown} times their usual gap of {_count(gap, 'day')}"
+    return f"last bought {rules.days_ago(days)}; they usually buy {every}"
 
 
 # --------------------------------------------------------------------------- alerts

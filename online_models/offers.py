@@ -282,12 +282,13 @@ def _suitability(offer, state, cell, situation, catalog, policy) -> GateResult:
         ok, reason = rules.offer_suitability(offer.kind, offer_categories=targets,
                                              basket_categories=_categories(situation.basket, catalog))
         return GateResult(ok, "suitability", reason)
-    lapsing = (state.last_purchase_ts is not None
-               and rules.is_lapsing((situation.now_ms - state.last_purchase_ts) / DAY_MS, usual_gap(state)))
+    silent_days = (None if state.last_purchase_ts is None
+                   else max(0.0, situation.now_ms - state.last_purchase_ts) / DAY_MS)
+    lapsing = silent_days is not None and rules.is_lapsing(silent_days, usual_gap(state))
     ok, reason = rules.offer_suitability(
         offer.kind, purchases=state.orders, net_value=state.net_value, discount_share=state.discount_share,
         return_rate=state.return_rate, lapsing=lapsing, churn_score=situation.churn_score,
-        offer_categories=targets, basket_categories=_categories((*state.basket, *situation.basket), catalog),
+        days_since_purchase=silent_days, offer_categories=targets, basket_categories=_categories((*state.basket, *situation.basket), catalog),
         bought_categories=_categories(state.bought, catalog))
     return GateResult(ok, "suitability", reason)
 
@@ -318,7 +319,7 @@ def _contact_policy(offer, state, cell, situation, catalog, policy) -> GateResul
         return GateResult(False, "contact", f"already accepted {offer.max_per_customer}× (the maximum)")
     dismissed = contacts.dismissed.get(offer.offer_id)
     if dismissed is not None and now - dismissed < policy.dismiss_cooldown_days * DAY_MS:
-        return GateResult(False, "contact", f"dismissed {(now - dismissed) / DAY_MS:.0f} days ago")
+        return GateResult(False, "contact", f"dismissed {rules.days_ago((now - dismissed) / DAY_MS)}")
     if contacts.shown_since(now - DAY_MS) >= policy.max_per_day:
         return GateResult(False, "contact", f"already shown {policy.max_per_day} offers today")
     if contacts.shown_since(now - 7 * DAY_MS) >= policy.max_per_week:

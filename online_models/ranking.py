@@ -60,10 +60,10 @@ class Weights:
 
 
 # What ``omnirec fit-weights --context home`` chose (docs/weights.md, 2026-12-03)
-HOME_WEIGHTS = Weights(complement=0.0, category=0.05, brand=0.8, buy_again=0.84, due=0.18, recency=0.25,
+HOME_WEIGHTS = Weights(complement=0.0, category=0.051, brand=1.344, buy_again=1.008, due=0.2142, recency=0.25,
                        neighbours=0.5, popularity=0.15)
 # The till and product pages, where an item is in view (``--context cart``, the same day)
-TILL_WEIGHTS = Weights(complement=0.5, category=0.25, brand=0.1, buy_again=3.36, due=0.36, recency=1.0,
+TILL_WEIGHTS = Weights(complement=0.42, category=0.1062, brand=0.2, buy_again=3.36, due=0.36, recency=1.0,
                        neighbours=0.0, popularity=0.15)
 FITTED = {"home": HOME_WEIGHTS, "product": TILL_WEIGHTS, "cart": TILL_WEIGHTS}
 

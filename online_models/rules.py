@@ -48,6 +48,7 @@ class Thresholds:
     loyal_min_tenure_days: float = 90.0  # ... over at least this long since the first purchase
     # Offer suitability by kind.
     win_back_min_churn_score: float = 0.5  # a win-back needs lapsing, or a churn score at least this
+    win_back_min_silent_days: float = 7.0  # and, unless lapsing, this many days of silence
     # Repeat purchase: below this share of its buyers buying it again, an item is a durable,
     # until the stream has counted its shoppers; then the bar is learned (``RepeatModel.bar``).
     min_repeat_share: float = 0.1
@@ -380,7 +381,7 @@ def offer_suitability(kind: str, *, purchases: int = 0, net_value: float = 0.0,
                       discount_share: float = 0.0, return_rate: float = 0.0,
                       lapsing: bool = False, churn_score: float | None = None,
                       offer_categories: Iterable[str] = (), basket_categories: Iterable[str] = (),
-                      bought_categories: Iterable[str] = (),
+                      bought_categories: Iterable[str] = (), days_since_purchase: float | None = None,
                       t: Thresholds = DEFAULT) -> tuple[bool, str]:
     """Whether an offer of this ``kind`` suits the customer, and why, in plain words. Built in:
     an offer's data (eligibility) can narrow it further but not switch it off.
@@ -390,7 +391,9 @@ def offer_suitability(kind: str, *, purchases: int = 0, net_value: float = 0.0,
       everything they bought gets none), nor for a discount-driven returner
       (``is_discount_driven_returner``);
     - ``win_back``: only for a buyer who is lapsing (``lapse_stage``) or whose churn score is at
-      least ``win_back_min_churn_score`` (0.5); never for one who just bought, nor for someone
+      least ``win_back_min_churn_score`` (0.5) and who has been silent ``win_back_min_silent_days``
+      (7) or more (a first-day buyer's score comes from the population's prior, not from any
+      silence of theirs: a score alone never wins back one who just bought); never for someone
       who never bought (there is nothing to win back);
     - ``bundle``: only when its items' categories (``offer_categories``) are in the line of the
       basket (``basket_categories``) or of what the customer bought (``bought_categories``,
@@ -406,6 +409,8 @@ def offer_suitability(kind: str, *, purchases: int = 0, net_value: float = 0.0,
     (False, 'no discount: buys 100% on discount and returns 75%')
     >>> offer_suitability("win_back", purchases=9, net_value=900.0, churn_score=0.01)
     (False, 'no win-back: still buying to their rhythm (churn risk 1%)')
+    >>> offer_suitability("win_back", purchases=1, net_value=90.0, churn_score=0.6, days_since_purchase=0.2)
+    (False, 'no win-back: they bought today')
     >>> offer_suitability("bundle", purchases=2, net_value=80.0, offer_categories=["men/belts"],
     ...                   bought_categories=["kids/boys/trousers"])
     (False, 'no bundle: men/belts does not go with their basket or what they buy')
@@ -424,6 +429,9 @@ def offer_suitability(kind: str, *, purchases: int = 0, net_value: float = 0.0,
     if kind == "win_back":
         if purchases <= 0:
             return False, "no win-back: they have not bought yet"
+        # Lapsing is silence measured against their own rhythm; a score alone needs silence too.
+        if not lapsing and days_since_purchase is not None and days_since_purchase < t.win_back_min_silent_days:
+            return False, f"no win-back: they bought {days_ago(days_since_purchase)}"
         score_ok = churn_score is not None and churn_score >= t.win_back_min_churn_score
         if not (lapsing or score_ok):
             risk = "" if churn_score is None else f" (churn risk {churn_score:.0%})"
@@ -437,3 +445,13 @@ def offer_suitability(kind: str, *, purchases: int = 0, net_value: float = 0.0,
         if targets and not any(under_any(o, (target,)) for target in targets for o in owned):
             return False, f"no service: they do not buy {', '.join(targets)}"
     return True, "suitable"
+
+
+def days_ago(days: float) -> str:
+    """A past day in words (whole days): "today", "yesterday", "3 days ago".
+
+    >>> days_ago(0.4), days_ago(1.2), days_ago(3.7)
+    ('today', 'yesterday', '3 days ago')
+    """
+    whole = int(days)
+    return "today" if whole <= 0 else "yesterday" if whole == 1 else f"{whole} days ago"

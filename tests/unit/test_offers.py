@@ -228,11 +228,13 @@ def test_an_active_customer_never_gets_a_win_back_and_a_lapsing_one_does():
                  for s in range(20)]
     assert all(d.chosen.offer.offer_id == "pts" for d in yesterday)  # 0 of 20, however valuable the win-back
     assert all("wb" not in [c.offer.offer_id for c in d.runner_ups] for d in yesterday)
-    assert yesterday[0].rejected["wb"].startswith("suitability: no win-back: still buying to their rhythm")
+    assert yesterday[0].rejected["wb"] == "suitability: no win-back: they bought yesterday"
     lapsing = decide(win_back, {}, state, Situation(day(133 + 30), "web"), CATALOG, plain, seed=1)
     assert lapsing.chosen.offer.offer_id == "wb"  # 30 days against a 7-day rhythm
-    worried = decide(win_back, {}, state, Situation(day(135), "web", churn_score=0.7), CATALOG, plain, seed=1)
-    assert worried.chosen.offer.offer_id == "wb"
+    worried = decide(win_back, {}, state, Situation(day(133 + 8), "web", churn_score=0.7), CATALOG, plain, seed=1)
+    assert worried.chosen.offer.offer_id == "wb"  # silent 8 days, not yet lapsing: the score says they slip
+    too_soon = decide(win_back, {}, state, Situation(day(135), "web", churn_score=0.7), CATALOG, plain, seed=1)
+    assert too_soon.rejected["wb"] == "suitability: no win-back: they bought 2 days ago"
 
 
 def test_a_bundle_needs_the_basket_or_the_customers_line():

@@ -199,6 +199,18 @@ def test_win_back_only_for_the_lapsing_or_a_high_churn_score():
     assert not offer_suitability("win_back", churn_score=0.6, **loyal, t=Thresholds(win_back_min_churn_score=0.7))[0]
 
 
+def test_no_win_back_for_one_who_just_bought_whatever_their_score():
+    first_day = {"purchases": 1, "net_value": 90.0, "churn_score": 0.69}  # a prior's score: no silence yet
+    assert offer_suitability("win_back", days_since_purchase=0.0, **first_day) == (
+        False, "no win-back: they bought today")
+    assert offer_suitability("win_back", days_since_purchase=1.5, **first_day)[1] == "no win-back: they bought yesterday"
+    # Lapsing is silence against their own rhythm (a daily buyer silent for 3 days): no floor.
+    assert offer_suitability("win_back", days_since_purchase=3.0, lapsing=True, **first_day)[0]
+    assert offer_suitability("win_back", days_since_purchase=DEFAULT.win_back_min_silent_days, **first_day)[0]
+    assert offer_suitability("win_back", days_since_purchase=3.0, **first_day,
+                             t=Thresholds(win_back_min_silent_days=2.0))[0]
+
+
 def test_bundles_go_with_the_basket_or_the_customers_line():
     men_belts = {"purchases": 3, "net_value": 150.0, "offer_categories": ["men/belts"]}
     assert offer_suitability("bundle", bought_categories=["men/trousers"], **men_belts) == (True, "suitable")
