@@ -215,9 +215,13 @@ def recommend(
 
 def _excluded(state: CustomerState | None, request: Request, catalog: Mapping[str, Product],
               now_ms: int) -> tuple[set[str], tuple[str, ...]]:
-    """SKUs and categories to leave out: the basket or product in view, what the request
-    excludes, and what the customer said they are not interested in (``rules.not_interested``)."""
+    """SKUs and categories to leave out: the basket or product in view, what the customer's open
+    cart already holds (in every context: the home page does not sell what is in the cart), what
+    the request excludes, and what the customer said they are not interested in
+    (``rules.not_interested``)."""
     skus = set(request.skus) | set(request.exclude)
+    if state is not None and state.cart:
+        skus |= state.basket.keys()
     categories = set(request.exclude)  # an entry may name a SKU or a category: both are tried
     if state is not None and state.not_interested:
         category_of = {sku: catalog[sku].category for sku in state.not_interested if sku in catalog}

@@ -1,9 +1,10 @@
 from online_models.customer import CustomerState
+from online_models.events import Item
 from online_models.decay import Decay
 from online_models.items import Neighbor, PopularityIndex
 from online_models.ranking import Request, Rules, fallback_reason, recommend
 
-from .helpers import CATALOG, day, purchase
+from .helpers import CATALOG, day, event, purchase
 
 DECAY = Decay(14)
 POPULAR = PopularityIndex(
@@ -189,3 +190,19 @@ def test_catalog_search_puts_the_customers_own_line_first():
     assert skus(search_order(men, likes_northway, CATALOG)) == ["TR-1", "SK-1", "XX-1"]
     buys_boys = customer(purchase("p1", skus=("BS-1",)))
     assert skus(search_order(trousers, buys_boys, CATALOG))[0] == "BT-1"
+
+
+def test_what_the_open_cart_holds_is_never_recommended_in_any_context():
+    state = customer(purchase("p1", skus=("TR-1",), ts=day(0)),
+                     event("a1", "add_to_cart", ts=day(1), items=(Item("SK-1", 1, 8.0),)))
+    assert state.basket == {"SK-1": 1}
+    for context, in_view in (("home", ()), ("product", ("TR-1",)), ("cart", ("TR-1",))):
+        out = recommend(state, Request(context, in_view, k=10, now_ms=day(2)), TROUSER_NEIGHBORS, POPULAR, CATALOG,
+                        RULES)
+        assert "SK-1" not in skus(out), context
+        assert out  # the rest still comes
+    emptied = customer(purchase("p1", skus=("TR-1",), ts=day(0)),
+                       event("a1", "add_to_cart", ts=day(1), items=(Item("SK-1", 1, 8.0),)),
+                       event("r1", "remove_from_cart", ts=day(1.5), items=(Item("SK-1", 1, 8.0),)))
+    assert "SK-1" in skus(recommend(emptied, Request("home", k=10, now_ms=day(2)), TROUSER_NEIGHBORS, POPULAR, CATALOG,
+                                    RULES))
