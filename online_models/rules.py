@@ -43,7 +43,7 @@ class Thresholds:
     lapsed_gaps: float = 3.0
     # New and loyal customers.
     new_customer_days: float = 30.0
-    new_customer_max_purchases: int = 2  # "new" also means few purchase days so far
+    new_customer_max_orders: int = 2  # "new" also means few orders so far
     loyal_min_purchases: int = 6  # purchase days that make a regular
     loyal_min_tenure_days: float = 90.0  # ... over at least this long since the first purchase
     # Offer suitability by kind.
@@ -191,15 +191,16 @@ def is_lapsed(days_since_purchase: float, usual_gap: float | None, t: Thresholds
     return lapse_stage(days_since_purchase, usual_gap, t) == "lapsed"
 
 
-def is_new_customer(days_since_first_purchase: float, purchases: int, t: Thresholds = DEFAULT) -> bool:
+def is_new_customer(days_since_first_purchase: float, orders: int, t: Thresholds = DEFAULT) -> bool:
     """New to the shop: first purchase less than ``new_customer_days`` (30) days ago *and* at
-    most ``new_customer_max_purchases`` (2) purchase days so far. Someone who bought on 53 days
-    is a regular, however recently their history starts (a stitched loyalty card, a replay).
+    most ``new_customer_max_orders`` (2) orders so far. Someone with 53 orders is a regular,
+    however recently their history starts (a stitched loyalty card, a replay), and so is one who
+    placed 7 orders in their first days: orders count, not the days they fell on.
 
     >>> is_new_customer(10, 1), is_new_customer(30, 1), is_new_customer(10, 53)
     (True, False, False)
     """
-    return days_since_first_purchase < t.new_customer_days and 0 < purchases <= t.new_customer_max_purchases
+    return days_since_first_purchase < t.new_customer_days and 0 < orders <= t.new_customer_max_orders
 
 
 def is_loyal(purchases: int, days_since_first_purchase: float, days_since_purchase: float,

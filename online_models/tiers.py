@@ -339,7 +339,7 @@ _T = rules.DEFAULT
 SEGMENT_RULES: dict[str, str] = {
     "prospect": "no purchase yet",
     "new": (f"first purchase less than {_T.new_customer_days:g} days ago, and at most "
-            f"{_T.new_customer_max_purchases} purchase days so far"),
+            f"{_T.new_customer_max_orders} orders so far"),
     "loyal": (f"bought on at least {_T.loyal_min_purchases} days over at least {_T.loyal_min_tenure_days:g} "
               "days, and still buying to their rhythm"),
     "lapsed": (f"no purchase for more than max({_T.lapsed_min_days:g} days, {_T.lapsed_gaps:g}× their "
@@ -363,7 +363,8 @@ def segments(rhythm: Any, now_ms: int) -> list[str]:
     if rhythm.purchases == 0:
         return ["prospect"]
     tenure = (now_ms - rhythm.first_purchase_ts) / DAY_MS if rhythm.first_purchase_ts is not None else 0.0
-    if rhythm.first_purchase_ts is not None and rules.is_new_customer(tenure, rhythm.purchases):
+    orders = rhythm.web_purchases + rhythm.store_purchases  # orders, where rhythm.purchases counts days
+    if rhythm.first_purchase_ts is not None and rules.is_new_customer(tenure, orders):
         out.append("new")
     days_since = (now_ms - rhythm.last_purchase_ts) / DAY_MS
     usual = rules.usual_gap_days(rhythm.gap_n, rhythm.gap_mean)

@@ -101,7 +101,7 @@ def test_lapsed_always_implies_lapsing():
 
 def test_new_customer_needs_a_short_tenure_and_few_purchases():
     assert is_new_customer(0, 1) and is_new_customer(29.9, 2) and not is_new_customer(30, 1)
-    assert not is_new_customer(3, 53)  # 53 purchase days are a regular, however recent the first
+    assert not is_new_customer(3, 53)  # 53 orders are a regular, however recent the first
     assert not is_new_customer(3, 3) and not is_new_customer(3, 0)
 
 
@@ -258,7 +258,7 @@ def test_defaults_are_the_documented_settings():
     assert (DEFAULT.returner_rate, DEFAULT.returner_min_purchases, DEFAULT.discount_driven_share) == (0.35, 2, 0.5)
     assert (DEFAULT.lapsing_min_days, DEFAULT.lapsing_gaps, DEFAULT.lapsed_min_days, DEFAULT.lapsed_gaps) == (
         14.0, 2.5, 180.0, 3.0)
-    assert (DEFAULT.new_customer_days, DEFAULT.new_customer_max_purchases) == (30.0, 2)
+    assert (DEFAULT.new_customer_days, DEFAULT.new_customer_max_orders) == (30.0, 2)
     assert (DEFAULT.loyal_min_purchases, DEFAULT.loyal_min_tenure_days) == (6, 90.0)
     assert DEFAULT.win_back_min_churn_score == 0.5
     assert rules.DEFAULT is DEFAULT and DEFAULT == Thresholds()

@@ -178,6 +178,14 @@ def test_segments_on_crafted_histories():
     for n in range(53):
         buy(regular, n * 0.5, "web")
     assert "new" not in tiers.segments(regular, day(27))
+    busy_first_day = Observed()  # 7 orders on their first day: a regular already, not "new"
+    for n in range(7):
+        buy(busy_first_day, n * 0.01, "web")
+    assert "new" not in tiers.segments(busy_first_day, day(1))
+    second = Observed()  # two orders the same day are still new
+    buy(second, 0, "web")
+    buy(second, 0.01, "store")
+    assert tiers.segment(second, day(1)) == "new"
 
     loyal = Observed()
     for n in range(0, 120, 14):
