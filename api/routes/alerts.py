@@ -25,6 +25,11 @@ router = APIRouter(tags=["churn"])
 ALERT_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")  # a Redis stream id: two 64-bit numbers
 
 
+def _is_alert_id(text: str) -> bool:
+    """A Redis stream id Redis accepts: two numbers of at most 64 bits (20 digits may hold more)."""
+    return ALERT_ID.fullmatch(text) is not None and all(int(part) < 2**64 for part in text.split("-"))
+
+
 ALERT_SCAN = 1000  # alerts read per page when ordering by value at risk
 
 
@@ -70,7 +75,7 @@ async def churn_alert_stream(
     one reader of the alert stream (api/alert_hub.py); a client that falls far behind is
     disconnected, and resumes with Last-Event-ID."""
     resume_from = request.headers.get("last-event-id")
-    if resume_from is not None and not ALERT_ID.fullmatch(resume_from):
+    if resume_from is not None and not _is_alert_id(resume_from):
         raise invalid(("header", "last-event-id"), "must be an alert id (ms-seq)")
     sub = hub.subscribe()  # before the catch-up read, so that nothing falls between the two
 
@@ -133,12 +138,13 @@ def _batch_events(batch: list[dict], store: Store, tier: str | None, max_events:
 def _stream_start(since: str | None) -> str:
     if not since:
         return "-"
-    if ALERT_ID.fullmatch(since) and all(int(part) < 2**64 for part in since.split("-")):
+    if _is_alert_id(since):
         return "(" + since  # an alert id: everything after it
     try:
         return str(max(0, parse_ts(since)))  # stream ids start at 0
-    except ValueError as exc:
-        raise invalid(("query", "since"), f"must be an alert id, ISO-8601 time or epoch ms: {exc}") from None
+    except ValueError:  # its message quotes the value: the API never echoes what it was sent
+        raise invalid(("query", "since"), "must be an alert id (ms-seq), an ISO-8601 time with a time zone, "
+                      "or epoch ms within the years 1 to 9999") from None
 
 
 async def _with_tiers(store: Store, alerts: list[dict]) -> list:
