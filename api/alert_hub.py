@@ -87,6 +87,8 @@ async def enrich(store: Store, arbitration: offers.ArbitrationSettings, batch: l
     if not batch:
         return
     states = await store.profiles([alert["customer_id"] for alert in batch], client)
+    for alert, state in zip(batch, states):
+        answers.mark_came_back(alert, state)
     median = store.population.median_value_at_risk()
     worth = {id(alert) for alert in answers.alerts_by_value(batch, median)}
     now = now_ms()

@@ -75,12 +75,26 @@ def win_back_suggestion(all_offers: Iterable[offers.Offer], offer_stats: Mapping
                                          arbitration.for_suggestions(), seed=seed))
 
 
+def mark_came_back(alert: dict[str, Any], state: CustomerState | None) -> None:
+    """Mark a churn alert whose customer has bought since the lapse it follows (its ``episode``,
+    the last purchase before the silence): they are back, and the alert is no longer worth a
+    call (``alerts_by_value`` leaves it out). The demo's retention list showed only such alerts.
+
+    >>> alert = {"id": "1-0", "episode": 100, "value_at_risk": 50.0}
+    >>> mark_came_back(alert, None); alert["came_back"]
+    False
+    """
+    episode = alert.get("episode")
+    last = state.last_purchase_ts if state is not None else None
+    alert["came_back"] = episode is not None and last is not None and last > int(episode)
+
+
 def alerts_by_value(alerts: Iterable[dict[str, Any]], median_value_at_risk: float | None,
                     tier: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
     """Churn alerts worth a retention call, most value at risk first: those whose value at risk
     clears the value floor (``rules.clears_value_floor``, relative to the population's median
     value at risk) and, when ``tier`` is given, of that tier; ties by the alert's id (the order
-    they were raised in).
+    they were raised in). An alert whose customer came back (``mark_came_back``) is left out.
 
     >>> found = alerts_by_value([{"id": "1-0", "value_at_risk": 0.0}, {"id": "2-0", "value_at_risk": 90.0},
     ...                          {"id": "3-0", "value_at_risk": 300.0}, {"id": "4-0", "value_at_risk": 40.0}], 100.0)
@@ -88,7 +102,7 @@ def alerts_by_value(alerts: Iterable[dict[str, Any]], median_value_at_risk: floa
     ['3-0', '2-0']
     """
     kept = [a for a in alerts if rules.clears_value_floor(float(a.get("value_at_risk") or 0.0), median_value_at_risk)
-            and (tier is None or a.get("tier") == tier)]
+            and (tier is None or a.get("tier") == tier) and not a.get("came_back")]
     kept.sort(key=lambda a: (-float(a["value_at_risk"]), stream_order(a["id"])))
     return kept if limit is None else kept[:limit]
 

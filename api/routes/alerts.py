@@ -148,13 +148,15 @@ def _stream_start(since: str | None) -> str:
 
 
 async def _with_tiers(store: Store, alerts: list[dict]) -> list:
-    """The alerted customers' profiles (one pipelined read), and each alert's value tier from
-    the population as it is now: the flow raises alerts without one (a rank in a population
-    that was still moving when the timer was set)."""
+    """The alerted customers' profiles (one pipelined read), whether each came back since
+    (``answers.mark_came_back``), and each alert's value tier from the population as it is now:
+    the flow raises alerts without one (a rank in a population that was still moving when the
+    timer was set)."""
     if not alerts:
         return []
     states = await store.profiles([alert["customer_id"] for alert in alerts])
     for alert, state in zip(alerts, states):
+        answers.mark_came_back(alert, state)
         if alert.get("tier") is None:
             alert["tier"] = store.population.tier_of(state) if state is not None else None
     return states

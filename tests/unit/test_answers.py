@@ -97,3 +97,16 @@ def test_without_the_profile_scope_next_best_offer_reveals_no_profile_facts():
     assert "channel" in public["not_eligible"]["app-only"]  # the situation is no secret
     assert public["reasons"] and not any(full["cell"] in r for r in public["reasons"])
     assert public["offer"] == full["offer"]
+
+
+def test_an_alert_whose_customer_bought_since_the_lapse_is_no_longer_listed():
+    away, back = CustomerState("c-away"), CustomerState("c-back")
+    for state in (away, back):
+        state.apply(purchase("p1", customer=state.customer_id, ts=day(0)), Decay(14))
+    back.apply(purchase("p2", customer="c-back", ts=day(40)), Decay(14))  # came back after the alert
+    alerts = [{"id": "1-0", "customer_id": "c-away", "episode": day(0), "value_at_risk": 500.0},
+              {"id": "2-0", "customer_id": "c-back", "episode": day(0), "value_at_risk": 900.0},
+              {"id": "3-0", "customer_id": "c-old", "value_at_risk": 300.0}]  # raised before episodes existed
+    for alert, state in zip(alerts, (away, back, None)):
+        answers.mark_came_back(alert, state)
+    assert [a["id"] for a in answers.alerts_by_value(alerts, 100.0)] == ["1-0", "3-0"]
