@@ -287,12 +287,15 @@ class _Till:
             entry.substitute = True
             entry.score *= SUBSTITUTE_PENALTY
             entry.multiplier *= SUBSTITUTE_PENALTY
-        if retail_rules.far_above_basket(product.price, self.max_price, self.usual_item_price):
+        far_above = retail_rules.far_above_basket(product.price, self.max_price, self.usual_item_price)
+        if far_above:
             entry.score *= PRICE_PENALTY
             entry.multiplier *= PRICE_PENALTY
         # Evidence is a real share of the basket item's baskets (``rules.bought_together``): a
-        # pair seen in 2 % of them is no reason for affinity to ride in ahead of a 12 % one.
-        entry.tier = 0 if retail_rules.bought_together(entry.candidate.together) else 1
+        # pair seen in 2 % of them is no reason for affinity to ride in ahead of a 12 % one. A
+        # complement far dearer than the basket is demoted out of the first tier, whatever its
+        # evidence: a phone case's basket does not lead with a smartphone at 37× its price.
+        entry.tier = 0 if retail_rules.bought_together(entry.candidate.together) and not far_above else 1
 
     def is_substitute(self, product: Product, together: float, rules: Rules, repeats: RepeatModel) -> bool:
         """A second item of a basket item's category is a substitute (a second pair of trousers),

@@ -1,6 +1,6 @@
 from online_models.customer import CustomerState
-from online_models.events import Item
 from online_models.decay import Decay
+from online_models.events import Item
 from online_models.items import Neighbor, PopularityIndex
 from online_models.ranking import Request, Rules, fallback_reason, recommend
 
@@ -90,6 +90,8 @@ def test_a_complement_far_dearer_than_the_basket_is_demoted_unless_the_customer_
     neighbors = {"SK-1": [Neighbor("PH-1", 0.9, 0.5), Neighbor("BL-1", 0.4, 0.3)]}
     out = recommend(None, Request("cart", ("SK-1",), k=5), neighbors, POPULAR, CATALOG, RULES)
     assert skus(out).index("BL-1") < skus(out).index("PH-1")  # a 500 phone for 8 socks
+    # demoted out of the tier of what goes with the basket, however strong its evidence
+    assert next(s for s in out if s.sku == "PH-1").tier == 1 and next(s for s in out if s.sku == "BL-1").tier == 0
     big_spender = customer(*[purchase(f"p{i}", skus=("TR-2",), ts=day(i), price=400.0) for i in range(3)])
     out = recommend(big_spender, Request("cart", ("SK-1",), k=5), neighbors, POPULAR, CATALOG, RULES)
     assert skus(out)[0] == "PH-1"
