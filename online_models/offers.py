@@ -584,21 +584,54 @@ def decide(
 
 def _reasons(chosen: Candidate, others: list[Candidate], cell: str | None, situation: Situation,
              explored: bool) -> list[str]:
-    """Why the chosen offer won; with ``cell`` None, in words that reveal nothing about the customer."""
+    """Why the chosen offer won, in sentences a sales assistant can say aloud (the figures stay:
+    the CRM team reads them); with ``cell`` None, in words that reveal nothing about the customer.
+
+    >>> cell_in_words("electronics+men|big"), cell_in_words("kids/boys|deal|fit"), cell_in_words("new")
+    ('big spenders on Electronics and Men', 'deal seekers in Kids/Boys', 'new customers')
+    """
     o = chosen.offer
-    who = f"{cell} customers like this one" if cell is not None else "similar customers"
+    who = cell_in_words(cell) if cell is not None else "similar customers"
     reasons = [
-        "passed every gate (eligibility, suitability, contact limits, timing)"
-        + (f" for a {cell} customer" if cell is not None else ""),
-        f"{chosen.propensity:.0%} of {who} accept it; worth {o.value:g} in margin → expected {chosen.expected_value:.2f}",
+        "it suits this customer: it passed every check (eligibility, suitability, contact limits, timing)",
+        f"{chosen.propensity:.0%} of {who} accept it, and it earns {o.value:g} in margin: "
+        f"worth {chosen.expected_value:.2f} each time it is shown",
     ]
     if chosen.context_weight != 1.0:
-        reasons.append(f"context '{situation.context}' weighs {o.kind} offers ×{chosen.context_weight:g}")
+        reasons.append(f"{_context_words(situation.context)}, {o.kind.replace('_', '-')} offers count "
+                       f"{chosen.context_weight:g} times as much")
     if chosen.lever != 1.0:
-        reasons.append(f"business lever ×{chosen.lever:g}")
+        reasons.append(f"the business counts {o.kind.replace('_', '-')} offers {chosen.lever:g} times as much")
     if others:
         runner = others[0]
-        reasons.append(f"beat {runner.offer.name} (priority {chosen.priority:.3f} vs {runner.priority:.3f})")
+        reasons.append(f"it is worth more than {runner.offer.name} ({chosen.priority:.3f} against "
+                       f"{runner.priority:.3f})")
     if explored:
-        reasons.append("exploring: chosen by a Thompson draw although another offer has a higher mean")
+        reasons.append("it is being tried out, to learn how well it works: another offer looks better so far")
     return reasons
+
+
+_BEHAVIOUR_WORDS = {"deal": "deal seekers in", "lapsing": "lapsing customers of", "big": "big spenders on",
+                    "regular": "regular customers of"}
+_CONTEXT_WORDS = {"churn_alert": "for a customer slipping away", "checkout": "at the checkout",
+                  "home": "on the home page", "product": "on a product page", "cart": "at the till"}
+
+
+def cell_in_words(cell: str) -> str:
+    """A propensity cell (``customer_cell``, ``offer_cell``) as people say it."""
+    if cell in ("new", "discount_returner"):
+        return "new customers" if cell == "new" else "customers who buy on discount and return a lot"
+    lines, _, rest = cell.partition("|")
+    behaviour = rest.split("|")[0] if rest else "regular"
+    shown = [line_in_words(line) for line in lines.split("+") if line and line != "none"]
+    named = " and ".join(shown) if shown else "the shop"
+    return f"{_BEHAVIOUR_WORDS.get(behaviour, 'customers of')} {named}"
+
+
+def line_in_words(line: str) -> str:
+    """'kids/boys' → 'Kids/Boys': a line of the retailer's own taxonomy, capitalised."""
+    return "/".join(part.replace("-", " ").capitalize() for part in line.split("/"))
+
+
+def _context_words(context: str | None) -> str:
+    return _CONTEXT_WORDS.get(context or "", f"in the {context} context")

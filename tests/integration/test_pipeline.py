@@ -215,7 +215,7 @@ def test_feedback_round_trips_through_the_broker_and_changes_the_next_decision(s
         assert first["offer"]["offer_id"] in {"belt-bundle", "coffee-points"}
         assert first["not_eligible"]["kids-10"] == "eligibility: customer never buys kids"
         assert first["decision_id"].startswith("d1.") and first["control"] is False
-        assert any("passed every gate" in r for r in first["reasons"])
+        assert any("it passed every check" in r for r in first["reasons"])
 
         shown = api.post("/v1/feedback", json={"decision_id": first["decision_id"], "event": "impression"}, headers=till)
         assert shown.status_code == 202 and shown.json()["accepted"] is True

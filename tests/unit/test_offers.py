@@ -180,7 +180,7 @@ def test_arbitration_follows_the_formula_and_levers():
     plain = ArbitrationSettings(explore=False, control_share=0.0)
     first = decide(offers, {}, state, Situation(day(200), "web"), CATALOG, plain, seed=1)
     assert first.chosen.offer.offer_id == "rich"  # 0.2 × 20 = 4 beats 0.5 × 5 = 2.5
-    assert "beat cheap" in " ".join(first.reasons)
+    assert "it is worth more than cheap (4.000 against 2.500)" in first.reasons
     levered = ArbitrationSettings(explore=False, control_share=0.0, kind_levers={"loyalty_points": 1.0})
     boosted = [offer("cheap", value=5.0, prior_propensity=0.5, lever=2.0), offers[1]]
     assert decide(boosted, {}, state, Situation(day(200), "web"), CATALOG, levered, seed=1).chosen.offer.offer_id == "cheap"
@@ -189,7 +189,8 @@ def test_arbitration_follows_the_formula_and_levers():
     assert calm.chosen.offer.offer_id == "rich"  # 0.2 × 20 = 4 beats 0.2 × 14 = 2.8
     churn = decide(win_back, {}, state, Situation(day(200), "web", context="churn_alert"), CATALOG, plain, seed=1)
     assert churn.chosen.offer.offer_id == "wb"  # 0.2 × 14 × 2.0 = 5.6 beats 0.2 × 20 × 1.3 = 5.2
-    assert "context 'churn_alert' weighs win_back offers ×2" in churn.reasons
+    assert "for a customer slipping away, win-back offers count 2 times as much" in churn.reasons
+    assert not any("|" in reason or "priority" in reason for reason in churn.reasons)  # no internal codes
 
 
 def test_exploration_is_seeded_and_control_is_flagged():
