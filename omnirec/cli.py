@@ -163,7 +163,12 @@ def offers_report(
     from omnirec.offers_file import read_from_redis
     from online_models import uplift
 
-    offers, stats = read_from_redis(get_settings())
+    settings = get_settings()
+    offers, stats = read_from_redis(settings)
+    if not offers and not stats:  # say so, rather than print a report of zeros
+        typer.echo(f"no offers nor offer statistics under the key prefix {settings.key_prefix!r} at "
+                   f"{settings.redis_url} (the demo writes under 'omnirec-demo': OMNIREC_KEY_PREFIX=omnirec-demo)",
+                   err=True)
     report = uplift.offers_report(offers, stats, confidence)
     if as_json:
         typer.echo(json.dumps(report))

@@ -836,7 +836,8 @@ class ChurnModel:
         usual = (rhythm.usual_gap_days() if rules.has_rhythm(rhythm.purchases)
                  else rhythm.usual_gap_days(self.gap_prior_log_days))
         said.append((w.overdue * terms["overdue"] + w.expected * terms["expected"] * 0.5,
-                     silence_text(days, usual if rhythm.gap_n else None, rhythm.purchases)))
+                     silence_text(days, usual if rhythm.gap_n else None, rhythm.purchases,
+                                  rhythm.web_purchases + rhythm.store_purchases)))
         expected = self.expected(rhythm, now_ms)
         said.append((w.expected * terms["expected"] * 0.5,
                      f"expected to buy {_times(expected)} in the next {self.horizon_weeks:g} weeks"))
@@ -1006,12 +1007,15 @@ def _times(expected: float) -> str:
     return f"about {round(expected)} times"
 
 
-def silence_text(days: int, usual_gap: float | None, purchases: int) -> str:
+def silence_text(days: int, usual_gap: float | None, purchases: int, orders: int | None = None) -> str:
     """How long a customer has been silent, against their rhythm, as a sales assistant would
     say it (whole days; "today", "yesterday"; their usual gap only when they have one).
+    ``purchases`` counts purchase days, ``orders`` the orders (several may fall on one day).
 
     >>> silence_text(0, 2.0, 5), silence_text(1, None, 1)
     ('last bought today; they usually buy every 2 days', 'one purchase so far, yesterday')
+    >>> silence_text(0, None, 1, orders=4)
+    '4 purchases so far, all today'
     >>> silence_text(30, 7.2, 6)
     'last bought 30 days ago, 4.2 times their usual gap of 7 days'
     >>> silence_text(10, 7.0, 3)
@@ -1019,6 +1023,8 @@ def silence_text(days: int, usual_gap: float | None, purchases: int) -> str:
     """
     if purchases <= 1 or usual_gap is None:
         if purchases <= 1:
+            if orders is not None and orders > 1:
+                return f"{orders} purchases so far, all {rules.days_ago(days)}"
             return f"one purchase so far, {rules.days_ago(days)}"
         return f"last bought {rules.days_ago(days)}"
     gap = max(1, round(usual_gap))

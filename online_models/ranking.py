@@ -239,6 +239,8 @@ def fallback_reason(state: CustomerState | None, request: Request, suggestions: 
 
     >>> fallback_reason(None, Request(store_id="s-5"), [Suggestion("A", 1.0, ["popular in store s-5"])])
     'popular in store s-5: we do not know this shopper yet'
+    >>> fallback_reason(None, Request("cart", ("NEW-1",)), [Suggestion("A", 1.0, ["popular right now"])])
+    'popular right now: nothing has been bought with this basket yet'
     """
     if any(part in s.features for s in suggestions for part in PERSONAL_PARTS):
         return None
@@ -246,7 +248,11 @@ def fallback_reason(state: CustomerState | None, request: Request, suggestions: 
         suggestions[0].reasons[0] if suggestions[0].reasons else "popular right now")
     if not suggestions:
         return source
-    if state is None:
+    if request.skus and request.context in ("cart", "product"):
+        # complements would have come first: nothing was bought with these items yet (new, or
+        # not in the catalog), whoever the shopper is
+        why = f"nothing has been bought with {'this basket' if request.context == 'cart' else 'this product'} yet"
+    elif state is None:
         why = "we do not know this shopper yet"
     elif state.orders == 0 and len(state.views) < HOME_RECENT_VIEWS:
         why = "we know little about this shopper yet"
@@ -390,8 +396,11 @@ def _score_personal(state, shares, popularity, catalog, rules, repeats, candidat
         # Allowed back, so at least as likely as the rule's bar (an override knows no habit).
         habit = RepeatView(max(habit.share, retail_rules.repeat_bar(repeats.bar)), habit.cycle_days, habit.buyers)
         candidate = _candidate(candidates, sku)
-        candidate.add("buy_again", frequency, "you buy this regularly")
-        candidate.add("due", frequency * due_now(habit, record, now_ms), "you usually buy this about now")
+        own_cycle = own_cycle_days(record)
+        regular = own_cycle is not None and own_cycle >= 1.0  # bought on different days, not one spree
+        candidate.add("buy_again", frequency, "you buy this regularly" if regular else "you bought this before")
+        candidate.add("due", frequency * due_now(habit, record, now_ms),
+                      "you usually buy this about now" if regular else "shoppers usually buy this again about now")
         candidate.add("recency", scale * vector.get(sku, 0.0), "you bought this recently")
     # Category and brand are set here only, once per candidate: no max to keep (``_Candidate.add``).
     catalog_get, shares_get, brand_get = catalog.get, shares.get, brand_shares.get
@@ -402,7 +411,8 @@ def _score_personal(state, shares, popularity, catalog, rules, repeats, candidat
         share = shares_get(product.category, 0.0)
         if share >= 0.05:
             cand.parts["category"] = share
-            cand.reasons["category"] = (share, ("you often buy {}", pretty(product.category)))  # formatted if shown
+            # "shop", not "buy": the interest counts views as well as purchases
+            cand.reasons["category"] = (share, ("you often shop for {}", pretty(product.category)))  # formatted if shown
         brand_share = brand_get(product.brand, 0.0)
         if brand_share >= 0.1:
             cand.parts["brand"] = brand_share

@@ -58,7 +58,9 @@ def test_a_weekly_item_comes_back_near_its_cycle_and_a_bought_once_item_stays_ou
 
     due = home(60 + 7)  # a week after their purchase: the qorp is due
     assert WEEKLY in [s.sku for s in due] and ONCE not in [s.sku for s in due]
-    assert "you buy this regularly" in next(s for s in due if s.sku == WEEKLY).reasons
+    # bought once by this shopper: the timing is the crowd's, and the reason says so
+    assert {"you bought this before", "shoppers usually buy this again about now"} <= set(
+        next(s for s in due if s.sku == WEEKLY).reasons)
     # Just bought, it still may come back, but it counts less than when due.
     score = {day: next((s.score for s in home(day) if s.sku == WEEKLY), 0.0) for day in (60.1, 67)}
     assert 0 < score[60.1] < score[67]
