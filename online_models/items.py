@@ -18,7 +18,7 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from online_models import decay
+from online_models import decay, rules
 from online_models.customer import BasketSignal
 from online_models.events import Product
 
@@ -133,7 +133,8 @@ def complements(log_count: float | None, last_ts_log: float | None,
 
 @dataclass(slots=True)
 class PopularityIndex:
-    """Ordered popular SKUs globally, per category and per store, for candidates and cold start."""
+    """Ordered popular SKUs globally, per category (every leaf and every line: a leaf's parent)
+    and per store, for candidates and cold start."""
 
     global_top: list[str] = field(default_factory=list)
     by_category: dict[str, list[str]] = field(default_factory=dict)
@@ -153,9 +154,12 @@ class PopularityIndex:
             product = catalog.get(sku)
             if product is None:
                 continue
-            bucket = by_category.setdefault(product.category, [])
-            if len(bucket) < per_list:
-                bucket.append(sku)
+            # the leaf, and its line (the parent, ``rules.line_of``): the till fills from the basket's line
+            line = rules.line_of(product.category)
+            for key in (product.category, line) if line != product.category else (product.category,):
+                bucket = by_category.setdefault(key, [])
+                if len(bucket) < per_list:
+                    bucket.append(sku)
         by_store = {
             store: [sku for sku, _ in sorted(scores, key=lambda kv: (-kv[1], kv[0]))][:per_list]
             for store, scores in store_scores.items()

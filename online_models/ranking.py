@@ -110,7 +110,7 @@ class Suggestion:
     category: str = ""
     price: float = 0.0
     features: dict[str, float] = field(default_factory=dict)  # what the learnt ranker saw
-    tier: int = 0  # at the till: 0 goes with the basket, 1 does not (ranked after every tier 0)
+    tier: int = 0  # at the till: 0 goes with the basket, 1 its line, 2 the rest (``_Till.place``)
     multiplier: float = 1.0  # at the till: the substitute and price penalties the blend was multiplied by
 
 
@@ -274,6 +274,7 @@ class _Till:
     max_price: float
     usual_item_price: float | None
     line_shares: dict[str, float]
+    lines: tuple[str, ...] = ()  # the basket's lines (``rules.line_of``), where the taxonomy has them
 
     @classmethod
     def of(cls, request: Request, state: CustomerState | None, catalog: Mapping[str, Product],
@@ -285,7 +286,8 @@ class _Till:
         for category, share in shares.items():
             line[category] = line.get(category, 0.0) + (1 - BASKET_LINE_WEIGHT if basket else 1.0) * share
         usual = state.gross / state.units if state is not None and state.units > 0 else None
-        return cls({p.category for p in basket}, max((p.price for p in basket), default=0.0), usual, line)
+        lines = tuple(sorted({retail_rules.line_of(p.category) for p in basket if "/" in p.category}))
+        return cls({p.category for p in basket}, max((p.price for p in basket), default=0.0), usual, line, lines)
 
     def place(self, entry: _Scored, rules: Rules, repeats: RepeatModel) -> None:
         product = entry.product
@@ -297,11 +299,19 @@ class _Till:
         if far_above:
             entry.score *= PRICE_PENALTY
             entry.multiplier *= PRICE_PENALTY
+        # Tiers: 0 what goes with the basket, 1 the rest of the basket's line, 2 everything else.
         # Evidence is a real share of the basket item's baskets (``rules.bought_together``): a
-        # pair seen in 2 % of them is no reason for affinity to ride in ahead of a 12 % one. A
-        # complement far dearer than the basket is demoted out of the first tier, whatever its
-        # evidence: a phone case's basket does not lead with a smartphone at 37× its price.
-        entry.tier = 0 if retail_rules.bought_together(entry.candidate.together) and not far_above else 1
+        # pair seen in 2 % of them is no reason for affinity to ride in ahead of a 12 % one. Past
+        # the evidence, the basket's line comes before the customer's other interests (a boys'
+        # basket is filled with boys' items, then headphones). A complement far dearer than the
+        # basket goes last, whatever its evidence: a phone case's basket does not lead with a
+        # smartphone at 37× its price.
+        if far_above:
+            entry.tier = 2
+        elif retail_rules.bought_together(entry.candidate.together):
+            entry.tier = 0
+        else:
+            entry.tier = 1 if self.lines and retail_rules.under_any(product.category, self.lines) else 2
 
     def is_substitute(self, product: Product, together: float, rules: Rules, repeats: RepeatModel) -> bool:
         """A second item of a basket item's category is a substitute (a second pair of trousers),
@@ -331,7 +341,7 @@ class _Scored:
         self.candidate = candidate
         self.product = product
         self.features: dict[str, float] | None = None
-        self.tier = 0  # at the till: 0 goes with the basket, 1 does not
+        self.tier = 0  # at the till: 0 goes with the basket, 1 its line, 2 the rest
         self.substitute = False
         self.multiplier = 1.0
 
@@ -468,6 +478,11 @@ def _score_popularity(request, popularity, catalog, candidates) -> None:
         if product is not None:
             lists.append((popularity.by_category.get(product.category, []), 0.8,
                           f"popular in {pretty(product.category)}"))
+    if request.context == "cart":  # the basket's lines: what fills the till's list after the evidence
+        basket_lines = {retail_rules.line_of(catalog[sku].category) for sku in request.skus
+                        if sku in catalog and "/" in catalog[sku].category}
+        for line in sorted(basket_lines):
+            lists.append((popularity.by_category.get(line, []), 0.8, f"popular in {pretty(line)}"))
     lists.append((popularity.global_top, 0.6, "popular right now"))
     for ranked, weight, reason in lists:
         for rank, sku in enumerate(ranked[:PERSONAL_CANDIDATES]):

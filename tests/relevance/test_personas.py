@@ -165,11 +165,14 @@ def test_the_till_the_basket_speaks_for_the_line_and_evidence_comes_first(api):
     assert items[0]["sku"] == "WW-DL1"
     assert items[0]["reasons"][0].startswith("bought with Orthopaedic dog bed in")
     # Nothing without evidence (at least 10 % of the bed's baskets) above a complement with
-    # it (a second bed, a substitute, is kept below the top 3 by its own rule): their own fish
-    # flakes, bought every ten days and the strongest by affinity, come after the bowl.
+    # it (a second bed, a substitute, is kept below the top 3 by its own rule); then the rest of
+    # the dog line; their own fish flakes, bought every ten days and the strongest by affinity,
+    # come after all of it (affinity orders the till's list, it does not replace the basket's line).
     evidence = [together(i) >= 10 for i in items if i["category"] != "pt/dg/beds"]
     assert evidence == sorted(evidence, reverse=True) and evidence[:2] == [True, True]
-    assert "AQ-FF1" in skus(items)[2:]
+    longer = till(api, pets.P_AQUARIST, ["WW-DB1"], k=20)
+    dog = [n for n, item in enumerate(longer) if under(item["category"], "pt/dg")]
+    assert "AQ-FF1" in skus(longer) and skus(longer).index("AQ-FF1") > max(dog), skus(longer)
     cat_home = till(api, pets.P_PICKY, ["WW-DB1"], k=10)
     assert "WW-CT1" in skus(cat_home)
 

@@ -1,6 +1,6 @@
 from online_models.customer import CustomerState
 from online_models.decay import Decay
-from online_models.events import Item
+from online_models.events import Item, Product
 from online_models.items import Neighbor, PopularityIndex
 from online_models.ranking import Request, Rules, fallback_reason, recommend
 
@@ -90,8 +90,8 @@ def test_a_complement_far_dearer_than_the_basket_is_demoted_unless_the_customer_
     neighbors = {"SK-1": [Neighbor("PH-1", 0.9, 0.5), Neighbor("BL-1", 0.4, 0.3)]}
     out = recommend(None, Request("cart", ("SK-1",), k=5), neighbors, POPULAR, CATALOG, RULES)
     assert skus(out).index("BL-1") < skus(out).index("PH-1")  # a 500 phone for 8 socks
-    # demoted out of the tier of what goes with the basket, however strong its evidence
-    assert next(s for s in out if s.sku == "PH-1").tier == 1 and next(s for s in out if s.sku == "BL-1").tier == 0
+    # demoted to the last tier, however strong its evidence
+    assert next(s for s in out if s.sku == "PH-1").tier == 2 and next(s for s in out if s.sku == "BL-1").tier == 0
     big_spender = customer(*[purchase(f"p{i}", skus=("TR-2",), ts=day(i), price=400.0) for i in range(3)])
     out = recommend(big_spender, Request("cart", ("SK-1",), k=5), neighbors, POPULAR, CATALOG, RULES)
     assert skus(out)[0] == "PH-1"
@@ -212,3 +212,22 @@ def test_what_the_open_cart_holds_is_never_recommended_in_any_context():
                        event("r1", "remove_from_cart", ts=day(1.5), items=(Item("SK-1", 1, 8.0),)))
     assert "SK-1" in skus(recommend(emptied, Request("home", k=10, now_ms=day(2)), TROUSER_NEIGHBORS, POPULAR, CATALOG,
                                     RULES))
+
+
+def test_at_the_till_the_baskets_line_fills_the_list_before_other_interests():
+    # A parent who mostly buys electronics, at the till with boys' trousers: after what goes with
+    # them (the shirt, in 30 % of their baskets), the boys' line, then their own electronics.
+    gadget_fan = customer(*[purchase(f"p{i}", skus=("PC-1",), ts=day(i), price=20.0) for i in range(4)])
+    neighbors = {"BT-1": [Neighbor("BS-1", 0.4, 0.3)]}
+    popular = PopularityIndex.build([("PC-1", 9.0), ("BS-2", 3.0), ("GS-1", 2.0), ("BS-1", 1.0)], {}, CATALOG)
+    assert popular.by_category["kids/boys"] == ["BS-2", "BS-1"]  # lines are listed beside leaves
+    out = recommend(gadget_fan, Request("cart", ("BT-1",), k=5, now_ms=day(5)), neighbors, popular, CATALOG, RULES)
+    assert skus(out)[:2] == ["BS-1", "BS-2"]
+    assert [s.tier for s in out[:2]] == [0, 1] and "popular in Kids/Boys" in out[1].reasons
+    assert "GS-1" not in skus(out)  # another line of kids: the basket speaks for boys
+    # a flat taxonomy (codes with no parent) has no lines: the rest keeps one tier, as before
+    flat = {"A1": Product("A1", "a", "110411", "", 5), "B1": Product("B1", "b", "110412", "", 5),
+            "C1": Product("C1", "c", "120101", "", 5)}
+    out = recommend(None, Request("cart", ("A1",), k=5), {}, PopularityIndex.build([("B1", 2), ("C1", 1)], {}, flat),
+                    flat, RULES)
+    assert {s.tier for s in out} == {2}
