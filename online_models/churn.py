@@ -831,13 +831,12 @@ class ChurnModel:
         w = self.weights
         days = int((now_ms - rhythm.last_purchase_ts) // DAY_MS)
         said: list[tuple[float, str]] = []
-        # their own rhythm once they have one (what a sales assistant knows of them); before
-        # that, the gap shrunk to the population's, as the score reads it
-        usual = (rhythm.usual_gap_days() if rules.has_rhythm(rhythm.purchases)
-                 else rhythm.usual_gap_days(self.gap_prior_log_days))
+        # their own rhythm once they have one (what a sales assistant knows of them, and the
+        # profile's usual gap); before that no usual gap is said: the score's, shrunk to the
+        # population's, would contradict the profile's own (47 days said, 28 shown)
+        usual = rhythm.usual_gap_days() if rules.has_rhythm(rhythm.purchases) else None
         said.append((w.overdue * terms["overdue"] + w.expected * terms["expected"] * 0.5,
-                     silence_text(days, usual if rhythm.gap_n else None, rhythm.purchases,
-                                  rhythm.web_purchases + rhythm.store_purchases)))
+                     silence_text(days, usual, rhythm.purchases, rhythm.web_purchases + rhythm.store_purchases)))
         expected = self.expected(rhythm, now_ms)
         said.append((w.expected * terms["expected"] * 0.5,
                      f"expected to buy {_times(expected)} in the next {self.horizon_weeks:g} weeks"))
