@@ -89,10 +89,12 @@ class Lab:
                                          **overrides})
 
     def start(self, settings: Settings, workers: int | None = 1, process_id: int | None = None,
-              addresses: str | None = None) -> FlowHandle:
+              addresses: str | None = None, wrap: list[str] = ()) -> FlowHandle:
+        """A flow process; ``wrap`` runs it through another command (``ip netns exec NS``: on
+        another host, tests/integration/test_hosts.py)."""
         from omnirec.stack import flow_argv, settings_env
 
-        argv = flow_argv(settings, workers, process_id, addresses)
+        argv = [*wrap, *flow_argv(settings, workers, process_id, addresses)]
         env = settings_env(settings)
         env["PYTHONUNBUFFERED"] = "1"
         log_path = self.root / f"flow-{settings.key_prefix}-{len(self.flows)}.log"
