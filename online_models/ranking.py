@@ -173,7 +173,7 @@ def recommend(
     _score_popularity(request, popularity, catalog, candidates)
 
     excluded, excluded_categories = _excluded(state, request, catalog, now_ms)
-    till = _Till.of(request, state, catalog, shares) if request.context == "cart" else None
+    till = _Till.of(request, state, catalog, shares, neighbors) if request.context == "cart" else None
     line_shares = till.line_shares if till else shares
     scored: list[_Scored] = []
     weight_of = _weight_table(weights or FITTED.get(request.context, TILL_WEIGHTS))
@@ -202,14 +202,16 @@ def recommend(
             score += weight_of[part] * value
         entry = _Scored(score, cand, product)
         if till is not None:
-            till.place(entry, rules, repeats)
+            till.place(entry)
         scored.append(entry)
     if ranker is not None and ranker.trained_on and scored:
         _blend_learnt(scored, ranker, state)
     # Only the k shown are dressed with names, reasons and features: most candidates never are.
-    top = heapq.nsmallest(request.k, scored, key=lambda s: (s.tier, -s.score, s.candidate.sku))
-    if till is not None:
-        top = till.keep_substitutes_out_of_the_top(top)
+    order = lambda s: (s.tier, -s.score, s.candidate.sku)  # noqa: E731
+    if till is None:
+        top = heapq.nsmallest(request.k, scored, key=order)
+    else:  # the first places are filled from the whole list, substitutes kept out of them
+        top = till.keep_substitutes_out_of_the_top(sorted(scored, key=order), request.k)
     return [_finish(s, state) for s in top]
 
 
@@ -244,11 +246,14 @@ def fallback_reason(state: CustomerState | None, request: Request, suggestions: 
     """
     if any(part in s.features for s in suggestions for part in PERSONAL_PARTS):
         return None
-    source = "nothing to suggest yet: the catalog and the stream are empty" if not suggestions else (
-        suggestions[0].reasons[0] if suggestions[0].reasons else "popular right now")
     if not suggestions:
-        return source
-    if request.skus and request.context in ("cart", "product"):
+        if request.exclude:
+            return "nothing to suggest: the exclusions leave out every candidate"
+        return "nothing to suggest: no candidate in stock passes the rules yet (the basket's line, what was just bought)"
+    source = suggestions[0].reasons[0] if suggestions[0].reasons else "popular right now"
+    if request.exclude:
+        why = "the exclusions leave only popular items"
+    elif request.skus and request.context in ("cart", "product"):
         # complements would have come first: nothing was bought with these items yet (new, or
         # not in the catalog), whoever the shopper is
         why = f"nothing has been bought with {'this basket' if request.context == 'cart' else 'this product'} yet"
@@ -275,10 +280,12 @@ class _Till:
     usual_item_price: float | None
     line_shares: dict[str, float]
     lines: tuple[str, ...] = ()  # the basket's lines (``rules.line_of``), where the taxonomy has them
+    # basket categories whose items' baskets often hold another item of the same category
+    multi_categories: frozenset[str] = frozenset()
 
     @classmethod
     def of(cls, request: Request, state: CustomerState | None, catalog: Mapping[str, Product],
-           shares: Mapping[str, float]) -> _Till:
+           shares: Mapping[str, float], neighbors: Mapping[str, list[Neighbor]] | None = None) -> _Till:
         basket = [catalog[sku] for sku in request.skus if sku in catalog]
         line: dict[str, float] = {}
         for product in basket:  # the basket speaks for the line; the customer's history after it
@@ -287,11 +294,12 @@ class _Till:
             line[category] = line.get(category, 0.0) + (1 - BASKET_LINE_WEIGHT if basket else 1.0) * share
         usual = state.gross / state.units if state is not None and state.units > 0 else None
         lines = tuple(sorted({retail_rules.line_of(p.category) for p in basket if "/" in p.category}))
-        return cls({p.category for p in basket}, max((p.price for p in basket), default=0.0), usual, line, lines)
+        return cls({p.category for p in basket}, max((p.price for p in basket), default=0.0), usual, line, lines,
+                   _held_in_numbers(basket, catalog, neighbors or {}))
 
-    def place(self, entry: _Scored, rules: Rules, repeats: RepeatModel) -> None:
+    def place(self, entry: _Scored) -> None:
         product = entry.product
-        if self.is_substitute(product, entry.candidate.together, rules, repeats):
+        if self.is_substitute(product, entry.candidate.together):
             entry.substitute = True
             entry.score *= SUBSTITUTE_PENALTY
             entry.multiplier *= SUBSTITUTE_PENALTY
@@ -313,24 +321,29 @@ class _Till:
         else:
             entry.tier = 1 if self.lines and retail_rules.under_any(product.category, self.lines) else 2
 
-    def is_substitute(self, product: Product, together: float, rules: Rules, repeats: RepeatModel) -> bool:
-        """A second item of a basket item's category is a substitute (a second pair of trousers),
-        unless the stream says otherwise: such items are rebought (a second coffee is more
-        coffee), or baskets hold the two together often (``rules.bought_together``: a yoghurt
-        of another flavour)."""
+    def is_substitute(self, product: Product, together: float) -> bool:
+        """A second item of a basket item's category is a substitute (a second pair of trousers,
+        another phone case), unless the stream says otherwise: baskets hold the two together
+        often (``rules.bought_together``: a yoghurt of another flavour), or the basket item's
+        baskets often hold another item of its category (``multi_categories``: noodles come in
+        threes). That an item is rebought later (coffee) says nothing of a second one in the
+        same basket, and no longer exempts it (the demo audit: coffee first for a coffee basket)."""
         return (product.category in self.categories and not retail_rules.bought_together(together)
-                and not rules.may_recommend_again(product, repeats.view(product.sku, product.category),
-                                                  bar=repeats.bar))
+                and product.category not in self.multi_categories)
 
     @staticmethod
-    def keep_substitutes_out_of_the_top(top: list[_Scored]) -> list[_Scored]:
-        """No substitute among the first ``till_substitute_free_top`` (3): a shorter list rather."""
+    def keep_substitutes_out_of_the_top(ranked: list[_Scored], k: int) -> list[_Scored]:
+        """The first ``k`` of ``ranked`` (every candidate, best first) with no substitute among
+        the first ``till_substitute_free_top`` (3): those places go to the best non-substitutes,
+        however far down; the rest follow in rank order. A shorter list only when fewer than
+        three candidates in all are not substitutes (the demo audit saw empty and one-item lists
+        when only the first ``k`` were searched)."""
         free = retail_rules.DEFAULT.till_substitute_free_top
-        head = [s for s in top if not s.substitute][:free]
-        if len(head) < min(free, len(top)):
+        head = [s for s in ranked if not s.substitute][:min(free, k)]
+        if len(head) < min(free, k):
             return head
         chosen = {id(s) for s in head}
-        return head + [s for s in top if id(s) not in chosen]
+        return (head + [s for s in ranked if id(s) not in chosen])[:k]
 
 
 class _Scored:
@@ -349,6 +362,20 @@ class _Scored:
         if self.features is None:
             self.features = _features(self.candidate, self.product, state)
         return self.features
+
+
+def _held_in_numbers(basket: list[Product], catalog: Mapping[str, Product],
+                     neighbors: Mapping[str, list[Neighbor]]) -> frozenset[str]:
+    """The basket items' categories whose other items their baskets hold often: the shares of a
+    basket item's baskets holding each same-category partner (its co-purchase list), summed,
+    reach ``rules.bought_together`` (10 %). Learned per item from the stream, no name read."""
+    found = set()
+    for product in basket:
+        mates = sum(n.confidence for n in neighbors.get(product.sku, ())
+                    if (other := catalog.get(n.sku)) is not None and other.category == product.category)
+        if retail_rules.bought_together(mates):
+            found.add(product.category)
+    return frozenset(found)
 
 
 def _candidate(candidates: dict[str, _Candidate], sku: str) -> _Candidate:

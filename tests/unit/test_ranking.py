@@ -231,3 +231,30 @@ def test_at_the_till_the_baskets_line_fills_the_list_before_other_interests():
     out = recommend(None, Request("cart", ("A1",), k=5), {}, PopularityIndex.build([("B1", 2), ("C1", 1)], {}, flat),
                     flat, RULES)
     assert {s.tier for s in out} == {2}
+
+
+def test_the_till_fills_its_list_from_further_down_rather_than_put_substitutes_on_top():
+    # Every complement of the phone case is another phone case: the first three places go to
+    # the best non-substitutes however far down they rank, and the list is still k long.
+    neighbors = {"PC-1": [Neighbor("PH-1", 0.2, 0.02)]}
+    cases = {f"PC-{i}": Product(f"PC-{i}", f"Case {i}", "electronics/phone-cases", "Fone", 20) for i in range(2, 9)}
+    catalog = {**CATALOG, **cases}
+    popular = PopularityIndex.build([*((sku, 100.0 - i) for i, sku in enumerate(cases)), ("SK-1", 5.0),
+                                     ("BL-1", 4.0), ("CF-1", 3.0)], {}, catalog)
+    out = recommend(None, Request("cart", ("PC-1",), k=5), neighbors, popular, catalog, RULES)
+    assert len(out) == 5
+    assert not any(s.sku.startswith("PC-") for s in out[:3])
+
+
+def test_a_second_item_of_a_category_is_a_substitute_unless_its_baskets_hold_several():
+    # Coffee is rebought, but a coffee basket's baskets hold no second coffee: another coffee
+    # at the till is a substitute. Noodles come in threes: another noodle is not.
+    coffees = {"CF-2": Product("CF-2", "Coffee 2", "grocery/coffee", "Bean Co", 9)}
+    noodles = {f"ND-{i}": Product(f"ND-{i}", f"Noodle {i}", "grocery/noodles", "Oodle", 1) for i in range(1, 4)}
+    catalog = {**CATALOG, **coffees, **noodles}
+    neighbors = {"CF-1": [Neighbor("CF-2", 0.5, 0.05), Neighbor("SK-1", 0.4, 0.3)],
+                 "ND-1": [Neighbor("ND-2", 0.5, 0.08), Neighbor("ND-3", 0.4, 0.07), Neighbor("SK-1", 0.3, 0.3)]}
+    coffee = recommend(None, Request("cart", ("CF-1",), k=5), neighbors, POPULAR, catalog, RULES)
+    assert "CF-2" not in skus(coffee)[:3]
+    noodle = recommend(None, Request("cart", ("ND-1",), k=5), neighbors, POPULAR, catalog, RULES)
+    assert {"ND-2", "ND-3"} <= set(skus(noodle)[:3])  # 8 % and 7 %: together 15 % of its baskets
