@@ -260,7 +260,8 @@ def _eligibility(offer, state, cell, situation, catalog, policy) -> GateResult:
     if not offer.active:
         return GateResult(False, "eligibility", "offer is not active", personal=False)
     if e.channels and situation.channel not in e.channels:
-        return GateResult(False, "eligibility", f"not offered on channel {situation.channel!r}", personal=False)
+        where = f"on the {situation.channel} channel" if situation.channel else "when the request names no channel"
+        return GateResult(False, "eligibility", f"not offered {where}", personal=False)
     if e.stores and situation.store_id not in e.stores:
         return GateResult(False, "eligibility", f"not offered in store {situation.store_id!r}", personal=False)
     if e.segments and not _in_segments(cell, e.segments):
@@ -602,12 +603,12 @@ def _reasons(chosen: Candidate, others: list[Candidate], cell: str | None, situa
                        f"{chosen.context_weight:g} times as much")
     if chosen.lever != 1.0:
         reasons.append(f"the business counts {o.kind.replace('_', '-')} offers {chosen.lever:g} times as much")
-    if others:
+    if explored:  # its priority is a draw, not its worth: comparing it with the runner-up would mislead
+        reasons.append("it is being tried out, to learn how well it works: another offer looks better so far")
+    elif others:
         runner = others[0]
         reasons.append(f"it is worth more than {runner.offer.name} ({chosen.priority:.3f} against "
                        f"{runner.priority:.3f})")
-    if explored:
-        reasons.append("it is being tried out, to learn how well it works: another offer looks better so far")
     return reasons
 
 

@@ -131,7 +131,7 @@ def decode_ref(text: str, expected: type, keys: SigningKeys) -> DecisionRef | Re
     tag, kid, body, mac = parts
     secret = keys.secret(kid)
     if secret is None:
-        raise BadRef(f"{name} id signed with an unknown key id {kid[:32]!r}")
+        raise BadRef(f"{name} id signed with a key id this API does not know (retired, or never issued here)")
     if not hmac.compare_digest(_mac(secret, f"{tag}.{kid}.{body}"), mac):
         raise BadRef(f"{name} id fails its signature check (forged or altered)")
     try:

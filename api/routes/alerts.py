@@ -26,8 +26,12 @@ ALERT_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")  # a Redis stream id: two 64-b
 
 
 def _is_alert_id(text: str) -> bool:
-    """A Redis stream id Redis accepts: two numbers of at most 64 bits (20 digits may hold more)."""
-    return ALERT_ID.fullmatch(text) is not None and all(int(part) < 2**64 for part in text.split("-"))
+    """A Redis stream id Redis accepts as an exclusive start: two numbers of at most 64 bits (20
+    digits may hold more), and not the largest id of all (nothing can follow it: Redis refuses it)."""
+    if ALERT_ID.fullmatch(text) is None:
+        return False
+    parts = tuple(int(part) for part in text.split("-"))
+    return all(part < 2**64 for part in parts) and parts != (2**64 - 1, 2**64 - 1)
 
 
 ALERT_SCAN = 1000  # alerts read per page when ordering by value at risk
@@ -38,7 +42,7 @@ async def churn_alerts(
     _: ProfileScope,
     store: StoreDep,
     arbitration: ArbitrationDep,
-    since: Annotated[str | None, Query(max_length=40, description="an alert id, ISO-8601 time or epoch ms")] = None,
+    since: Annotated[str | None, Query(max_length=41, description="an alert id, ISO-8601 time or epoch ms")] = None,
     tier: Annotated[str | None, Query(max_length=32)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     order: Annotated[Literal["value", "time"], Query(description="most value at risk first, or as raised")] = "value",
@@ -48,11 +52,17 @@ async def churn_alerts(
     read, so polling with it sees only newer ones. ``order=time``: as raised."""
     entries = await store.alerts(_stream_start(since), count=ALERT_SCAN if order == "value" else limit * 4)
     states = dict(zip((a["id"] for a in entries), await _with_tiers(store, entries)))
-    chosen = answers.alerts_by_value(entries, store.population.median_value_at_risk(), tier, limit)
+    median = store.population.median_value_at_risk()
+    last_read = entries[-1]["id"] if entries else None
     if order == "time":
-        chosen.sort(key=lambda a: answers.stream_order(a["id"]))
+        kept = sorted(answers.alerts_by_value(entries, median, tier), key=lambda a: answers.stream_order(a["id"]))
+        chosen = kept[:limit]
+        # past every alert read when all were sent or left out: a poller never sticks on a page
+        # of alerts below the floor (the demo audit saw `next` stay null)
+        last = chosen[-1]["id"] if len(kept) > limit else last_read
+    else:
+        chosen, last = answers.alerts_by_value(entries, median, tier, limit), last_read
     await _suggest_win_back(store, arbitration, [(alert, states[alert["id"]]) for alert in chosen])
-    last = (chosen[-1]["id"] if chosen else None) if order == "time" else (entries[-1]["id"] if entries else None)
     return json_response({"alerts": chosen, "next": last or since})
 
 

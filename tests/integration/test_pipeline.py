@@ -318,6 +318,9 @@ def test_a_silent_customer_raises_one_churn_alert_on_kafka_redis_and_sse(setting
         listed = api.get("/v1/alerts/churn?limit=1000", headers=till).json()["alerts"]
         mine = [a for a in listed if a["customer_id"] == "c-loyal"]
         assert len(mine) == 1
+        # Polling as raised moves past every alert read, those below the floor included.
+        timed = api.get("/v1/alerts/churn?order=time&limit=1000", headers=till).json()
+        assert timed["next"] == client.xrange(stream)[-1][0].decode()
         # The retention desk sees what to offer: the win-back offer, not the kids' discount.
         suggested = mine[0]["suggested_offer"]
         assert suggested is not None and suggested["offer_id"] == "winback-15" and suggested["kind"] == "win_back"

@@ -60,7 +60,8 @@ def test_a_bad_since_on_alerts_is_422_not_a_redis_error(api, since):
     assert "since" in detail and since not in detail  # the value sent is never echoed
 
 
-@pytest.mark.parametrize("resume", ["99999999999999999999-0", "1796298654757-18446744073709551616", "1-2-3", "x"])
+@pytest.mark.parametrize("resume", ["99999999999999999999-0", "1796298654757-18446744073709551616", "1-2-3", "x",
+                                    "18446744073709551615-18446744073709551615"])
 def test_a_bad_last_event_id_on_the_alert_stream_is_422_before_the_stream_starts(api, resume):
     response = api.get("/v1/alerts/churn/stream", params={"max_events": 1}, headers={**TILL, "Last-Event-ID": resume})
     assert "last-event-id" in assert_error(response, 422)["detail"]
