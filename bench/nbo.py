@@ -52,6 +52,7 @@ from online_models.clock import DAY_MS
 from online_models.customer import CustomerState
 from online_models.engine import Engine, Runner
 from online_models.events import Feedback, product_from_dict
+from online_models.messages import OfferOutcome
 from online_models.offers import ArbitrationSettings, Offer, OfferStats, Situation, check_gates
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -298,7 +299,8 @@ def _shadow_step(world: World, cell_stats: dict[str, OfferStats], state, situati
         feedback = Feedback(event_id=f"cell-{served}-{kind}", type=kind, ts_ms=situation.now_ms,
                             customer_id=customer.customer_id, channel=situation.channel, offer_id=offer.offer_id,
                             cell=decision.chosen.cell, control=decision.control)
-        cell_stats[offer.offer_id], _ = world.runner.engine.offer_stats(cell_stats.get(offer.offer_id), feedback)
+        cell_stats[offer.offer_id], _ = world.runner.engine.offer_stats(cell_stats.get(offer.offer_id),
+                                                                         OfferOutcome(feedback))
     return truth.get(offer.offer_id, 0.0) * offer.value
 
 

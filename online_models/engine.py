@@ -16,9 +16,10 @@ only in ``Raw.received_ms`` and ``Heartbeat`` messages, stamped by the edge.
     Raw ─► parse (by topic/partition: watermark) ─► DeadLetter | Product | Offer | Feedback | Event | Progress | Tombstone
     Tombstone ─► erasures ─► ForgetAlias (to aliases);  Tombstone ─► customers, alert_gate (online_models.erasure)
     Event ─► aliases (by alias) ─► Forward ─┐
-    Event, Forward, offer Feedback ─────────┴► customers (by customer) ─► Put, ItemBasket, ChurnUpdate
+    Event, Forward, offer Feedback ─────────┴► customers (by customer) ─► Put, ItemBasket, ChurnUpdate, OfferOutcome
     ItemBasket ─► item_counts (by sku) ─► ToNeighbors, ZAdd, SAdd ─► item_neighbors (by sku) ─► Put
-    Feedback ─► offer_stats (by offer) ─► Put, SAdd;   recommendation Feedback with features ─► ranker ─► Put
+    OfferOutcome (offer feedback the customer step counted once) ─► offer_stats (by offer) ─► Put, SAdd
+    recommendation Feedback with features ─► ranker ─► Put
     Progress, Heartbeat ─► stream_clock (one key) ─► ShardTick, BucketTick
     ChurnUpdate, ShardTick ─► population (by shard) ─► Timer, Put
     Timer, BucketTick ─► timer_buckets (by due bucket) ─► Fired
@@ -68,6 +69,7 @@ from online_models.messages import (
     HashPut,
     Heartbeat,
     ItemBasket,
+    OfferOutcome,
     Progress,
     Put,
     Raw,
@@ -175,9 +177,12 @@ class Engine:
         touched = _skus_bought(message)
         before = {sku: list(state.bought[sku]) for sku in touched if sku in state.bought}
         first_before = state.first_purchase_ts
+        counted_offer = isinstance(message, Feedback) and message.offer_id and not state.is_duplicate(message.event_id)
         signals = apply_to_customer(state, message, self.popularity)
         emits: list = [Put(self.scheme.customer(state.customer_id), state, keys.encode_customer),
                        *_memberships(signals)]
+        if counted_offer:  # the offer's statistics count it once, however often a client retried
+            emits.append(OfferOutcome(message))
         if touched:
             after = {sku: state.bought[sku] for sku in touched if sku in state.bought}
             emits.extend(RepeatChange(sku, deltas) for sku, deltas in repeats.changes(before, after))
@@ -246,7 +251,8 @@ class Engine:
     def offer_write(self, offer: Offer):
         return [HashPut(self.scheme.offers(), offer.offer_id, offer, keys.encode_offer)]
 
-    def offer_stats(self, state: OfferStats | None, feedback: Feedback):
+    def offer_stats(self, state: OfferStats | None, outcome: OfferOutcome):
+        feedback = outcome.feedback
         state = state or OfferStats(feedback.offer_id or "")
         # the control group is counted apart: it measures uplift and must not steer learning
         state.record(feedback.type, feedback.cell or "new", feedback.control, feedback.removed, feedback.features)
@@ -493,11 +499,11 @@ def _steps(engine: Engine) -> list[Step]:
             Forward: lambda fw: fw.customer_id,
             Feedback: _whose_feedback,
             Tombstone: lambda t: t.customer_id,
-        }, e.customer, (Put, ItemBasket, ChurnUpdate, RepeatChange, Delete, DeleteAlerts, ForgetChurn)),
+        }, e.customer, (Put, ItemBasket, ChurnUpdate, RepeatChange, OfferOutcome, Delete, DeleteAlerts, ForgetChurn)),
         Step("item_repeats", {RepeatChange: lambda m: m.sku}, e.item_repeats, (HashPut,)),
         Step("item_counts", {ItemBasket: lambda m: m.sku}, e.item_counts, (ToNeighbors, ZAdd, SAdd)),
         Step("item_neighbors", {ToNeighbors: lambda m: m.sku}, e.item_neighbors, (Put,)),
-        Step("offer_stats", {Feedback: lambda fb: fb.offer_id or None}, e.offer_stats, (Put, SAdd)),
+        Step("offer_stats", {OfferOutcome: lambda o: o.feedback.offer_id or None}, e.offer_stats, (Put, SAdd)),
         Step("ranker", {Feedback: lambda fb: RANKER_KEY if fb.features and not fb.offer_id else None}, e.ranker,
              (Put,)),
         Step("stream_clock", {Progress: lambda _: CLOCK_KEY, Heartbeat: lambda _: CLOCK_KEY},

@@ -14,7 +14,7 @@ from typing import Any
 
 from online_models.churn import Alert, Rhythm
 from online_models.customer import BasketSignal
-from online_models.events import Event
+from online_models.events import Event, Feedback
 from online_models.identity import Merge
 from online_models.items import OwnCount, PairUpdate
 
@@ -77,6 +77,15 @@ class Forward:
 
     customer_id: str
     message: Event | Merge
+
+
+@dataclass(frozen=True, slots=True)
+class OfferOutcome:
+    """Offer feedback the customer step counted for the first time (its event id was not in the
+    customer's dedup window): what the offer's statistics learn from, so a client's retry of
+    the same feedback is counted once."""
+
+    feedback: Feedback
 
 
 @dataclass(frozen=True, slots=True)

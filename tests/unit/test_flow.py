@@ -103,3 +103,18 @@ def test_the_runner_reaches_the_state_the_flow_writes(one_worker):
     runner.feed_all(records())
     assert _differences(single, materialise(writes)) == []
     assert [m.reason for m in letters if isinstance(m, DeadLetter)] == [d.reason for d in dead]
+
+
+def test_a_retried_offer_feedback_is_counted_once_by_the_offers_statistics():
+    from online_models.engine import Engine, Runner
+    from online_models.events import Feedback
+    from online_models.messages import OfferOutcome
+
+    runner = Runner(Engine(Settings().engine()))
+    accept = Feedback(event_id="fb-1", type="accept", ts_ms=1_796_000_000_000, customer_id="c-1", channel="web",
+                      offer_id="belt-bundle", cell="men|regular")
+    outcomes = [m for m in runner.engine.customer(None, accept)[1] if isinstance(m, OfferOutcome)]
+    assert outcomes == [OfferOutcome(accept)]
+    for _ in range(3):  # the client retried: the same event id
+        runner.feed(accept)
+    assert runner.states["offer_stats"]["belt-bundle"].cells["men|regular"] == [1.0, 1.0]  # one trial, one accept

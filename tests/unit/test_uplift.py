@@ -9,6 +9,7 @@ from online_models.customer import CustomerState
 from online_models.decay import Decay
 from online_models.engine import Engine
 from online_models.events import Feedback, parse_feedback
+from online_models.messages import OfferOutcome
 from online_models.offers import (
     ArbitrationSettings,
     OfferStats,
@@ -45,7 +46,7 @@ def feed(engine, state, body, kind, n):
     envelope = answers.feedback_envelope(body["decision_id"], None, kind, None, T0 + n, KEYS)
     feedback = parse_feedback(orjson.dumps(envelope))
     assert isinstance(feedback, Feedback), feedback
-    return engine.offer_stats(state, feedback)[0]
+    return engine.offer_stats(state, OfferOutcome(feedback))[0]  # as the customer step hands it on
 
 
 def test_each_gate_s_removals_travel_from_the_decision_to_the_offers_stats():
