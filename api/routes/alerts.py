@@ -18,7 +18,7 @@ from api.errors import KEYED, invalid, responses
 from api.responses import json_response
 from api.schemas import ChurnAlerts
 from api.store import Store
-from online_models import answers, offers
+from online_models import answers, offers, tiers
 from online_models.events import parse_ts
 
 router = APIRouter(tags=["churn"])
@@ -35,6 +35,14 @@ def _is_alert_id(text: str) -> bool:
 
 
 ALERT_SCAN = 1000  # alerts read per page when ordering by value at risk
+TIER_NAMES = (*(name for name, _ in tiers.DEFAULT_TIERS), tiers.DEFAULT_REST)
+TIER_HELP = f"only alerts of this value tier: {', '.join(TIER_NAMES)}"
+
+
+def _check_tier(tier: str | None) -> None:
+    """A tier no customer can be in is a mistake (a typo gave an empty list, silently): 422."""
+    if tier is not None and tier not in TIER_NAMES:
+        raise invalid(("query", "tier"), f"must be one of {', '.join(TIER_NAMES)}")
 
 
 @router.get("/v1/alerts/churn", response_model=ChurnAlerts, responses=responses(*KEYED, 503))
@@ -43,13 +51,14 @@ async def churn_alerts(
     store: StoreDep,
     arbitration: ArbitrationDep,
     since: Annotated[str | None, Query(max_length=41, description="an alert id, ISO-8601 time or epoch ms")] = None,
-    tier: Annotated[str | None, Query(max_length=32)] = None,
+    tier: Annotated[str | None, Query(max_length=32, description=TIER_HELP)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     order: Annotated[Literal["value", "time"], Query(description="most value at risk first, or as raised")] = "value",
 ) -> Response:
     """Alerts whose value at risk clears the value floor. ``order=value`` (default): the ``limit``
     most valuable among the next ``ALERT_SCAN`` alerts after ``since``; ``next`` is the last alert
     read, so polling with it sees only newer ones. ``order=time``: as raised."""
+    _check_tier(tier)
     entries = await store.alerts(_stream_start(since), count=ALERT_SCAN if order == "value" else limit * 4)
     states = dict(zip((a["id"] for a in entries), await _with_tiers(store, entries)))
     median = store.population.median_value_at_risk()
@@ -74,7 +83,7 @@ async def churn_alert_stream(
     _: ProfileScope,
     store: StoreDep,
     hub: AlertHubDep,
-    tier: Annotated[str | None, Query(max_length=32)] = None,
+    tier: Annotated[str | None, Query(max_length=32, description=TIER_HELP)] = None,
     max_events: Annotated[int | None, Query(ge=1, le=1_000_000)] = None,
 ) -> StreamingResponse:
     """Server-sent events: each new churn alert worth a call (value at risk above the floor) as
@@ -84,6 +93,7 @@ async def churn_alert_stream(
     Last-Event-ID never loses an alert (it may repeat a few). Every stream is fed by the app's
     one reader of the alert stream (api/alert_hub.py); a client that falls far behind is
     disconnected, and resumes with Last-Event-ID."""
+    _check_tier(tier)
     resume_from = request.headers.get("last-event-id")
     if resume_from is not None and not _is_alert_id(resume_from):
         raise invalid(("header", "last-event-id"), "must be an alert id (ms-seq)")

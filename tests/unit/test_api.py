@@ -252,3 +252,9 @@ def test_next_best_offer_hides_profile_facts_from_a_key_without_the_profile_scop
     assert till["cell"] and till["not_eligible"]["kids-10"] == "eligibility: customer never buys kids"
     assert shop["cell"] is None and shop["not_eligible"] == {"kids-10": "not for this customer"}
     assert not any(till["cell"].split("|")[0] in reason for reason in shop["reasons"])
+
+
+@pytest.mark.parametrize("path", ["/v1/alerts/churn", "/v1/alerts/churn/stream"])
+def test_an_unknown_tier_on_alerts_is_422_naming_the_tiers(api, path):
+    detail = assert_error(api.get(path, params={"tier": "platnum", "max_events": 1}, headers=TILL), 422)["detail"]
+    assert "tier" in detail and "platinum" in detail and "platnum" not in detail
