@@ -24,6 +24,7 @@ CONTEXTS = ("home", "product", "cart")
 HOME_RECENT_VIEWS = 3
 HOME_RECENT_BUYS = 5
 PERSONAL_CANDIDATES = 30
+BASKET_LINES_READ = 3  # at the till, the popular lists of the basket's most represented lines
 SUBSTITUTE_PENALTY = 0.3
 PRICE_PENALTY = 0.3  # a suggestion far dearer than the basket (rules.far_above_basket)
 BASKET_LINE_WEIGHT = 0.7  # at the till, the basket's share of the line evidence (the rest: history)
@@ -506,9 +507,14 @@ def _score_popularity(request, popularity, catalog, candidates) -> None:
             lists.append((popularity.by_category.get(product.category, []), 0.8,
                           f"popular in {pretty(product.category)}"))
     if request.context == "cart":  # the basket's lines: what fills the till's list after the evidence
-        basket_lines = {retail_rules.line_of(catalog[sku].category) for sku in request.skus
-                        if sku in catalog and "/" in catalog[sku].category}
-        for line in sorted(basket_lines):
+        basket_lines: dict[str, int] = {}
+        for sku in request.skus:
+            product = catalog.get(sku)
+            if product is not None and "/" in product.category:
+                line = retail_rules.line_of(product.category)
+                basket_lines[line] = basket_lines.get(line, 0) + 1
+        # the basket's main lines only: a 100-item basket must not read a hundred lists
+        for line in sorted(basket_lines, key=lambda name: (-basket_lines[name], name))[:BASKET_LINES_READ]:
             lists.append((popularity.by_category.get(line, []), 0.8, f"popular in {pretty(line)}"))
     lists.append((popularity.global_top, 0.6, "popular right now"))
     for ranked, weight, reason in lists:
