@@ -213,7 +213,7 @@ def recommend(
         top = heapq.nsmallest(request.k, scored, key=order)
     else:  # the first places are filled from the whole list, substitutes kept out of them
         top = till.keep_substitutes_out_of_the_top(sorted(scored, key=order), request.k)
-    return [_finish(s, state) for s in top]
+    return [_finish(s, state, lead_with_evidence=till is not None) for s in top]
 
 
 def _excluded(state: CustomerState | None, request: Request, catalog: Mapping[str, Product],
@@ -591,9 +591,14 @@ def _features(cand: _Candidate, product: Product, state: CustomerState | None) -
             "viewed": 1.0 if state is not None and product.sku in state.views else 0.0}  # every view kept
 
 
-def _finish(scored: _Scored, state: CustomerState | None) -> Suggestion:
+def _finish(scored: _Scored, state: CustomerState | None, lead_with_evidence: bool = False) -> Suggestion:
+    """The suggestion as shown. Its reasons go strongest first; at the till, one that goes with
+    the basket (tier 0) leads with that evidence, the reason it ranks where it does."""
     product, cand = scored.product, scored.candidate
     ranked = sorted(cand.reasons.values(), key=lambda vr: -vr[0])
+    if lead_with_evidence and scored.tier == 0 and "complement" in cand.reasons:
+        evidence = cand.reasons["complement"]
+        ranked = [evidence, *(vr for vr in ranked if vr is not evidence)]
     reasons = [text if isinstance(text, str) else text[0].format(*text[1:]) for _, text in ranked]
     return Suggestion(
         sku=product.sku, score=round(scored.score, 6), reasons=reasons, name=product.name,

@@ -258,3 +258,14 @@ def test_a_second_item_of_a_category_is_a_substitute_unless_its_baskets_hold_sev
     assert "CF-2" not in skus(coffee)[:3]
     noodle = recommend(None, Request("cart", ("ND-1",), k=5), neighbors, POPULAR, catalog, RULES)
     assert {"ND-2", "ND-3"} <= set(skus(noodle)[:3])  # 8 % and 7 %: together 15 % of its baskets
+
+
+def test_at_the_till_a_suggestion_that_goes_with_the_basket_leads_with_that_reason():
+    # The customer's own regular buy, bought with the basket item in 30 % of its baskets: the
+    # assistant says first why it goes with the basket, then that the customer buys it.
+    regular = customer(*[purchase(f"p{i}", skus=("SK-1",), ts=day(7 * i), price=8.0) for i in range(4)])
+    neighbors = {"TR-1": [Neighbor("SK-1", 0.05, 0.3)]}
+    out = recommend(regular, Request("cart", ("TR-1",), k=3, now_ms=day(30)), neighbors, POPULAR, CATALOG, RULES)
+    socks = next(s for s in out if s.sku == "SK-1")
+    assert socks.tier == 0 and socks.reasons[0] == "bought with Slim trousers in 30% of baskets"
+    assert "you buy this regularly" in socks.reasons[1:]
