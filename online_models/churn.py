@@ -702,12 +702,6 @@ class ChurnModel:
             median_value_at_risk=_median_value_at_risk(sample, now_ms, params, self.horizon_weeks),
         )
 
-    def with_value_floor(self, sample: PopulationSample, now_ms: int) -> ChurnModel:
-        """The same model with the median value at risk (the alerts' value floor) taken afresh on
-        ``sample``: what a shard too small to fit still knows of its population's value."""
-        return replace(self, median_value_at_risk=_median_value_at_risk(sample, now_ms, self.params,
-                                                                         self.horizon_weeks))
-
     # --- scoring ----------------------------------------------------------------------
 
     def terms(self, rhythm: Rhythm, now_ms: int) -> dict[str, float]:
@@ -1055,9 +1049,6 @@ class Alert:
                 "episode": self.episode, "segment": self.segment}
 
 
-FLOOR_MIN_CUSTOMERS = 10  # sampled customers a shard needs for a value floor before it can fit a model
-
-
 @dataclass(slots=True)
 class PopulationShard:
     """Bounded population statistics of one churn shard (``tiers.shard_of``): value / RFM
@@ -1157,11 +1148,6 @@ class PopulationShard:
         while next_refit <= now_ms:
             if len(self.sample.rows) >= self.min_fit_customers:
                 previous, model, refitted = model, model.refit(self.sample, next_refit), True
-            elif len(self.sample.rows) >= FLOOR_MIN_CUSTOMERS:
-                # Too few to fit, enough for a value floor: without one every alert clears a floor
-                # of 0 (a 200-customer demo has 25 per shard and alerted customers worth little).
-                floored = model.with_value_floor(self.sample, next_refit)
-                model, refitted = floored, refitted or floored != model
             next_refit += every
         self.clock, self.next_refit, self.model, self.previous = now_ms, next_refit, model, previous
         return refitted

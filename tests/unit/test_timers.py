@@ -135,24 +135,3 @@ def test_the_value_floor_is_relative_to_the_population():
     assert shard.update("c-1", buyer.view, None, buyer.state.sketch_keys(buyer.view), T0 + 35 * DAY_MS) == (None, None)
 
 
-
-def test_a_shard_too_small_to_fit_still_takes_a_value_floor_from_its_sample():
-    from online_models.churn import FLOOR_MIN_CUSTOMERS, PopulationShard
-    from tests.unit.helpers import Observed
-    from tests.unit.helpers import purchase as bought
-
-    shard = PopulationShard()
-    assert FLOOR_MIN_CUSTOMERS <= 20 < shard.min_fit_customers  # a demo's shard: 25 customers
-    for c in range(20):
-        buyer = Observed(f"c-{c}")
-        for n in range(4):
-            buyer.observe(bought(f"p{c}-{n}", customer=f"c-{c}", ts=T0 + n * 7 * DAY_MS, price=100.0))
-        shard.update(f"c-{c}", buyer.view, None, buyer.state.sketch_keys(buyer.view), T0 + 21 * DAY_MS)
-    shard.tick(T0 + 22 * DAY_MS)
-    assert shard.tick(T0 + 40 * DAY_MS)  # the weekly refit time passed: the shard is written
-    assert shard.model.fitted_at is None and shard.model.median_value_at_risk > 0  # not fitted, floored
-    cheap = Observed("c-cheap")
-    for n in range(4):
-        cheap.observe(bought(f"q{n}", customer="c-cheap", ts=T0 + n * 7 * DAY_MS, price=1.0))
-    assert shard.update("c-cheap", cheap.view, None, cheap.state.sketch_keys(cheap.view), T0 + 41 * DAY_MS) == (
-        None, None)  # a customer worth a hundredth of the others is not worth a call
