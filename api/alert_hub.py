@@ -21,6 +21,7 @@ from redis.exceptions import RedisError
 from api.deps import now_ms
 from api.store import Store, alert_entry
 from online_models import answers, offers
+from online_models.customer import CustomerState
 
 log = logging.getLogger("omnirec.api")
 READ_BLOCK_MS = 1000
@@ -62,7 +63,7 @@ class AlertHub:
                     continue
                 batch = [alert_entry(entry) for entry in reply[0][1]]
                 last_id = batch[-1]["id"]
-                await enrich(self.store, self.arbitration, batch, self.client)
+                batch = await enrich(self.store, self.arbitration, batch, self.client)
             except RedisError as exc:
                 log.warning("alert stream reader: %s; retrying in %g s", exc, RETRY_S)
                 await asyncio.sleep(RETRY_S)
@@ -79,23 +80,40 @@ class AlertHub:
                 self.subscribers.discard(sub)
 
 
-async def enrich(store: Store, arbitration: offers.ArbitrationSettings, batch: list[dict],
-                 client: aioredis.Redis | None = None) -> None:
-    """Each alert's value tier (from the population as it is now: the flow raises alerts without
-    one) and, for those worth a call, the next best offer in a churn-alert context (the same gates
-    as any next best offer, so the suggestion may be none). One pipelined profile read."""
-    if not batch:
-        return
-    states = await store.profiles([alert["customer_id"] for alert in batch], client)
-    for alert, state in zip(batch, states):
-        answers.mark_came_back(alert, state)
-    median = store.population.median_value_at_risk()
-    worth = {id(alert) for alert in answers.alerts_by_value(batch, median)}
-    now = now_ms()
-    for alert, state in zip(batch, states):
+async def still_away(store: Store, alerts: list[dict],
+                     client: aioredis.Redis | None = None) -> tuple[list[dict], dict[str, CustomerState | None]]:
+    """The alerts whose customers have not bought since (``answers.came_back``), each with its
+    value tier from the population as it is now (the flow raises alerts without one: a rank in a
+    population that was still moving when the timer was set), and their profiles by alert id.
+    One pipelined profile read."""
+    if not alerts:
+        return [], {}
+    states = await store.profiles([alert["customer_id"] for alert in alerts], client)
+    away = [(alert, state) for alert, state in zip(alerts, states) if not answers.came_back(alert, state)]
+    for alert, state in away:
         if alert.get("tier") is None:
             alert["tier"] = store.population.tier_of(state) if state is not None else None
-        if id(alert) in worth:
-            alert["suggested_offer"] = answers.win_back_suggestion(
-                store.offers.values(), store.offer_stats, state, alert.get("tier"),
-                store.population.churn_score(state, now), store.catalog, arbitration, now, seed=secrets.randbits(63))
+    return [alert for alert, _ in away], {alert["id"]: state for alert, state in away}
+
+
+async def enrich(store: Store, arbitration: offers.ArbitrationSettings, batch: list[dict],
+                 client: aioredis.Redis | None = None) -> list[dict]:
+    """The batch's alerts whose customers are still away (``still_away``: a left-out alert counts
+    as sent, so resuming loses nothing) and, for those worth a call, the next best offer in a
+    churn-alert context (the same gates as any next best offer, so the suggestion may be none)."""
+    away, states = await still_away(store, batch, client)
+    suggest_win_back(store, arbitration, answers.alerts_by_value(away, store.population.median_value_at_risk()), states)
+    return away
+
+
+def suggest_win_back(store: Store, arbitration: offers.ArbitrationSettings, alerts: list[dict],
+                     states: dict[str, CustomerState | None]) -> None:
+    """Attach to each alert the next best offer in a churn-alert context (the same gates as any
+    next best offer: a win-back only while they are lapsing or at risk, no price cut for who
+    returned everything), so the suggestion may be none."""
+    now = now_ms()
+    for alert in alerts:
+        state = states[alert["id"]]
+        alert["suggested_offer"] = answers.win_back_suggestion(
+            store.offers.values(), store.offer_stats, state, alert.get("tier"),
+            store.population.churn_score(state, now), store.catalog, arbitration, now, seed=secrets.randbits(63))

@@ -75,18 +75,17 @@ def win_back_suggestion(all_offers: Iterable[offers.Offer], offer_stats: Mapping
                                          arbitration.for_suggestions(), seed=seed))
 
 
-def mark_came_back(alert: dict[str, Any], state: CustomerState | None) -> None:
-    """Mark a churn alert whose customer has bought since the lapse it follows (its ``episode``,
+def came_back(alert: Mapping[str, Any], state: CustomerState | None) -> bool:
+    """Whether a churn alert's customer has bought since the lapse it follows (its ``episode``,
     the last purchase before the silence): they are back, and the alert is no longer worth a
-    call (``alerts_by_value`` leaves it out). The demo's retention list showed only such alerts.
+    call. The demo's retention list showed only such alerts; the API leaves them out.
 
-    >>> alert = {"id": "1-0", "episode": 100, "value_at_risk": 50.0}
-    >>> mark_came_back(alert, None); alert["came_back"]
+    >>> came_back({"id": "1-0", "episode": 100, "value_at_risk": 50.0}, None)
     False
     """
     episode = alert.get("episode")
     last = state.last_purchase_ts if state is not None else None
-    alert["came_back"] = episode is not None and last is not None and last > int(episode)
+    return episode is not None and last is not None and last > int(episode)
 
 
 def alerts_by_value(alerts: Iterable[dict[str, Any]], median_value_at_risk: float | None,
@@ -94,7 +93,7 @@ def alerts_by_value(alerts: Iterable[dict[str, Any]], median_value_at_risk: floa
     """Churn alerts worth a retention call, most value at risk first: those whose value at risk
     clears the value floor (``rules.clears_value_floor``, relative to the population's median
     value at risk) and, when ``tier`` is given, of that tier; ties by the alert's id (the order
-    they were raised in). An alert whose customer came back (``mark_came_back``) is left out.
+    they were raised in).
 
     >>> found = alerts_by_value([{"id": "1-0", "value_at_risk": 0.0}, {"id": "2-0", "value_at_risk": 90.0},
     ...                          {"id": "3-0", "value_at_risk": 300.0}, {"id": "4-0", "value_at_risk": 40.0}], 100.0)
@@ -102,7 +101,7 @@ def alerts_by_value(alerts: Iterable[dict[str, Any]], median_value_at_risk: floa
     ['3-0', '2-0']
     """
     kept = [a for a in alerts if rules.clears_value_floor(float(a.get("value_at_risk") or 0.0), median_value_at_risk)
-            and (tier is None or a.get("tier") == tier) and not a.get("came_back")]
+            and (tier is None or a.get("tier") == tier)]
     kept.sort(key=lambda a: (-float(a["value_at_risk"]), stream_order(a["id"])))
     return kept if limit is None else kept[:limit]
 

@@ -624,14 +624,9 @@ def cell_in_words(cell: str) -> str:
         return "new customers" if cell == "new" else "customers who buy on discount and return a lot"
     lines, _, rest = cell.partition("|")
     behaviour = rest.split("|")[0] if rest else "regular"
-    shown = [line_in_words(line) for line in lines.split("+") if line and line != "none"]
+    shown = [rules.category_in_words(line) for line in lines.split("+") if line and line != "none"]
     named = " and ".join(shown) if shown else "the shop"
     return f"{_BEHAVIOUR_WORDS.get(behaviour, 'customers of')} {named}"
-
-
-def line_in_words(line: str) -> str:
-    """'kids/boys' → 'Kids/Boys': a line of the retailer's own taxonomy, capitalised."""
-    return "/".join(part.replace("-", " ").capitalize() for part in line.split("/"))
 
 
 def _context_words(context: str | None) -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -171,10 +171,10 @@ def recommend(
     if state is not None:
         _score_personal(state, shares, popularity, catalog, rules, repeats, candidates, request.context, now_ms)
         _score_neighbours(state, neighbors, candidates, request.context)
-    _score_popularity(request, popularity, catalog, candidates)
+    till = _Till.of(request, state, catalog, shares, neighbors) if request.context == "cart" else None
+    _score_popularity(request, popularity, catalog, candidates, till.lines if till else ())
 
     excluded, excluded_categories = _excluded(state, request, catalog, now_ms)
-    till = _Till.of(request, state, catalog, shares, neighbors) if request.context == "cart" else None
     line_shares = till.line_shares if till else shares
     scored: list[_Scored] = []
     weight_of = _weight_table(weights or FITTED.get(request.context, TILL_WEIGHTS))
@@ -280,7 +280,8 @@ class _Till:
     max_price: float
     usual_item_price: float | None
     line_shares: dict[str, float]
-    lines: tuple[str, ...] = ()  # the basket's lines (``rules.line_of``), where the taxonomy has them
+    # the basket's lines (``rules.line_of``), where the taxonomy has them: most represented first
+    lines: tuple[str, ...] = ()
     # basket categories whose items' baskets often hold another item of the same category
     multi_categories: frozenset[str] = frozenset()
 
@@ -294,9 +295,8 @@ class _Till:
         for category, share in shares.items():
             line[category] = line.get(category, 0.0) + (1 - BASKET_LINE_WEIGHT if basket else 1.0) * share
         usual = state.gross / state.units if state is not None and state.units > 0 else None
-        lines = tuple(sorted({retail_rules.line_of(p.category) for p in basket if "/" in p.category}))
-        return cls({p.category for p in basket}, max((p.price for p in basket), default=0.0), usual, line, lines,
-                   _held_in_numbers(basket, catalog, neighbors or {}))
+        return cls({p.category for p in basket}, max((p.price for p in basket), default=0.0), usual, line,
+                   _lines_by_count(basket), _held_in_numbers(basket, catalog, neighbors or {}))
 
     def place(self, entry: _Scored) -> None:
         product = entry.product
@@ -496,8 +496,20 @@ def _blended_cycle(own: float | None, own_gaps: int, usual: float | None) -> flo
     return math.expm1((own_gaps * math.log1p(own) + PRIOR_BUYERS * math.log1p(usual)) / (own_gaps + PRIOR_BUYERS))
 
 
-def _score_popularity(request, popularity, catalog, candidates) -> None:
-    """Popular items as candidates; the closer the list to the context, the more it counts."""
+def _lines_by_count(basket: Sequence[Product]) -> tuple[str, ...]:
+    """The basket's lines (``rules.line_of``), where the taxonomy has them: the one with most items
+    first, ties by name."""
+    counts: dict[str, int] = {}
+    for product in basket:
+        if "/" in product.category:
+            line = retail_rules.line_of(product.category)
+            counts[line] = counts.get(line, 0) + 1
+    return tuple(sorted(counts, key=lambda name: (-counts[name], name)))
+
+
+def _score_popularity(request, popularity, catalog, candidates, basket_lines: Sequence[str] = ()) -> None:
+    """Popular items as candidates; the closer the list to the context, the more it counts.
+    ``basket_lines``: at the till, the basket's lines, most represented first."""
     lists: list[tuple[list[str], float, str]] = []
     if request.store_id and request.store_id in popularity.by_store:
         lists.append((popularity.by_store[request.store_id], 1.0, f"popular in store {request.store_id}"))
@@ -506,16 +518,10 @@ def _score_popularity(request, popularity, catalog, candidates) -> None:
         if product is not None:
             lists.append((popularity.by_category.get(product.category, []), 0.8,
                           f"popular in {pretty(product.category)}"))
-    if request.context == "cart":  # the basket's lines: what fills the till's list after the evidence
-        basket_lines: dict[str, int] = {}
-        for sku in request.skus:
-            product = catalog.get(sku)
-            if product is not None and "/" in product.category:
-                line = retail_rules.line_of(product.category)
-                basket_lines[line] = basket_lines.get(line, 0) + 1
-        # the basket's main lines only: a 100-item basket must not read a hundred lists
-        for line in sorted(basket_lines, key=lambda name: (-basket_lines[name], name))[:BASKET_LINES_READ]:
-            lists.append((popularity.by_category.get(line, []), 0.8, f"popular in {pretty(line)}"))
+    # at the till, the basket's main lines fill the list after the evidence (only the main ones:
+    # a 100-item basket must not read a hundred lists)
+    for line in basket_lines[:BASKET_LINES_READ]:
+        lists.append((popularity.by_category.get(line, []), 0.8, f"popular in {pretty(line)}"))
     lists.append((popularity.global_top, 0.6, "popular right now"))
     for ranked, weight, reason in lists:
         for rank, sku in enumerate(ranked[:PERSONAL_CANDIDATES]):
@@ -628,4 +634,4 @@ def _under(category: str, prefix: str) -> bool:
 @lru_cache(maxsize=65_536)
 def pretty(category: str) -> str:
     """'kids/boys/shirts' → 'Boys/Shirts' (the last two levels read best in a sentence)."""
-    return "/".join(part.replace("-", " ").capitalize() for part in category.split("/")[-2:])
+    return retail_rules.category_in_words(category, 2)

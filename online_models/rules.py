@@ -448,6 +448,17 @@ def offer_suitability(kind: str, *, purchases: int = 0, net_value: float = 0.0,
     return True, "suitable"
 
 
+def category_in_words(category: str, last_levels: int | None = None) -> str:
+    """A category path of the retailer's own taxonomy as it reads in a sentence, capitalised,
+    optionally its last levels only.
+
+    >>> category_in_words("kids/boys"), category_in_words("kids/boys/cargo-trousers", 2)
+    ('Kids/Boys', 'Boys/Cargo trousers')
+    """
+    parts = category.split("/")
+    return "/".join(part.replace("-", " ").capitalize() for part in parts[-last_levels if last_levels else 0:])
+
+
 def days_ago(days: float) -> str:
     """A past day in words (whole days): "today", "yesterday", "3 days ago".
 

@@ -4,21 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import re
-import secrets
 from typing import Annotated, Literal
 
 import orjson
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response, StreamingResponse
 
-from api.alert_hub import AlertHub, enrich
+from api.alert_hub import AlertHub, enrich, still_away, suggest_win_back
 from api.auth import ProfileScope
-from api.deps import AlertHubDep, ArbitrationDep, StoreDep, now_ms
+from api.deps import AlertHubDep, ArbitrationDep, StoreDep
 from api.errors import KEYED, invalid, responses
 from api.responses import json_response
 from api.schemas import ChurnAlerts
 from api.store import Store
-from online_models import answers, offers, tiers
+from online_models import answers, tiers
 from online_models.events import parse_ts
 
 router = APIRouter(tags=["churn"])
@@ -59,10 +58,10 @@ async def churn_alerts(
     most valuable among the next ``ALERT_SCAN`` alerts after ``since``; ``next`` is the last alert
     read, so polling with it sees only newer ones. ``order=time``: as raised."""
     _check_tier(tier)
-    entries = await store.alerts(_stream_start(since), count=ALERT_SCAN if order == "value" else limit * 4)
-    states = dict(zip((a["id"] for a in entries), await _with_tiers(store, entries)))
+    read = await store.alerts(_stream_start(since), count=ALERT_SCAN if order == "value" else limit * 4)
+    last_read = read[-1]["id"] if read else None
+    entries, states = await still_away(store, read)
     median = store.population.median_value_at_risk()
-    last_read = entries[-1]["id"] if entries else None
     if order == "time":
         kept = sorted(answers.alerts_by_value(entries, median, tier), key=lambda a: answers.stream_order(a["id"]))
         chosen = kept[:limit]
@@ -71,7 +70,7 @@ async def churn_alerts(
         last = chosen[-1]["id"] if len(kept) > limit else last_read
     else:
         chosen, last = answers.alerts_by_value(entries, median, tier, limit), last_read
-    await _suggest_win_back(store, arbitration, [(alert, states[alert["id"]]) for alert in chosen])
+    suggest_win_back(store, arbitration, chosen, states)
     return json_response({"alerts": chosen, "next": last or since})
 
 
@@ -133,9 +132,7 @@ CATCH_UP_MAX = 10_000  # alerts re-read on a resume (the stream itself keeps chu
 
 async def _catch_up(store: Store, hub: AlertHub, after_id: str) -> list[dict]:
     """The alerts raised after `after_id` that the live reader may have passed already."""
-    batch = await store.alerts("(" + after_id, CATCH_UP_MAX)
-    await enrich(store, hub.arbitration, batch)
-    return batch
+    return await enrich(store, hub.arbitration, await store.alerts("(" + after_id, CATCH_UP_MAX))
 
 
 def _batch_events(batch: list[dict], store: Store, tier: str | None, max_events: int | None, sent: int):
@@ -165,29 +162,3 @@ def _stream_start(since: str | None) -> str:
     except ValueError:  # its message quotes the value: the API never echoes what it was sent
         raise invalid(("query", "since"), "must be an alert id (ms-seq), an ISO-8601 time with a time zone, "
                       "or epoch ms within the years 1 to 9999") from None
-
-
-async def _with_tiers(store: Store, alerts: list[dict]) -> list:
-    """The alerted customers' profiles (one pipelined read), whether each came back since
-    (``answers.mark_came_back``), and each alert's value tier from the population as it is now:
-    the flow raises alerts without one (a rank in a population that was still moving when the
-    timer was set)."""
-    if not alerts:
-        return []
-    states = await store.profiles([alert["customer_id"] for alert in alerts])
-    for alert, state in zip(alerts, states):
-        answers.mark_came_back(alert, state)
-        if alert.get("tier") is None:
-            alert["tier"] = store.population.tier_of(state) if state is not None else None
-    return states
-
-
-async def _suggest_win_back(store: Store, arbitration: offers.ArbitrationSettings, alerts: list[tuple]) -> None:
-    """Attach the next best offer in a churn-alert context to each (alert, profile): the same
-    gates as any next best offer (a win-back only while they are lapsing or at risk, no price
-    cut for who returned everything), so the suggestion may be none."""
-    now = now_ms()
-    for alert, state in alerts:
-        alert["suggested_offer"] = answers.win_back_suggestion(
-            store.offers.values(), store.offer_stats, state, alert.get("tier"), store.population.churn_score(state, now),
-            store.catalog, arbitration, now, seed=secrets.randbits(63))
