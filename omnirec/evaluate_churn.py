@@ -313,7 +313,8 @@ class Replay:
         """What the API holds of the population shards (models and merged sketches)."""
         states = self.runner.states["population"]
         return Population.merge(self.settings.churn_shards, {
-            int(key.split(":")[1]): (state.model, state.sketch) for key, state in states.items()})
+            int(key.split(":")[1]): (state.model, state.sketch, state.small_sample_rows())
+            for key, state in states.items()})
 
 
 # --------------------------------------------------------------------------- the protocol

@@ -364,14 +364,18 @@ def format_ts(ts_ms: int) -> str:
 
 
 def iter_events(n_customers: int, start_ts_ms: int, seed: int,
-                catalog: Sequence[dict[str, Any]], *, days: float | None = 90) -> Iterator[dict]:
-    """Envelopes of `n_customers` shoppers over `days` (None: endless), in event-time order."""
+                catalog: Sequence[dict[str, Any]], *, days: float | None = 90,
+                lapse_within_days: float | None = None) -> Iterator[dict]:
+    """Envelopes of `n_customers` shoppers over `days` (None: endless), in event-time order.
+    Lapses fall at 25–70 % of `days`, or of `lapse_within_days` for an endless stream: the live
+    demo's history, so that by the time it goes live some customers have stayed away for weeks
+    (without it, days 20–60)."""
     index = CatalogIndex(catalog)
     end_ms = math.inf if days is None else start_ts_ms + int(days * DAY_MS)
     lives = []
     for i in range(n_customers):
         rng = _customer_rng(seed, i)
-        customer = _make_customer(rng, i, index, days)
+        customer = _make_customer(rng, i, index, days if days is not None else lapse_within_days)
         lives.append(Shopper(customer, index, rng).events(start_ts_ms, end_ms))
     for _ts, event in heapq.merge(*lives, key=lambda timed: timed[0]):
         yield event
@@ -733,7 +737,8 @@ def main(customers: int = 200, rate: float = 50.0, duration: float | None = None
 
     settings = settings or get_settings()
     now = _now_ms()
-    events = iter_events(customers, now - int(history_days * DAY_MS), seed, catalog, days=None)
+    events = iter_events(customers, now - int(history_days * DAY_MS), seed, catalog, days=None,
+                         lapse_within_days=history_days or None)
     sent = 0
     if history_days > 0:
         past, events = _split_at(events, now)

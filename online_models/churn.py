@@ -978,6 +978,22 @@ def _median_value_at_risk(sample: PopulationSample, now_ms: int, params: BGNBDPa
     return round(math.exp(round(math.log(median) / 0.02) * 0.02), 2) if median > 0 else 0.0
 
 
+def pooled_median_value_at_risk(rows: Sequence[Sequence[Any]], model: ChurnModel,
+                                t: rules.Thresholds = rules.DEFAULT) -> float | None:
+    """The population's median value at risk where its shards are too small to fit a model each
+    (fewer than ``min_fit_customers`` sampled: a shop of a few hundred customers split 8 ways):
+    their sample rows pooled (shards hold disjoint customers), valued with the model they score
+    with (``model``), as of the newest event among them, so that the figure depends on the rows
+    alone, never on when it was computed. Without it such a population had no value floor (the
+    demo's alerts went to customers worth 28–66). ``None`` under ``value_floor_min_customers``
+    rows: the median of a handful is no floor."""
+    if len(rows) < t.value_floor_min_customers:
+        return None
+    pooled = PopulationSample(len(rows), {str(i): list(row) for i, row in enumerate(rows)})
+    newest = max(int(row[7]) for row in rows)
+    return _median_value_at_risk(pooled, newest, model.params, model.horizon_weeks)
+
+
 def _sigmoid(z: float) -> float:
     return 1.0 / (1.0 + math.exp(-max(-700.0, min(700.0, z))))
 
@@ -1151,6 +1167,13 @@ class PopulationShard:
             next_refit += every
         self.clock, self.next_refit, self.model, self.previous = now_ms, next_refit, model, previous
         return refitted
+
+    def small_sample_rows(self) -> list[list] | None:
+        """The sample's rows, in hash order, while the shard is too small to fit a model of its
+        own (``pooled_median_value_at_risk`` values them with the other small shards'); else None."""
+        if len(self.sample.rows) >= self.min_fit_customers:
+            return None
+        return sorted(self.sample.rows.values())
 
     def refit(self, now_ms: int) -> bool:
         if len(self.sample.rows) < self.min_fit_customers:

@@ -325,14 +325,20 @@ def decode_ranker(raw: bytes) -> RankerWeights:
 
 
 def encode_churn_shard(shard: PopulationShard) -> bytes:
-    """What readers need of a churn shard: its population model and its sketches."""
-    return orjson.dumps({"v": SCHEMA_VERSION, "model": shard.model.to_dict(), "sketch": shard.sketch.to_dict(),
-                         "threshold": shard.threshold}, option=orjson.OPT_SORT_KEYS)
+    """What readers need of a churn shard: its population model and its sketches, and while it is
+    too small to fit a model, its sample (at most ``min_fit_customers`` rows: readers pool the
+    small shards' samples for the alerts' value floor)."""
+    blob = {"v": SCHEMA_VERSION, "model": shard.model.to_dict(), "sketch": shard.sketch.to_dict(),
+            "threshold": shard.threshold}
+    small = shard.small_sample_rows()
+    if small is not None:
+        blob["small_sample"] = small
+    return orjson.dumps(blob, option=orjson.OPT_SORT_KEYS)
 
 
-def decode_churn_shard(raw: bytes) -> tuple[ChurnModel, PopulationSketch]:
+def decode_churn_shard(raw: bytes) -> tuple[ChurnModel, PopulationSketch, list | None]:
     blob = _load(raw)
-    return ChurnModel.from_dict(blob["model"]), PopulationSketch.from_dict(blob["sketch"])
+    return ChurnModel.from_dict(blob["model"]), PopulationSketch.from_dict(blob["sketch"]), blob.get("small_sample")
 
 
 def alert_id(alert: Alert) -> str:

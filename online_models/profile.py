@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from online_models import decay, rules, tiers
-from online_models.churn import ChurnModel
+from online_models.churn import ChurnModel, pooled_median_value_at_risk
 from online_models.customer import CustomerState
 from online_models.events import Product, format_ts
 from online_models.ranking import pretty
@@ -24,12 +24,17 @@ class Population:
     sketch: tiers.PopulationSketch = field(default_factory=tiers.PopulationSketch)
     shards: int = 8
     value_tiers: tiers.ValueTiers | None = None
+    pooled_median: float | None = None  # of the small shards' pooled samples (``pooled_median_value_at_risk``)
 
     @classmethod
-    def merge(cls, shards: int, published: Mapping[int, tuple[ChurnModel, tiers.PopulationSketch]]) -> Population:
-        sketch = tiers.PopulationSketch.merged(s for _, s in published.values())
+    def merge(cls, shards: int,
+              published: Mapping[int, tuple[ChurnModel, tiers.PopulationSketch, list | None]]) -> Population:
+        """``published``: per shard, its model, sketches, and its sample while too small to fit."""
+        sketch = tiers.PopulationSketch.merged(s for _, s, _ in published.values())
         value_tiers = sketch.tiers() if published else None
-        return cls({i: model for i, (model, _) in published.items()}, sketch, shards, value_tiers)
+        small = [(model, rows) for model, _, rows in published.values() if rows]
+        pooled = pooled_median_value_at_risk([row for _, rows in small for row in rows], small[0][0]) if small else None
+        return cls({i: model for i, (model, _, _) in published.items()}, sketch, shards, value_tiers, pooled)
 
     def tier_of(self, state: CustomerState) -> str | None:
         return self.value_tiers.tier_of_log(state.rhythm_view().value_log()) if self.value_tiers else None
@@ -43,9 +48,10 @@ class Population:
 
     def median_value_at_risk(self) -> float | None:
         """The population's median value at risk (the shards' models, each fitted on its own
-        sample): what the churn alerts' value floor is relative to."""
+        sample; where none is fitted yet, the small shards' samples pooled): what the churn
+        alerts' value floor is relative to."""
         values = sorted(m.median_value_at_risk for m in self.models.values() if m.median_value_at_risk)
-        return values[len(values) // 2] if values else None
+        return values[len(values) // 2] if values else self.pooled_median
 
     def assess(self, state: CustomerState, now_ms: int) -> dict[str, Any]:
         """Tier, RFM cell, behaviour segment and churn score of one customer, with reasons."""

@@ -64,6 +64,7 @@ class Thresholds:
     # Value floor for churn alerts and red-carpet offers.
     value_floor_share_of_median: float = 0.5
     value_floor_min: float = 0.0
+    value_floor_min_customers: int = 20  # sampled customers a population median needs (``churn.pooled_…``)
 
 
 DEFAULT = Thresholds()

@@ -344,6 +344,8 @@ SEGMENT_RULES: dict[str, str] = {
               "days, and still buying to their rhythm"),
     "lapsed": (f"no purchase for more than max({_T.lapsed_min_days:g} days, {_T.lapsed_gaps:g}× their "
                "usual gap between purchases)"),
+    "lapsing": (f"no purchase for more than max({_T.lapsing_min_days:g} days, {_T.lapsing_gaps:g}× their "
+                "usual gap between purchases), not yet lapsed"),
     "returner": (f"returned {_T.returner_rate:.0%} or more of the value bought, over at least "
                  f"{_T.returner_min_purchases} purchases"),
     "omnichannel": "bought both in store and on the web / app",
@@ -353,8 +355,10 @@ SEGMENT_RULES: dict[str, str] = {
     "web_only": "buys only on the web / app, never visited a store",
 }
 # The primary segment is the first that applies, in this order.
+# "lapsing" comes last: every customer of the retention list is lapsing, and their channel habit
+# says more there; it is in ``segments`` for offers and the profile.
 SEGMENT_ORDER = ("prospect", "new", "lapsed", "returner", "loyal", "omnichannel", "web_browses_store_buys",
-                 "store_only", "web_only")
+                 "store_only", "web_only", "lapsing")
 
 
 def segments(rhythm: Any, now_ms: int) -> list[str]:
@@ -368,8 +372,9 @@ def segments(rhythm: Any, now_ms: int) -> list[str]:
         out.append("new")
     days_since = (now_ms - rhythm.last_purchase_ts) / DAY_MS
     usual = rules.usual_gap_days(rhythm.gap_n, rhythm.gap_mean)
-    if rules.is_lapsed(days_since, usual):
-        out.append("lapsed")
+    stage = rules.lapse_stage(days_since, usual)
+    if stage is not None:  # "lapsed" (gone), or "lapsing" (slipping away: the retention list's customers)
+        out.append(stage)
     returner = rules.returns_a_lot(rhythm.return_rate(), rhythm.purchases)
     if returner:
         out.append("returner")

@@ -198,8 +198,11 @@ def test_segments_on_crafted_histories():
     lapsed = Observed()
     for n in (0, 10, 20, 30):
         buy(lapsed, n, "store")
-    assert tiers.segment(lapsed, day(100)) == "store_only"  # 70 days: not yet
+    assert tiers.segment(lapsed, day(100)) == "store_only"  # 70 days: not yet lapsed ...
+    assert "lapsing" in tiers.segments(lapsed, day(100))  # ... but slipping away (7 gaps of 10 days)
+    assert "lapsing" not in tiers.segments(lapsed, day(40))  # 10 days: their rhythm
     assert tiers.segment(lapsed, day(30 + 181)) == "lapsed"
+    assert "lapsing" not in tiers.segments(lapsed, day(30 + 181))  # one stage at a time
 
     assert tiers.segment(Observed(), day(0)) == "prospect"
     assert set(tiers.SEGMENT_ORDER) == set(tiers.SEGMENT_RULES)  # every segment has its rule written

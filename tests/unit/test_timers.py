@@ -135,3 +135,25 @@ def test_the_value_floor_is_relative_to_the_population():
     assert shard.update("c-1", buyer.view, None, buyer.state.sketch_keys(buyer.view), T0 + 35 * DAY_MS) == (None, None)
 
 
+
+
+def test_a_population_too_small_to_fit_a_model_still_has_a_value_floor():
+    """Forty customers over two churn shards: neither fits a model (fewer than 50 sampled
+    each), so the readers' floor comes from the two shards' samples pooled. A lapsing customer
+    who spent little is left out; one who spent a lot is listed."""
+    from online_models import answers, keys
+    from online_models.profile import Population
+
+    records = [p for i in range(40) for p in regular(f"c-{i:02d}", value=40.0)]
+    records += regular("c-small", value=2.0) + regular("c-big", value=400.0)
+    alerts, runner = run(raws(records), until_day=400)
+    shards = runner.states["population"]
+    assert all(state.model.median_value_at_risk is None for state in shards.values())  # no fit: no floor in the flow
+    published = {int(key.split(":")[1]): keys.decode_churn_shard(keys.encode_churn_shard(state))
+                 for key, state in shards.items()}
+    population = Population.merge(ENGINE.churn_shards, published)
+    median = population.median_value_at_risk()
+    assert median is not None
+    listed = answers.alerts_by_value([{**a.to_dict(), "id": f"{n}-0"} for n, a in enumerate(alerts)], median)
+    names = {a["customer_id"] for a in listed}
+    assert "c-big" in names and "c-small" not in names
