@@ -65,6 +65,11 @@ class AlertHub:
                 last_id = batch[-1]["id"]
                 batch = await enrich(self.store, self.arbitration, batch, self.client)
             except RedisError as exc:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    # redis-py turns a cancel during the blocking read into "Connection closed":
+                    # the app is shutting down (it waited 5 s for this task in the demo's log)
+                    raise asyncio.CancelledError from exc
                 log.warning("alert stream reader: %s; retrying in %g s", exc, RETRY_S)
                 await asyncio.sleep(RETRY_S)
                 continue

@@ -58,15 +58,17 @@ class Population:
         rhythm = state.rhythm_view()
         model = self.models.get(tiers.shard_of(state.customer_id, self.shards), ChurnModel())
         score = model.score(rhythm, now_ms)
+        verdicts = rule_verdicts(state, now_ms)
         return {
             "tier": self.tier_of(state),
             "rfm": self.sketch.rfm(rhythm.value_log(), rhythm.last_purchase_ts, rhythm.purchases)
             if self.value_tiers else None,
             "segment": tiers.segment(rhythm, now_ms),
             "segments": tiers.segments(rhythm, now_ms),
-            "rules": rule_verdicts(state, now_ms),
+            "rules": verdicts,
             "churn": {
                 "score": None if score is None else round(score, 4),
+                "risk": rules.churn_risk(score, verdicts["lapse"]),
                 "reasons": model.reasons(rhythm, now_ms) if score is not None else [],
                 "value_at_risk": round(model.value_at_risk(rhythm, now_ms), 2) if score is not None else 0.0,
             },

@@ -47,6 +47,9 @@ class Thresholds:
     loyal_min_purchases: int = 6  # purchase days that make a regular
     loyal_min_tenure_days: float = 90.0  # ... over at least this long since the first purchase
     # Offer suitability by kind.
+    # Churn risk as the sales assistant sees it (the profile's ``churn.risk``).
+    churn_risk_high: float = 0.7
+    churn_risk_medium: float = 0.4
     win_back_min_churn_score: float = 0.5  # a win-back needs lapsing, or a churn score at least this
     win_back_min_silent_days: float = 7.0  # and, unless lapsing, this many days of silence
     # Repeat purchase: below this share of its buyers buying it again, an item is a durable,
@@ -185,6 +188,25 @@ def lapsing_after_days(usual_gap: float | None, t: Thresholds = DEFAULT) -> floa
 def is_lapsing(days_since_purchase: float, usual_gap: float | None, t: Thresholds = DEFAULT) -> bool:
     """Slipping away or already gone (``lapse_stage`` is not ``None``)."""
     return lapse_stage(days_since_purchase, usual_gap, t) is not None
+
+
+def churn_risk(score: float | None, lapse: str | None, t: Thresholds = DEFAULT) -> str:
+    """The churn risk a sales assistant is told: "high" from a score of ``churn_risk_high`` (0.7)
+    or whenever the customer is lapsing (their own rhythm says so, whatever a population model
+    that has not seen enough customers yet scores: the demo's card said "Low" for a customer on
+    the retention list), "medium" from ``churn_risk_medium`` (0.4), else "low"; "unknown"
+    without a score (no purchase yet).
+
+    >>> churn_risk(0.8, None), churn_risk(0.17, "lapsing"), churn_risk(0.5, None), churn_risk(0.1, None)
+    ('high', 'high', 'medium', 'low')
+    >>> churn_risk(None, None)
+    'unknown'
+    """
+    if score is None:
+        return "unknown"
+    if lapse is not None or score >= t.churn_risk_high:
+        return "high"
+    return "medium" if score >= t.churn_risk_medium else "low"
 
 
 def is_lapsed(days_since_purchase: float, usual_gap: float | None, t: Thresholds = DEFAULT) -> bool:

@@ -1,6 +1,6 @@
 // The checkout assistant: identify the customer, build the basket, see their profile at a
 // glance, cross-sell for the basket and the next best offer (with feedback).
-import { announce, api, ApiError, debounce, h, money, percent, riskLevel, setupKeyForm } from "./common.js";
+import { announce, api, ApiError, debounce, h, money, percent, setupKeyForm } from "./common.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -57,7 +57,7 @@ function preferredChannel(mix) {
 function renderCustomer(profile) {
   const value = profile.value || {};
   const churn = value.churn || {};
-  const level = riskLevel(churn.score);
+  const level = churn.risk || "unknown"; // the engine's rule (rules.churn_risk): lapsing is high
   const channel = preferredChannel(profile.channel_mix);
   const rfm = profile.rfm || {};
   const recent = [

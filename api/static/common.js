@@ -72,14 +72,6 @@ export const money = (value) =>
 export const percent = (share, digits = 0) =>
   share === null || share === undefined ? "—" : `${(share * 100).toFixed(digits)}%`;
 
-/** Churn score → "low" | "medium" | "high" | "unknown" (green / amber / red / grey). */
-export function riskLevel(score) {
-  if (score === null || score === undefined) return "unknown";
-  if (score >= 0.7) return "high";
-  if (score >= 0.4) return "medium";
-  return "low";
-}
-
 /** Tell screen-reader users (and everybody) what just happened. */
 export function announce(message, kind = "info") {
   const status = document.getElementById("status");

@@ -116,7 +116,9 @@ function compareIds(a, b) {
 function alertCard(alert) {
   const handled = state.handled[alert.alert_id];
   const offer = alert.suggested_offer;
-  const when = new Date(Number(alert.id.split("-")[0]));
+  // when their silence passed their own rhythm (event time), not when the alert was written:
+  // a replayed history writes every alert at once
+  const when = new Date(alert.ts_ms ?? Number(alert.id.split("-")[0]));
   const status = h("p", { class: "handled-state", role: "status" }, handled ? labelFor(handled) : "");
   const contacted = h("button", { type: "button", class: "accept" }, "Contacted");
   const dismissed = h("button", { type: "button", class: "secondary" }, "Dismissed");
@@ -132,7 +134,7 @@ function alertCard(alert) {
   h("dl", { class: "facts" },
     h("div", { class: "fact" }, h("dt", {}, "Value at risk"), h("dd", { class: "var" }, money(alert.value_at_risk))),
     h("div", { class: "fact" }, h("dt", {}, "Churn score"), h("dd", {}, percent(alert.score))),
-    h("div", { class: "fact" }, h("dt", {}, "Raised"),
+    h("div", { class: "fact" }, h("dt", {}, "Slipping since"),
       h("dd", {}, h("time", { datetime: when.toISOString() }, when.toLocaleString())))),
   alert.reasons?.length ? h("ul", { class: "reasons" }, alert.reasons.map((r) => h("li", {}, r))) : null,
   h("p", { class: "suggested" }, h("strong", {}, "Win-back offer: "),

@@ -35,3 +35,13 @@ def test_profile_rule_verdicts_match_the_offer_cell():
 def test_no_history_gives_no_verdicts():
     assert rule_verdicts(CustomerState("c-9"), day(0)) == {
         "usual_gap_days": None, "lapse": None, "discount_driven_returner": False}
+
+
+def test_a_lapsing_customer_is_at_high_churn_risk_whatever_the_population_model_scores():
+    """The demo's checkout card said "Churn risk: Low (17%)" for a customer on the retention
+    list: a model fitted on no population scores them low, but their own rhythm says they are
+    slipping away."""
+    weekly = state_of(*[purchase(f"p{i}", ts=day(7 * i)) for i in range(3)])
+    churn = profile_view(weekly, day(40), CATALOG)["value"]["churn"]
+    assert churn["score"] < 0.7 and churn["risk"] == "high"
+    assert profile_view(weekly, day(15), CATALOG)["value"]["churn"]["risk"] in ("low", "medium")
