@@ -1173,7 +1173,9 @@ class PopulationShard:
         own (``pooled_median_value_at_risk`` values them with the other small shards'); else None."""
         if len(self.sample.rows) >= self.min_fit_customers:
             return None
-        return sorted(self.sample.rows.values())
+        # the mean gap and order value rounded: sums in another order (two workers) differ in
+        # their last bits, and readers compare published bytes
+        return [[*row[:5], round(row[5], 6), round(row[6], 2), *row[7:]] for row in sorted(self.sample.rows.values())]
 
     def refit(self, now_ms: int) -> bool:
         if len(self.sample.rows) < self.min_fit_customers:
