@@ -123,7 +123,7 @@ def profile_view(
             {"brand": brand, "share": round(share, 4)}
             for brand, share in sorted(state.brand_shares(catalog).items(), key=lambda kv: -kv[1])[:3]
         ],
-        "recent_views": list(reversed(state.recent_views)),
+        "recent_views": [{"sku": sku, "name": _name(catalog, sku)} for sku in reversed(state.recent_views)],
         "basket": [{"sku": sku, "qty": qty, "name": _name(catalog, sku)} for sku, qty in state.basket.items()],
         "store_visits": state.store_visits,
         "last_store": state.last_store,

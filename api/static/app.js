@@ -62,7 +62,7 @@ function renderCustomer(profile) {
   const rfm = profile.rfm || {};
   const recent = [
     ...(profile.basket || []).map((item) => `${item.name || item.sku} (in online basket)`),
-    ...(profile.recent_views || []).slice(0, 4).map((sku) => `viewed ${sku}`),
+    ...(profile.recent_views || []).slice(0, 4).map((view) => `viewed ${view.name || view.sku}`),
   ];
   const fact = (label, ...content) => h("div", { class: "fact" }, h("dt", {}, label), h("dd", {}, ...content));
 
