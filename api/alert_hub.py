@@ -87,15 +87,17 @@ class AlertHub:
 
 async def still_away(store: Store, alerts: list[dict],
                      client: aioredis.Redis | None = None) -> tuple[list[dict], dict[str, CustomerState | None]]:
-    """The alerts whose customers have not bought since (``answers.came_back``), each with its
-    value tier from the population as it is now (the flow raises alerts without one: a rank in a
-    population that was still moving when the timer was set), and their profiles by alert id.
-    One pipelined profile read."""
+    """The alerts whose customers have not bought since (``answers.came_back``), each as it reads
+    now (``answers.refreshed_alert``: score, reasons, value at risk) with its value tier from the
+    population as it is now (the flow raises alerts without one: a rank in a population that was
+    still moving when the timer was set), and their profiles by alert id. One pipelined profile read."""
     if not alerts:
         return [], {}
     states = await store.profiles([alert["customer_id"] for alert in alerts], client)
     away = [(alert, state) for alert, state in zip(alerts, states) if not answers.came_back(alert, state)]
+    now = now_ms()
     for alert, state in away:
+        answers.refreshed_alert(alert, state, store.population, now)
         if alert.get("tier") is None:
             alert["tier"] = store.population.tier_of(state) if state is not None else None
     return [alert for alert, _ in away], {alert["id"]: state for alert, state in away}

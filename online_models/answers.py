@@ -15,6 +15,7 @@ from online_models import flow_metrics, offers, ranking, rules
 from online_models.customer import CustomerState
 from online_models.events import ANONYMOUS_CUSTOMER, DAY_MS, Product
 from online_models.learning import feature_vector
+from online_models.profile import Population
 from online_models.refs import DecisionRef, RecommendationRef, SigningKeys, decode_ref, encode_ref
 
 # How much of the popularity lists the API reads (and the evaluators index the same way).
@@ -104,6 +105,18 @@ def alerts_by_value(alerts: Iterable[dict[str, Any]], median_value_at_risk: floa
             and (tier is None or a.get("tier") == tier)]
     kept.sort(key=lambda a: (-float(a["value_at_risk"]), stream_order(a["id"])))
     return kept if limit is None else kept[:limit]
+
+
+def refreshed_alert(alert: dict[str, Any], state: CustomerState | None, population: Population, now_ms: int) -> None:
+    """An alert as it reads now: its score, reasons and value at risk from the customer's profile
+    and their shard's model at ``now_ms`` (``Population.churn_view``), since the flow wrote them
+    when the customer started slipping. The audit found "last bought 14 days ago" read aloud 25
+    days on, and a value at risk of 888 for a customer who had since sent most of it back (320)."""
+    if state is None or state.last_purchase_ts is None:
+        return
+    view = population.churn_view(state, now_ms)
+    if view["score"] is not None:
+        alert.update(score=view["score"], reasons=view["reasons"], value_at_risk=view["value_at_risk"])
 
 
 def resume_id(read_ids: Sequence[str], sent_ids: Iterable[str]) -> str | None:

@@ -983,14 +983,15 @@ def pooled_median_value_at_risk(rows: Sequence[Sequence[Any]], model: ChurnModel
     """The population's median value at risk where its shards are too small to fit a model each
     (fewer than ``min_fit_customers`` sampled: a shop of a few hundred customers split 8 ways):
     their sample rows pooled (shards hold disjoint customers), valued with the model they score
-    with (``model``), as of the newest event among them, so that the figure depends on the rows
-    alone, never on when it was computed. Without it such a population had no value floor (the
+    with (``model``), as of the newest purchase among them, so that the figure depends on the
+    rows alone, never on when it was computed. Without it such a population had no value floor (the
     demo's alerts went to customers worth 28–66). ``None`` under ``value_floor_min_customers``
     rows: the median of a handful is no floor."""
     if len(rows) < t.value_floor_min_customers:
         return None
-    pooled = PopulationSample(len(rows), {str(i): list(row) for i, row in enumerate(rows)})
-    newest = max(int(row[7]) for row in rows)
+    pooled = PopulationSample(len(rows), {str(i): [*row[:6], math.expm1(row[6]), *row[7:]]  # log1p published
+                                          for i, row in enumerate(rows)})
+    newest = max(int(row[3]) for row in rows)
     return _median_value_at_risk(pooled, newest, model.params, model.horizon_weeks)
 
 
@@ -1173,9 +1174,14 @@ class PopulationShard:
         own (``pooled_median_value_at_risk`` values them with the other small shards'); else None."""
         if len(self.sample.rows) >= self.min_fit_customers:
             return None
-        # the mean gap and order value rounded: sums in another order (two workers) differ in
-        # their last bits, and readers compare published bytes
-        return [[*row[:5], round(row[5], 6), round(row[6], 2), *row[7:]] for row in sorted(self.sample.rows.values())]
+        # What a reader's median needs, in bytes that do not depend on the order topics are read:
+        # the mean gap and the order value rounded (sums in another order differ in their last
+        # bits), the order value as log1p on a 1e-5 grid (it is cents over whole orders: on a
+        # decimal grid 86.79 / 2 sits exactly on a rounding tie, and two workers gave 43.4 and
+        # 43.39), and the last purchase in place of the last event (which of a customer's views
+        # had arrived when their last update did depends on that order).
+        return [[*row[:5], round(row[5], 6), round(math.log1p(max(0.0, row[6])), 5), row[3], row[8]]
+                for row in sorted(self.sample.rows.values())]
 
     def refit(self, now_ms: int) -> bool:
         if len(self.sample.rows) < self.min_fit_customers:

@@ -44,6 +44,9 @@ class Neighbor:
     sku: str
     score: float
     confidence: float  # share of this item's baskets that also held the neighbour
+    # how many baskets (decayed, in full-weight baskets at the newest pair's time) held both: a
+    # share of 100 % from one basket is no evidence (``rules.enough_baskets``)
+    together_baskets: float = math.inf
 
 
 @dataclass(slots=True)
@@ -126,7 +129,7 @@ def complements(log_count: float | None, last_ts_log: float | None,
         # Co-count relative to one full-weight basket at the newest pair's time.
         evidence = math.exp(log_co - (last_ts_log or log_co))
         confidence = min(1.0, math.exp(log_co - log_count))
-        ranked.append(Neighbor(sku, cosine * evidence / (evidence + SHRINK), confidence))
+        ranked.append(Neighbor(sku, cosine * evidence / (evidence + SHRINK), confidence, evidence))
     ranked.sort(key=lambda neighbor: (-neighbor.score, neighbor.sku))
     return ranked
 

@@ -24,7 +24,10 @@ class Population:
     sketch: tiers.PopulationSketch = field(default_factory=tiers.PopulationSketch)
     shards: int = 8
     value_tiers: tiers.ValueTiers | None = None
-    pooled_median: float | None = None  # of the small shards' pooled samples (``pooled_median_value_at_risk``)
+    # the shards too small to fit a model: their sample rows pooled, and the model they score with
+    small_rows: list = field(default_factory=list)
+    small_model: ChurnModel | None = None
+    _pooled: list[float | None] = field(default_factory=list, repr=False)  # computed once, when first asked
 
     @classmethod
     def merge(cls, shards: int,
@@ -33,8 +36,8 @@ class Population:
         sketch = tiers.PopulationSketch.merged(s for _, s, _ in published.values())
         value_tiers = sketch.tiers() if published else None
         small = [(model, rows) for model, _, rows in published.values() if rows]
-        pooled = pooled_median_value_at_risk([row for _, rows in small for row in rows], small[0][0]) if small else None
-        return cls({i: model for i, (model, _, _) in published.items()}, sketch, shards, value_tiers, pooled)
+        return cls({i: model for i, (model, _, _) in published.items()}, sketch, shards, value_tiers,
+                   [row for _, rows in small for row in rows], small[0][0] if small else None)
 
     def tier_of(self, state: CustomerState) -> str | None:
         return self.value_tiers.tier_of_log(state.rhythm_view().value_log()) if self.value_tiers else None
@@ -48,17 +51,34 @@ class Population:
 
     def median_value_at_risk(self) -> float | None:
         """The population's median value at risk (the shards' models, each fitted on its own
-        sample; where none is fitted yet, the small shards' samples pooled): what the churn
-        alerts' value floor is relative to."""
+        sample; where none is fitted yet, the small shards' samples pooled, computed once per
+        refresh of what the readers hold): what the churn alerts' value floor is relative to."""
         values = sorted(m.median_value_at_risk for m in self.models.values() if m.median_value_at_risk)
-        return values[len(values) // 2] if values else self.pooled_median
+        if values:
+            return values[len(values) // 2]
+        if self.small_model is None:
+            return None
+        if not self._pooled:
+            self._pooled.append(pooled_median_value_at_risk(self.small_rows, self.small_model))
+        return self._pooled[0]
+
+    def churn_view(self, state: CustomerState, now_ms: int) -> dict[str, Any]:
+        """The customer's churn score, its reasons and their value at risk now, from their shard's
+        model (what the profile shows, and what an alert is refreshed with when it is read)."""
+        rhythm = state.rhythm_view()
+        model = self.models.get(tiers.shard_of(state.customer_id, self.shards), ChurnModel())
+        score = model.score(rhythm, now_ms)
+        return {
+            "score": None if score is None else round(score, 4),
+            "reasons": model.reasons(rhythm, now_ms) if score is not None else [],
+            "value_at_risk": round(model.value_at_risk(rhythm, now_ms), 2) if score is not None else 0.0,
+        }
 
     def assess(self, state: CustomerState, now_ms: int) -> dict[str, Any]:
         """Tier, RFM cell, behaviour segment and churn score of one customer, with reasons."""
         rhythm = state.rhythm_view()
-        model = self.models.get(tiers.shard_of(state.customer_id, self.shards), ChurnModel())
-        score = model.score(rhythm, now_ms)
         verdicts = rule_verdicts(state, now_ms)
+        churn = self.churn_view(state, now_ms)
         return {
             "tier": self.tier_of(state),
             "rfm": self.sketch.rfm(rhythm.value_log(), rhythm.last_purchase_ts, rhythm.purchases)
@@ -66,12 +86,7 @@ class Population:
             "segment": tiers.segment(rhythm, now_ms),
             "segments": tiers.segments(rhythm, now_ms),
             "rules": verdicts,
-            "churn": {
-                "score": None if score is None else round(score, 4),
-                "risk": rules.churn_risk(score, verdicts["lapse"]),
-                "reasons": model.reasons(rhythm, now_ms) if score is not None else [],
-                "value_at_risk": round(model.value_at_risk(rhythm, now_ms), 2) if score is not None else 0.0,
-            },
+            "churn": {**churn, "risk": rules.churn_risk(churn["score"], verdicts["lapse"])},
         }
 
 

@@ -284,6 +284,8 @@ class _Till:
     lines: tuple[str, ...] = ()
     # basket categories whose items' baskets often hold another item of the same category
     multi_categories: frozenset[str] = frozenset()
+    by_category: dict[str, tuple[str, ...]] = field(default_factory=dict)  # the basket's skus per category
+    neighbors: Mapping[str, list[Neighbor]] = field(default_factory=dict)
 
     @classmethod
     def of(cls, request: Request, state: CustomerState | None, catalog: Mapping[str, Product],
@@ -295,12 +297,16 @@ class _Till:
         for category, share in shares.items():
             line[category] = line.get(category, 0.0) + (1 - BASKET_LINE_WEIGHT if basket else 1.0) * share
         usual = state.gross / state.units if state is not None and state.units > 0 else None
-        return cls({p.category for p in basket}, max((p.price for p in basket), default=0.0), usual, line,
-                   _lines_by_count(basket), _held_in_numbers(basket, catalog, neighbors or {}))
+        by_category: dict[str, tuple[str, ...]] = {}
+        for product in basket:
+            by_category[product.category] = (*by_category.get(product.category, ()), product.sku)
+        return cls(set(by_category), max((p.price for p in basket), default=0.0), usual, line,
+                   _lines_by_count(basket), _held_in_numbers(basket, catalog, neighbors or {}), by_category,
+                   neighbors or {})
 
     def place(self, entry: _Scored) -> None:
         product = entry.product
-        if self.is_substitute(product, entry.candidate.together):
+        if self.is_substitute(product):
             entry.substitute = True
             entry.score *= SUBSTITUTE_PENALTY
             entry.multiplier *= SUBSTITUTE_PENALTY
@@ -322,15 +328,25 @@ class _Till:
         else:
             entry.tier = 1 if self.lines and retail_rules.under_any(product.category, self.lines) else 2
 
-    def is_substitute(self, product: Product, together: float) -> bool:
+    def is_substitute(self, product: Product) -> bool:
         """A second item of a basket item's category is a substitute (a second pair of trousers,
-        another phone case), unless the stream says otherwise: baskets hold the two together
-        often (``rules.bought_together``: a yoghurt of another flavour), or the basket item's
-        baskets often hold another item of its category (``multi_categories``: noodles come in
-        threes). That an item is rebought later (coffee) says nothing of a second one in the
-        same basket, and no longer exempts it (the demo audit: coffee first for a coffee basket)."""
-        return (product.category in self.categories and not retail_rules.bought_together(together)
-                and product.category not in self.multi_categories)
+        another phone case), unless the stream says otherwise: baskets hold it together with
+        that basket item often (``rules.bought_together``: a yoghurt of another flavour; that a
+        phone's baskets hold the folio case says nothing of a second case beside the clear one,
+        which the audit saw lead a phone-and-case basket), or the basket item's baskets often
+        hold another item of its category (``multi_categories``: noodles come in threes). That an
+        item is rebought later (coffee) says nothing of a second one in the same basket, and no
+        longer exempts it (the demo audit: coffee first for a coffee basket)."""
+        category = product.category
+        if category not in self.categories or category in self.multi_categories:
+            return False
+        return not retail_rules.bought_together(self._together_with(product.sku, self.by_category.get(category, ())))
+
+    def _together_with(self, sku: str, basket_skus: Sequence[str]) -> float:
+        """The largest share of these basket items' baskets that also held ``sku`` (pairs seen in
+        ``rules.enough_baskets`` only)."""
+        return max((n.confidence for b in basket_skus for n in self.neighbors.get(b, ())
+                    if n.sku == sku and retail_rules.enough_baskets(n.together_baskets)), default=0.0)
 
     @staticmethod
     def keep_substitutes_out_of_the_top(ranked: list[_Scored], k: int) -> list[_Scored]:
@@ -365,6 +381,11 @@ class _Scored:
         return self.features
 
 
+def _baskets_in_words(baskets: float) -> str:
+    n = max(1, round(baskets))
+    return "1 basket" if n == 1 else f"{n} baskets"
+
+
 def _held_in_numbers(basket: list[Product], catalog: Mapping[str, Product],
                      neighbors: Mapping[str, list[Neighbor]]) -> frozenset[str]:
     """The basket items' categories whose other items their baskets hold often: the shares of a
@@ -373,7 +394,8 @@ def _held_in_numbers(basket: list[Product], catalog: Mapping[str, Product],
     found = set()
     for product in basket:
         mates = sum(n.confidence for n in neighbors.get(product.sku, ())
-                    if (other := catalog.get(n.sku)) is not None and other.category == product.category)
+                    if retail_rules.enough_baskets(n.together_baskets)
+                    and (other := catalog.get(n.sku)) is not None and other.category == product.category)
         if retail_rules.bought_together(mates):
             found.add(product.category)
     return frozenset(found)
@@ -393,6 +415,10 @@ def _weight_table(weights: Weights) -> dict[str, float]:
 
 
 def _score_complements(anchor_weights, neighbors, catalog, candidates) -> None:
+    """Items bought with the anchors. A pair seen in too few baskets (``rules.enough_baskets``)
+    scores (its score is already shrunk for thin evidence) but is no evidence of going with the
+    basket, and its reason says how few baskets, not "100% of baskets"."""
+    min_baskets = retail_rules.DEFAULT.together_min_baskets
     for anchor, weight in anchor_weights.items():
         if weight <= 0:  # a neighbour-evidence source, not an anchor (``anchors``)
             continue
@@ -401,11 +427,13 @@ def _score_complements(anchor_weights, neighbors, catalog, candidates) -> None:
         for neighbor in neighbors.get(anchor, ()):  # _Candidate.add inlined: the most frequent call
             candidate = _candidate(candidates, neighbor.sku)
             value = weight * neighbor.score
+            enough = neighbor.together_baskets >= min_baskets  # ``rules.enough_baskets``, inlined
             if value > candidate.parts.get("complement", 0.0):
                 candidate.parts["complement"] = value
-                candidate.reasons["complement"] = (value, ("bought with {} in {:.0%} of baskets", anchor_name,
-                                                           neighbor.confidence))  # formatted if shown
-            if neighbor.confidence > candidate.together:
+                candidate.reasons["complement"] = (value, (  # formatted if shown
+                    ("bought with {} in {:.0%} of baskets", anchor_name, neighbor.confidence) if enough
+                    else ("bought with {} in {} so far", anchor_name, _baskets_in_words(neighbor.together_baskets))))
+            if enough and neighbor.confidence > candidate.together:
                 candidate.together = neighbor.confidence
 
 

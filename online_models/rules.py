@@ -60,6 +60,7 @@ class Thresholds:
     till_price_ratio: float = 3.0
     till_substitute_free_top: int = 3  # no substitute of a basket item among the first this many
     together_share: float = 0.1  # share of an item's baskets holding another: "bought together"
+    together_min_baskets: float = 3.0  # ... seen in at least this many baskets (1 of 1 is no evidence)
     # "Not interested": a dismissed recommendation stays out this long; this many dismissed in
     # one category keep the category out too.
     not_interested_days: float = 30.0
@@ -303,9 +304,21 @@ def not_interested(dismissed: Mapping[str, int], category_of: Mapping[str, str],
     return skus, {c for c, n in per_category.items() if n >= t.not_interested_category_items}
 
 
+def enough_baskets(baskets_together: float, t: Thresholds = DEFAULT) -> bool:
+    """Have enough baskets held two items together for their share to count as evidence? At
+    least ``together_min_baskets`` (3): the audit saw a flannel shirt lead a phone basket,
+    "bought with Clear case in 100% of baskets", on one basket.
+
+    >>> enough_baskets(1.0), enough_baskets(3.0)
+    (False, True)
+    """
+    return baskets_together >= t.together_min_baskets
+
+
 def bought_together(share_of_baskets: float, t: Thresholds = DEFAULT) -> bool:
     """Do baskets hold two items together often enough that one is no substitute for the other?
-    At least ``together_share`` (10 %) of the basket item's baskets also held the candidate.
+    At least ``together_share`` (10 %) of the basket item's baskets also held the candidate
+    (shares count only from pairs seen in ``enough_baskets``).
 
     >>> bought_together(0.25), bought_together(0.03)
     (True, False)

@@ -117,3 +117,26 @@ def test_an_alert_whose_customer_bought_since_the_lapse_is_no_longer_listed():
               {"id": "3-0", "customer_id": "c-old", "value_at_risk": 300.0}]  # raised before episodes existed
     still_away = [a for a, state in zip(alerts, (away, back, None)) if not answers.came_back(a, state)]
     assert [a["id"] for a in answers.alerts_by_value(still_away, 100.0)] == ["1-0", "3-0"]
+
+
+def test_an_alert_reads_as_the_customer_is_now_not_as_when_it_was_raised():
+    """The audit found alerts saying "last bought 14 days ago" 25 days on, and a value at risk of
+    888 for a customer who had since sent most of it back."""
+    from online_models.events import Event, Item
+    from online_models.profile import Population
+
+    state = CustomerState("c-1")
+    for n in range(4):
+        state.apply(purchase(f"p{n}", ts=day(7 * n), price=100.0), Decay(14))
+    population = Population()
+    raised = {"id": "1-0", "customer_id": "c-1", "episode": day(21), "ts_ms": day(21 + 18)}
+    answers.refreshed_alert(raised, state, population, day(21 + 18))
+    then = dict(raised)
+    assert then["reasons"][0].startswith("last bought 18 days ago")
+    answers.refreshed_alert(raised, state, population, day(21 + 25))
+    assert raised["reasons"][0].startswith("last bought 25 days ago")
+    state.apply(Event("r1", "return", day(21 + 20), "web", customer_id="c-1", order_id="o-p3",
+                      items=(Item("TR-1", 1, 100.0),)), Decay(14))
+    answers.refreshed_alert(raised, state, population, day(21 + 25))
+    assert raised["value_at_risk"] < then["value_at_risk"]
+    assert "sent back their last purchase" in raised["reasons"]

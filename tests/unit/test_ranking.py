@@ -269,3 +269,28 @@ def test_at_the_till_a_suggestion_that_goes_with_the_basket_leads_with_that_reas
     socks = next(s for s in out if s.sku == "SK-1")
     assert socks.tier == 0 and socks.reasons[0] == "bought with Slim trousers in 30% of baskets"
     assert "you buy this regularly" in socks.reasons[1:]
+
+
+def test_a_pair_seen_in_one_basket_is_no_evidence_of_going_with_the_basket():
+    """The audit: a flannel shirt led a phone basket, "bought with Clear case in 100% of
+    baskets", on a single basket."""
+    neighbors = {"SK-1": [Neighbor("CF-1", 0.3, 1.0, together_baskets=1.0),
+                          Neighbor("BL-1", 0.2, 0.3, together_baskets=40.0)]}
+    out = recommend(None, Request("cart", ("SK-1",), k=5), neighbors, POPULAR, CATALOG, RULES)
+    coffee, belt = (next(s for s in out if s.sku == sku) for sku in ("CF-1", "BL-1"))
+    assert belt.tier == 0 and coffee.tier > 0 and skus(out)[0] == "BL-1"
+    assert "bought with Wool socks in 1 basket so far" in coffee.reasons
+    assert not any("100%" in r for r in coffee.reasons)
+
+
+def test_a_second_phone_case_is_a_substitute_whatever_the_phone_says():
+    """The audit: with a phone and a clear case in the basket, a folio case came first, on the
+    share of the phone's baskets that held it. Beside the case it would duplicate, it is a
+    substitute: no evidence says baskets hold two cases."""
+    catalog = {**CATALOG, "PC-2": Product("PC-2", "Folio case", "electronics/phone-cases", "Fone", 25)}
+    neighbors = {"PH-1": [Neighbor("PC-2", 0.9, 0.33, together_baskets=30.0), Neighbor("BL-1", 0.2, 0.12)],
+                 "PC-1": [Neighbor("BL-1", 0.3, 0.2)]}
+    out = recommend(None, Request("cart", ("PH-1", "PC-1"), k=5), neighbors, POPULAR, catalog, RULES)
+    assert "PC-2" in skus(out) and "PC-2" not in skus(out)[:3]
+    without_the_case = recommend(None, Request("cart", ("PH-1",), k=5), neighbors, POPULAR, catalog, RULES)
+    assert skus(without_the_case)[0] == "PC-2"  # beside the phone alone it is the complement

@@ -157,3 +157,4 @@ def test_a_population_too_small_to_fit_a_model_still_has_a_value_floor():
     listed = answers.alerts_by_value([{**a.to_dict(), "id": f"{n}-0"} for n, a in enumerate(alerts)], median)
     names = {a["customer_id"] for a in listed}
     assert "c-big" in names and "c-small" not in names
+
