@@ -1026,8 +1026,8 @@ def silence_text(days: int, usual_gap: float | None, purchases: int, orders: int
     ('last bought today; they usually buy every 2 days', 'one purchase so far, yesterday')
     >>> silence_text(0, None, 1, orders=4)
     '4 purchases so far, all today'
-    >>> silence_text(30, 7.2, 6)
-    'last bought 30 days ago, 4.2 times their usual gap of 7 days'
+    >>> silence_text(30, 7.2, 6), silence_text(20, 1.3, 9)
+    ('last bought 30 days ago, 4.2 times their usual gap of 7.2 days', 'last bought 20 days ago, 15 times their usual gap of 1.3 days')
     >>> silence_text(10, 7.0, 3)
     'last bought 10 days ago; they usually buy every 7 days'
     """
@@ -1037,12 +1037,14 @@ def silence_text(days: int, usual_gap: float | None, purchases: int, orders: int
                 return f"{orders} purchases so far, all {rules.days_ago(days)}"
             return f"one purchase so far, {rules.days_ago(days)}"
         return f"last bought {rules.days_ago(days)}"
-    gap = max(1, round(usual_gap))
-    every = "every day" if gap == 1 else f"every {gap} days"
+    # a short gap to a tenth of a day: "15 times their usual gap of 1 day" for 20 days of silence
+    # read as a miscount (the gap was 1.3 days)
+    gap = f"{max(1.0, usual_gap):.1f}".removesuffix(".0") if usual_gap < 9.95 else f"{usual_gap:.0f}"
+    every = "every day" if gap == "1" else f"every {gap} days"
     times = days / usual_gap
     if times >= 2:
         shown = f"{times:.1f}".removesuffix(".0") if times < 10 else f"{times:.0f}"
-        return f"last bought {rules.days_ago(days)}, {shown} times their usual gap of {_count(gap, 'day')}"
+        return f"last bought {rules.days_ago(days)}, {shown} times their usual gap of {gap} day{'' if gap == '1' else 's'}"
     return f"last bought {rules.days_ago(days)}; they usually buy {every}"
 
 

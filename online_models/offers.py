@@ -499,6 +499,7 @@ class Candidate:
     lever: float
     cell: str = "new"  # the cell this offer learns in for this customer (goes into the decision id)
     features: tuple[float, ...] = ()  # what the contextual model saw (goes into the decision id)
+    answered: float = 0.0  # impressions of this offer counted so far, all cells (how much the propensity knows)
 
     @property
     def expected_value(self) -> float:
@@ -562,7 +563,7 @@ def decide(
                                      settings.explore_temperature, used) if settings.explore else mean)
         lever = offer.lever * settings.kind_levers.get(offer.kind, 1.0)
         candidates.append(Candidate(offer, mean, sampled, weights.get(offer.kind, 1.0), lever, learning_cell,
-                                    features))
+                                    features, offer_stats.totals()[0] if offer_stats else 0.0))
     if not candidates:
         return Decision(None, [], cell, False, False, ["no eligible offer"], rejected, ["no eligible offer"],
                         public_rejected)
@@ -590,12 +591,14 @@ def _reasons(chosen: Candidate, others: list[Candidate], cell: str | None, situa
 
     >>> cell_in_words("electronics+men|big"), cell_in_words("kids/boys|deal|fit"), cell_in_words("new")
     ('big spenders on Electronics and Men', 'deal seekers in Kids/Boys', 'new customers')
+    >>> cell_in_words("men|regular"), cell_in_words("none|regular"), cell_in_words("none|lapsing")
+    ('customers who shop for Men', 'customers like them', 'lapsing customers')
     """
     o = chosen.offer
     who = cell_in_words(cell) if cell is not None else "similar customers"
     reasons = [
         "it suits this customer: it passed every check (eligibility, suitability, contact limits, timing)",
-        f"{chosen.propensity:.0%} of {who} accept it, and it earns {o.value:g} in margin: "
+        f"{_propensity_in_words(chosen, who)}, and it earns {o.value:g} in margin: "
         f"worth {chosen.expected_value:.2f} each time it is shown",
     ]
     if chosen.context_weight != 1.0:
@@ -607,13 +610,39 @@ def _reasons(chosen: Candidate, others: list[Candidate], cell: str | None, situa
         reasons.append("it is being tried out, to learn how well it works: another offer looks better so far")
     elif others:
         runner = others[0]
-        reasons.append(f"it is worth more than {runner.offer.name} ({chosen.priority:.3f} against "
-                       f"{runner.priority:.3f})")
+        # what arbitration compares is not the worth said above: it also counts the context and
+        # the levers (the audit read "worth 0.96", then "worth more than … (1.981 against 0.785)")
+        reasons.append(f"it comes before {runner.offer.name}: {chosen.priority:.3f} against {runner.priority:.3f} "
+                       "once the context and the business's weights are counted")
     return reasons
 
 
+def _propensity_in_words(chosen: Candidate, who: str) -> str:
+    """The acceptance rate as what it is: a measured share once the offer has answers enough to
+    outweigh its starting estimate (``prior_strength`` impressions), an expectation before. The
+    audit read "8% of big spenders accept it" of an offer no one had yet been shown.
+
+    >>> offer = Offer("o", "O", "discount", 10.0, prior_strength=20.0)
+    >>> _propensity_in_words(Candidate(offer, 0.08, 0.08, 1.0, 1.0), "new customers")
+    'we expect about 8% of new customers to accept it (its starting estimate: nobody has answered it yet)'
+    >>> _propensity_in_words(Candidate(offer, 0.1, 0.1, 1.0, 1.0, answered=5), "new customers")
+    'we expect about 10% of new customers to accept it (from 5 answers so far)'
+    >>> _propensity_in_words(Candidate(offer, 0.12, 0.12, 1.0, 1.0, answered=400), "new customers")
+    '12% of new customers accept it'
+    """
+    if chosen.answered >= chosen.offer.prior_strength:
+        return f"{chosen.propensity:.0%} of {who} accept it"
+    if chosen.answered < 1:
+        return f"we expect about {chosen.propensity:.0%} of {who} to accept it (its starting estimate: nobody has answered it yet)"
+    n = round(chosen.answered)
+    return f"we expect about {chosen.propensity:.0%} of {who} to accept it (from {n} answer{'s' if n != 1 else ''} so far)"
+
+
+# "regular" is the cell of whoever is none of the others, one order or fifty: no "regular customers"
+# for a first-time buyer (the audit)
 _BEHAVIOUR_WORDS = {"deal": "deal seekers in", "lapsing": "lapsing customers of", "big": "big spenders on",
-                    "regular": "regular customers of"}
+                    "regular": "customers who shop for"}
+_BEHAVIOUR_ALONE = {"deal": "deal seekers", "lapsing": "lapsing customers", "big": "big spenders"}
 _CONTEXT_WORDS = {"churn_alert": "for a customer slipping away", "checkout": "at the checkout",
                   "home": "on the home page", "product": "on a product page", "cart": "at the till"}
 
@@ -625,8 +654,9 @@ def cell_in_words(cell: str) -> str:
     lines, _, rest = cell.partition("|")
     behaviour = rest.split("|")[0] if rest else "regular"
     shown = [rules.category_in_words(line) for line in lines.split("+") if line and line != "none"]
-    named = " and ".join(shown) if shown else "the shop"
-    return f"{_BEHAVIOUR_WORDS.get(behaviour, 'customers of')} {named}"
+    if not shown:  # no line: not "customers who shop for the shop"
+        return _BEHAVIOUR_ALONE.get(behaviour, "customers like them")
+    return f"{_BEHAVIOUR_WORDS.get(behaviour, 'customers who shop for')} {' and '.join(shown)}"
 
 
 def _context_words(context: str | None) -> str:

@@ -180,7 +180,7 @@ def test_arbitration_follows_the_formula_and_levers():
     plain = ArbitrationSettings(explore=False, control_share=0.0)
     first = decide(offers, {}, state, Situation(day(200), "web"), CATALOG, plain, seed=1)
     assert first.chosen.offer.offer_id == "rich"  # 0.2 × 20 = 4 beats 0.5 × 5 = 2.5
-    assert "it is worth more than cheap (4.000 against 2.500)" in first.reasons
+    assert "it comes before cheap: 4.000 against 2.500 once the context and the business's weights are counted" in first.reasons
     levered = ArbitrationSettings(explore=False, control_share=0.0, kind_levers={"loyalty_points": 1.0})
     boosted = [offer("cheap", value=5.0, prior_propensity=0.5, lever=2.0), offers[1]]
     assert decide(boosted, {}, state, Situation(day(200), "web"), CATALOG, levered, seed=1).chosen.offer.offer_id == "cheap"
