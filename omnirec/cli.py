@@ -340,7 +340,7 @@ def demo(
     """Local stack + flow + API + live simulated traffic; Ctrl-C (SIGINT) or SIGTERM stops
     everything it started: each child's process group, then the broker (and Redis) it started."""
     from omnirec.replay import produce_catalog
-    from omnirec.stack import LocalStack, free_port, settings_env, spawn, start_flow, stop_pid
+    from omnirec.stack import LocalStack, free_port, settings_env, spawn, start_flow, stop_pids
 
     base = Settings()
     base = base.model_copy(update={
@@ -363,8 +363,7 @@ def demo(
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, signal.SIG_IGN)
         err("\nstopping the demo …")
-        for p in reversed(children):
-            stop_pid(p.pid, timeout=10, sig=signal.SIGINT)
+        stop_pids([p.pid for p in reversed(children)], timeout=10, sig=signal.SIGINT)
         stack.stop()
         if rdir is not None:
             import shutil
@@ -385,18 +384,30 @@ def demo(
                 raise RuntimeError(f"child {' '.join(map(str, p.args))} exited with "
                                    f"{p.returncode}; .omnirec/logs/{log}:\n{tail}")
 
+    starting = interrupted = False
+
     def on_signal(signum, _frame):
-        if not stopping:
-            raise KeyboardInterrupt
+        nonlocal interrupted
+        if stopping:
+            return
+        if starting:  # taken up once the child being started is remembered (start_child)
+            interrupted = True
+            return
+        raise KeyboardInterrupt
 
     def start_child(start) -> subprocess.Popen:
-        """Start a child and remember it with SIGINT/SIGTERM held back, so that no signal can
-        arrive between its start and the moment shutdown() knows of it."""
-        held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+        """Start a child and remember it before a SIGINT/SIGTERM is acted on, so that no signal
+        can arrive between its start and the moment shutdown() knows of it. (Blocking the
+        signals meanwhile, as before, passed the mask on to the children: the flow, the API and
+        the simulator never saw their SIGINT and were killed after 10 s each.)"""
+        nonlocal starting
+        starting = True
         try:
             children.append(start())
         finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, held)
+            starting = False
+        if interrupted:
+            raise KeyboardInterrupt
         return children[-1]
 
     signal.signal(signal.SIGTERM, on_signal)
