@@ -212,7 +212,7 @@ def recommend(
     if till is None:
         top = heapq.nsmallest(request.k, scored, key=order)
     else:  # the first places are filled from the whole list, substitutes kept out of them
-        top = till.keep_substitutes_out_of_the_top(sorted(scored, key=order), request.k)
+        top = till.keep_substitutes_out_of_the_top(scored, request.k, order)
     return [_finish(s, state, lead_with_evidence=till is not None) for s in top]
 
 
@@ -349,18 +349,19 @@ class _Till:
                     if n.sku == sku and retail_rules.enough_baskets(n.together_baskets)), default=0.0)
 
     @staticmethod
-    def keep_substitutes_out_of_the_top(ranked: list[_Scored], k: int) -> list[_Scored]:
-        """The first ``k`` of ``ranked`` (every candidate, best first) with no substitute among
-        the first ``till_substitute_free_top`` (3): those places go to the best non-substitutes,
+    def keep_substitutes_out_of_the_top(scored: list[_Scored], k: int, order) -> list[_Scored]:
+        """The first ``k`` of ``scored`` in ``order`` (best first) with no substitute among the
+        first ``till_substitute_free_top`` (3): those places go to the best non-substitutes,
         however far down; the rest follow in rank order. A shorter list only when fewer than
         three candidates in all are not substitutes (the demo audit saw empty and one-item lists
-        when only the first ``k`` were searched)."""
-        free = retail_rules.DEFAULT.till_substitute_free_top
-        head = [s for s in ranked if not s.substitute][:min(free, k)]
-        if len(head) < min(free, k):
+        when only the first ``k`` were searched). Partial selections, not a sort of every
+        candidate: the rest can only come from the first ``k`` + 3 of them."""
+        free = min(retail_rules.DEFAULT.till_substitute_free_top, k)
+        head = heapq.nsmallest(free, (s for s in scored if not s.substitute), key=order)
+        if len(head) < free:
             return head
         chosen = {id(s) for s in head}
-        return (head + [s for s in ranked if id(s) not in chosen])[:k]
+        return (head + [s for s in heapq.nsmallest(k + free, scored, key=order) if id(s) not in chosen])[:k]
 
 
 class _Scored:
