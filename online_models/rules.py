@@ -28,6 +28,7 @@ class Thresholds:
     # Returns and discounts.
     returner_rate: float = 0.35  # returned share of the value bought that counts as "returns a lot"
     returner_min_purchases: int = 2  # ... over at least this many purchases
+    price_cut_max_return_rate: float = 0.75  # sends back more than this share: no price cut, discount or not
     discount_driven_share: float = 0.5  # share bought below list price that is "mostly on discount"
     deal_discount_share: float = 0.35  # a deal seeker: this much on discount ...
     deal_return_rate: float = 0.25  # ... or returns this much (a weaker habit; learning cells only)
@@ -426,7 +427,9 @@ def offer_suitability(kind: str, *, purchases: int = 0, net_value: float = 0.0,
     - price cuts (``discount``, ``bundle``, ``win_back``) are a red carpet: never for a buyer
       whose net value after returns is not above ``discount_min_net_value`` (0: who returned
       everything they bought gets none), nor for a discount-driven returner
-      (``is_discount_driven_returner``);
+      (``is_discount_driven_returner``), nor for one who sends back more than
+      ``price_cut_max_return_rate`` (75 %) of what they buy over ``returner_min_purchases`` (2)
+      purchases, on discount or not (the audit: 79.99 of 81.58 returned, then a half-price belt);
     - ``win_back``: only for a buyer who is lapsing (``lapse_stage``) or whose churn score is at
       least ``win_back_min_churn_score`` (0.5) and who has been silent ``win_back_min_silent_days``
       (7) or more (a first-day buyer's score comes from the population's prior, not from any
@@ -444,6 +447,8 @@ def offer_suitability(kind: str, *, purchases: int = 0, net_value: float = 0.0,
 
     >>> offer_suitability("discount", purchases=4, net_value=30.0, discount_share=1.0, return_rate=0.75)
     (False, 'no discount: buys 100% on discount and returns 75%')
+    >>> offer_suitability("bundle", purchases=2, net_value=1.59, return_rate=0.98)
+    (False, 'no bundle: sends back 98% of what they buy')
     >>> offer_suitability("win_back", purchases=9, net_value=900.0, churn_score=0.01)
     (False, 'no win-back: still buying to their rhythm (churn risk 1%)')
     >>> offer_suitability("win_back", purchases=1, net_value=90.0, churn_score=0.6, days_since_purchase=0.2)
@@ -463,6 +468,8 @@ def offer_suitability(kind: str, *, purchases: int = 0, net_value: float = 0.0,
             return False, f"no {word}: net value after returns is {below}"
         if is_discount_driven_returner(discount_share, return_rate, purchases, t):
             return False, f"no {word}: buys {discount_share:.0%} on discount and returns {return_rate:.0%}"
+        if purchases >= t.returner_min_purchases and return_rate > t.price_cut_max_return_rate:
+            return False, f"no {word}: sends back {return_rate:.0%} of what they buy"
     if kind == "win_back":
         if purchases <= 0:
             return False, "no win-back: they have not bought yet"

@@ -176,6 +176,17 @@ def test_discounts_are_refused_to_discount_driven_returners_and_non_positive_net
     assert offer_suitability("discount") == (True, "suitable")  # never bought: nothing against them
 
 
+def test_no_price_cut_for_who_sends_back_nearly_everything_on_discount_or_not():
+    """The audit: 79.99 of 81.58 returned (full price), then "Belt at half price"."""
+    for kind in ("discount", "bundle", "win_back"):
+        ok, reason = offer_suitability(kind, purchases=2, net_value=1.59, return_rate=0.98, lapsing=True,
+                                       offer_categories=["men/belts"], bought_categories=["men/belts"])
+        assert not ok and reason.endswith("sends back 98% of what they buy")
+    assert offer_suitability("discount", purchases=2, net_value=40.0, return_rate=0.5)[0]  # fashion try-ons
+    assert offer_suitability("discount", purchases=1, net_value=2.0, return_rate=0.9)[0]  # one order: no habit yet
+    assert offer_suitability("service", purchases=2, net_value=1.59, return_rate=0.98)[0]  # not a price cut
+
+
 @pytest.mark.parametrize("kind", ["bundle", "win_back"])
 def test_every_price_cut_is_a_red_carpet(kind):
     fits = {"lapsing": True, "offer_categories": ["men/belts"], "bought_categories": ["men/trousers"]}
