@@ -28,6 +28,9 @@ BASKET_LINES_READ = 3  # at the till, the popular lists of the basket's most rep
 SUBSTITUTE_PENALTY = 0.3
 PRICE_PENALTY = 0.3  # a suggestion far dearer than the basket (rules.far_above_basket)
 BASKET_LINE_WEIGHT = 0.7  # at the till, the basket's share of the line evidence (the rest: history)
+THIN_BASKETS = 10.0  # a basket item held by fewer baskets borrows its category's evidence (``_score_stand_ins``)
+STAND_INS = 3  # ... from this many of the category's most popular items
+STAND_IN_WEIGHT = 0.5  # ... each complement worth this share of a pair of its own
 RANKER_PRIOR_EVENTS = 500  # feedback events after which learnt and hand-set scores weigh the same
 
 
@@ -167,6 +170,8 @@ def recommend(
     shares = state.category_shares(catalog) if state is not None else {}
     candidates: dict[str, _Candidate] = {}
     _score_complements(anchors(state, request), neighbors, catalog, candidates)
+    if request.context in ("cart", "product"):
+        _score_stand_ins(request.skus, neighbors, catalog, popularity, candidates)
     now_ms = request.now_ms if request.now_ms is not None else (state.last_ts if state else None) or 0
     if state is not None:
         _score_personal(state, shares, popularity, catalog, rules, repeats, candidates, request.context, now_ms)
@@ -436,6 +441,40 @@ def _score_complements(anchor_weights, neighbors, catalog, candidates) -> None:
                     else ("bought with {} in {} so far", anchor_name, _baskets_in_words(neighbor.together_baskets))))
             if enough and neighbor.confidence > candidate.together:
                 candidate.together = neighbor.confidence
+
+
+def _score_stand_ins(skus, neighbors, catalog, popularity, candidates) -> None:
+    """What goes with a basket item that few baskets have held yet (a new or rarely sold item:
+    under ``THIN_BASKETS``): what the baskets of its category's most popular items held, as
+    complements worth ``STAND_IN_WEIGHT`` of its own. The category is the retailer's own,
+    read from the catalogue, never a name: the demo's black cargo trousers, in one basket so
+    far, get the belt that the other trousers' baskets hold. Evidence counts as the pair's own
+    (``rules.enough_baskets``, tier 0 at the till)."""
+    min_baskets = retail_rules.DEFAULT.together_min_baskets
+    for sku in skus:
+        product = catalog.get(sku)
+        if product is None or _baskets_of(neighbors.get(sku, ())) >= THIN_BASKETS:
+            continue
+        kind = pretty(product.category)
+        stand_ins = [other for other in popularity.by_category.get(product.category, ()) if other != sku][:STAND_INS]
+        for other in stand_ins:
+            for neighbor in neighbors.get(other, ()):
+                if neighbor.sku == sku or neighbor.together_baskets < min_baskets:
+                    continue
+                candidate = _candidate(candidates, neighbor.sku)
+                value = STAND_IN_WEIGHT * neighbor.score
+                if value > candidate.parts.get("complement", 0.0):
+                    candidate.parts["complement"] = value
+                    candidate.reasons["complement"] = (value, ("bought with other {} in {:.0%} of their baskets",
+                                                               kind, neighbor.confidence))
+                if neighbor.confidence > candidate.together:
+                    candidate.together = neighbor.confidence
+
+
+def _baskets_of(own: Sequence[Neighbor]) -> float:
+    """How many baskets (decayed) held an item, from its co-purchase list: each partner's
+    together-count over its share of the item's baskets."""
+    return max((n.together_baskets / n.confidence for n in own if n.confidence > 0), default=0.0)
 
 
 def _score_personal(state, shares, popularity, catalog, rules, repeats, candidates, context: str,

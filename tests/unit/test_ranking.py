@@ -294,3 +294,17 @@ def test_a_second_phone_case_is_a_substitute_whatever_the_phone_says():
     assert "PC-2" in skus(out) and "PC-2" not in skus(out)[:3]
     without_the_case = recommend(None, Request("cart", ("PH-1",), k=5), neighbors, POPULAR, catalog, RULES)
     assert skus(without_the_case)[0] == "PC-2"  # beside the phone alone it is the complement
+
+
+def test_a_basket_item_few_baskets_have_held_borrows_what_its_category_goes_with():
+    """The demo's black cargo trousers had been in one basket: nothing was evidence for them,
+    and shoes the customer likes filled the till. The baskets of the category's most popular
+    trousers hold the belt: it comes first, saying so."""
+    thin = {"TR-1": [Neighbor("SH-1", 0.3, 1.0, together_baskets=1.0)]}  # one basket so far
+    popular_trousers = {"TR-2": [Neighbor("BL-1", 0.6, 0.4, together_baskets=30.0),
+                                 Neighbor("SK-1", 0.4, 0.2, together_baskets=15.0)]}
+    out = recommend(None, Request("cart", ("TR-1",), k=5), {**thin, **popular_trousers}, POPULAR, CATALOG, RULES)
+    assert skus(out)[:2] == ["BL-1", "SK-1"]
+    assert out[0].reasons[0] == "bought with other Men/Trousers in 40% of their baskets"
+    known = {"TR-1": [Neighbor("SK-1", 0.3, 0.3, together_baskets=40.0)], **popular_trousers}
+    assert skus(recommend(None, Request("cart", ("TR-1",), k=5), known, POPULAR, CATALOG, RULES))[0] == "SK-1"
