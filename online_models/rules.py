@@ -61,7 +61,9 @@ class Thresholds:
     till_price_ratio: float = 3.0
     till_substitute_free_top: int = 3  # no substitute of a basket item among the first this many
     together_share: float = 0.1  # share of an item's baskets holding another: "bought together"
-    together_min_baskets: float = 3.0  # ... seen in at least this many baskets (1 of 1 is no evidence)
+    # ... seen in more than one basket (1 of 1 is no evidence); counts decay, so two baskets a
+    # month apart count about 1.9: the bar sits between one and two
+    together_min_baskets: float = 1.5
     # "Not interested": a dismissed recommendation stays out this long; this many dismissed in
     # one category keep the category out too.
     not_interested_days: float = 30.0
@@ -306,11 +308,11 @@ def not_interested(dismissed: Mapping[str, int], category_of: Mapping[str, str],
 
 
 def enough_baskets(baskets_together: float, t: Thresholds = DEFAULT) -> bool:
-    """Have enough baskets held two items together for their share to count as evidence? At
-    least ``together_min_baskets`` (3): the audit saw a flannel shirt lead a phone basket,
-    "bought with Clear case in 100% of baskets", on one basket.
+    """Have enough baskets held two items together for their share to count as evidence? More
+    than one (``together_min_baskets``, 1.5 decayed baskets): the audit saw a flannel shirt lead
+    a phone basket, "bought with Clear case in 100% of baskets", on one basket.
 
-    >>> enough_baskets(1.0), enough_baskets(3.0)
+    >>> enough_baskets(1.0), enough_baskets(1.9)
     (False, True)
     """
     return baskets_together >= t.together_min_baskets
