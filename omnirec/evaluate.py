@@ -266,7 +266,11 @@ class Replayer:
 
     def recommend_for(self, state: CustomerState | None, request: ranking.Request) -> list[ranking.Suggestion]:
         wanted = list(ranking.anchors(state, request))
-        return ranking.recommend(state, request, self.neighbors(wanted), self.index, self.products,
+        neighbors = self.neighbors(wanted)
+        extra = ranking.stand_ins(request, neighbors, self.products, self.index)  # as the API's route reads them
+        if extra:
+            neighbors = {**self.neighbors(extra), **neighbors}
+        return ranking.recommend(state, request, neighbors, self.index, self.products,
                                  self.rules, self.weights, repeats=self.repeats)
 
     def recommend(self, customer_id: str | None, request: ranking.Request,
