@@ -73,6 +73,9 @@ class AlertHub:
                 log.warning("alert stream reader: %s; retrying in %g s", exc, RETRY_S)
                 await asyncio.sleep(RETRY_S)
                 continue
+            except Exception:  # one batch that cannot be enriched must not end every stream for good
+                log.exception("alert stream reader: a batch after %s could not be prepared; skipping it", last_id)
+                continue
             self.batches += 1
             self.publish(batch)
 

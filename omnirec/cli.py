@@ -388,12 +388,11 @@ def demo(
 
     def on_signal(signum, _frame):
         nonlocal interrupted
-        if stopping:
-            return
-        if starting:  # taken up once the child being started is remembered (start_child)
-            interrupted = True
-            return
-        raise KeyboardInterrupt
+        if stopping or interrupted:  # one is enough: `timeout -s INT` sends two, the second must not
+            return                   # escape between the first and shutdown() taking over
+        interrupted = True
+        if not starting:  # else taken up once the child being started is remembered (start_child)
+            raise KeyboardInterrupt
 
     def start_child(start) -> subprocess.Popen:
         """Start a child and remember it before a SIGINT/SIGTERM is acted on, so that no signal

@@ -547,7 +547,8 @@ class PopulationSample:
     A customer is in the sample iff its hash is among the ``size`` smallest seen, whatever the
     order of updates; merging shards' samples and keeping the ``size`` smallest gives the sample
     of the union. Rows: customer → [hash, purchases, first_ts, last_purchase_ts, gap_n, gap_mean, aov,
-    last_event_ts].
+    last_event_ts, recent purchase days] (published for readers with the last purchase in place
+    of the last event, ``PopulationShard.small_sample_rows``).
     """
 
     size: int = SAMPLE_SIZE
@@ -1172,9 +1173,11 @@ class PopulationShard:
         return refitted
 
     def small_sample_rows(self) -> list[list] | None:
-        """The sample's rows, in hash order, while the shard is too small to fit a model of its
-        own (``pooled_median_value_at_risk`` values them with the other small shards'); else None."""
-        if len(self.sample.rows) >= self.min_fit_customers:
+        """While the shard has no median of its own (too small to fit a model, or not refitted
+        yet since it grew past ``min_fit_customers``), the first ``min_fit_customers`` rows of
+        its sample in hash order (a uniform subsample, bottom-k by hash): readers value them
+        with the other such shards' (``pooled_median_value_at_risk``). None once it has one."""
+        if self.model.median_value_at_risk is not None:
             return None
         # What a reader's median needs, in bytes that do not depend on the order topics are read:
         # the mean gap and the order value rounded (sums in another order differ in their last
@@ -1183,7 +1186,7 @@ class PopulationShard:
         # 43.39), and the last purchase in place of the last event (which of a customer's views
         # had arrived when their last update did depends on that order).
         return [[*row[:5], round(row[5], 6), round(math.log1p(max(0.0, row[6])), 5), row[3], row[8]]
-                for row in sorted(self.sample.rows.values())]
+                for row in sorted(self.sample.rows.values())[:self.min_fit_customers]]
 
     def refit(self, now_ms: int) -> bool:
         if len(self.sample.rows) < self.min_fit_customers:

@@ -499,7 +499,7 @@ class Candidate:
     lever: float
     cell: str = "new"  # the cell this offer learns in for this customer (goes into the decision id)
     features: tuple[float, ...] = ()  # what the contextual model saw (goes into the decision id)
-    answered: float = 0.0  # impressions of this offer counted so far, all cells (how much the propensity knows)
+    shown: float = 0.0  # impressions of this offer counted in this customer's cell (how much its rate is measured)
 
     @property
     def expected_value(self) -> float:
@@ -563,7 +563,7 @@ def decide(
                                      settings.explore_temperature, used) if settings.explore else mean)
         lever = offer.lever * settings.kind_levers.get(offer.kind, 1.0)
         candidates.append(Candidate(offer, mean, sampled, weights.get(offer.kind, 1.0), lever, learning_cell,
-                                    features, offer_stats.totals()[0] if offer_stats else 0.0))
+                                    features, offer_stats.cells.get(learning_cell, (0.0, 0.0))[0] if offer_stats else 0.0))
     if not candidates:
         return Decision(None, [], cell, False, False, ["no eligible offer"], rejected, ["no eligible offer"],
                         public_rejected)
@@ -618,28 +618,31 @@ def _reasons(chosen: Candidate, others: list[Candidate], cell: str | None, situa
 
 
 def _propensity_in_words(chosen: Candidate, who: str) -> str:
-    """The acceptance rate as what it is: a measured share once the offer has answers enough to
-    outweigh its starting estimate (``prior_strength`` impressions), an expectation before. The
-    audit read "8% of big spenders accept it" of an offer no one had yet been shown.
+    """The acceptance rate as what it is: a measured share once the offer has been shown in the
+    customer's cell often enough to outweigh its starting estimate (``prior_strength``
+    impressions), an expectation before. The audit read "8% of big spenders accept it" of an
+    offer no one had yet been shown.
 
     >>> offer = Offer("o", "O", "discount", 10.0, prior_strength=20.0)
     >>> _propensity_in_words(Candidate(offer, 0.08, 0.08, 1.0, 1.0), "new customers")
-    'we expect about 8% of new customers to accept it (its starting estimate: nobody has answered it yet)'
-    >>> _propensity_in_words(Candidate(offer, 0.1, 0.1, 1.0, 1.0, answered=5), "new customers")
-    'we expect about 10% of new customers to accept it (from 5 answers so far)'
-    >>> _propensity_in_words(Candidate(offer, 0.12, 0.12, 1.0, 1.0, answered=400), "new customers")
+    'we expect about 8% of new customers to accept it (a starting estimate: not shown to them yet)'
+    >>> _propensity_in_words(Candidate(offer, 0.1, 0.1, 1.0, 1.0, shown=1), "new customers")
+    'we expect about 10% of new customers to accept it (shown to them once so far)'
+    >>> _propensity_in_words(Candidate(offer, 0.12, 0.12, 1.0, 1.0, shown=400), "new customers")
     '12% of new customers accept it'
+    >>> _propensity_in_words(Candidate(offer, 0.004, 0.004, 1.0, 1.0, shown=400), "new customers")
+    'under 1% of new customers accept it'
     """
-    if chosen.answered >= chosen.offer.prior_strength:
-        return f"{chosen.propensity:.0%} of {who} accept it"
-    if chosen.answered < 1:
-        return f"we expect about {chosen.propensity:.0%} of {who} to accept it (its starting estimate: nobody has answered it yet)"
-    n = round(chosen.answered)
-    return f"we expect about {chosen.propensity:.0%} of {who} to accept it (from {n} answer{'s' if n != 1 else ''} so far)"
+    rate = f"{chosen.propensity:.0%}" if chosen.propensity >= 0.01 else "under 1%"
+    if chosen.shown >= chosen.offer.prior_strength:
+        return f"{rate} of {who} accept it"
+    expect = f"we expect {'about ' if chosen.propensity >= 0.01 else ''}{rate} of {who} to accept it"
+    if chosen.shown < 1:
+        return f"{expect} (a starting estimate: not shown to them yet)"
+    n = round(chosen.shown)
+    return f"{expect} (shown to them {'once' if n == 1 else f'{n} times'} so far)"
 
 
-# "regular" is the cell of whoever is none of the others, one order or fifty: no "regular customers"
-# for a first-time buyer (the audit)
 _BEHAVIOUR_WORDS = {"deal": "deal seekers in", "lapsing": "lapsing customers of", "big": "big spenders on",
                     "regular": "customers who shop for"}
 _BEHAVIOUR_ALONE = {"deal": "deal seekers", "lapsing": "lapsing customers", "big": "big spenders"}

@@ -468,12 +468,11 @@ def _score_stand_ins(request, neighbors, catalog, popularity, candidates) -> Non
     It is not evidence of going with this basket (no tier 0 at the till): counted as such, it
     took places from the item's own thin pairs (Ta-Feng 4k slice cross-sell 0.1183 → 0.1095;
     as a complement score only, 0.1186)."""
-    min_baskets = retail_rules.DEFAULT.together_min_baskets
     basket = set(request.skus)
     for other, sku in stand_ins(request, neighbors, catalog, popularity).items():
         kind = pretty(catalog[sku].category)
         for neighbor in neighbors.get(other, ()):
-            if neighbor.sku in basket or neighbor.together_baskets < min_baskets:
+            if neighbor.sku in basket or not retail_rules.enough_baskets(neighbor.together_baskets):
                 continue
             candidate = _candidate(candidates, neighbor.sku)
             value = STAND_IN_WEIGHT * neighbor.score

@@ -158,3 +158,23 @@ def test_a_population_too_small_to_fit_a_model_still_has_a_value_floor():
     names = {a["customer_id"] for a in listed}
     assert "c-big" in names and "c-small" not in names
 
+
+
+def test_a_shard_past_fifty_customers_publishes_its_sample_until_its_first_refit():
+    """Between growing past the 50 customers a fit needs and its first refit (a week of event
+    time), a shard has no median of its own: it keeps publishing 50 rows of its sample, so the
+    readers' value floor does not vanish meanwhile; once fitted, it publishes none."""
+    from online_models.churn import PopulationShard
+    from tests.unit.helpers import Observed
+    from tests.unit.helpers import purchase as bought
+
+    shard = PopulationShard()
+    for n in range(60):
+        buyer = Observed(f"c-{n}")
+        for d in range(3):
+            buyer.observe(bought(f"p{n}-{d}", customer=f"c-{n}", ts=T0 + d * 7 * DAY_MS, price=10.0 + n))
+        shard.update(f"c-{n}", buyer.view, None, buyer.state.sketch_keys(buyer.view), T0 + 14 * DAY_MS)
+    rows = shard.small_sample_rows()
+    assert rows is not None and len(rows) == shard.min_fit_customers
+    shard.refit(T0 + 20 * DAY_MS)
+    assert shard.model.median_value_at_risk is not None and shard.small_sample_rows() is None
