@@ -191,6 +191,22 @@ def simulate(
     main(customers=customers, rate=rate, duration=duration, seed=seed, history_days=history_days)
 
 
+@app.command("react-to-offers")
+def react_to_offers_cmd(
+    api_url: str = typer.Option("http://127.0.0.1:8000", "--api-url"),
+    api_key: str | None = typer.Option(None, "--api-key", help="default: the first of OMNIREC_API_KEYS"),
+    customers: int = typer.Option(200, "--customers", help="the population `omnirec simulate` plays"),
+    rate: float = typer.Option(5.0, "--rate", help="decisions per second"),
+    duration: float | None = typer.Option(None, "--duration", help="seconds (default: forever)"),
+    seed: int = typer.Option(42, "--seed"),
+) -> None:
+    """Simulated shoppers answer the next best offers the API serves them: an impression, then
+    accept or dismiss as their planted tastes decide (what `omnirec offers report` measures)."""
+    from omnirec.simulate import react_to_offers
+
+    react_to_offers(Settings(), api_url, api_key, customers, rate, duration, seed)
+
+
 @app.command()
 def evaluate(
     file: Annotated[Path, typer.Argument(exists=True, dir_okay=False)],
@@ -336,6 +352,8 @@ def demo(
     port: int | None = typer.Option(None, "--port", help="API port (default: a free one)"),
     history_days: float = typer.Option(30.0, "--history-days", help="days of past traffic sent first"),
     key_prefix: str = typer.Option(DEMO_PREFIX, "--key-prefix", help="Redis key prefix (cleared at start)"),
+    offer_rate: float = typer.Option(5.0, "--offer-rate", help="offers answered per second by the "
+                                     "simulated shoppers (0: none), for `omnirec offers report`"),
 ) -> None:
     """Local stack + flow + API + live simulated traffic; Ctrl-C (SIGINT) or SIGTERM stops
     everything it started: each child's process group, then the broker (and Redis) it started."""
@@ -374,7 +392,7 @@ def demo(
     def check_children() -> None:
         for p in children:
             if p.poll() is not None:
-                log = {0: "demo-flow.log", 1: "demo-api.log", 2: "demo-simulate.log"}.get(
+                log = {0: "demo-flow.log", 1: "demo-api.log", 2: "demo-simulate.log", 3: "demo-offers.log"}.get(
                     children.index(p), "")
                 tail = ""
                 try:
@@ -468,6 +486,11 @@ def demo(
             time.sleep(0.5)
         if not customer:
             raise RuntimeError("API not ready or no profile after 180 s; see .omnirec/logs")
+        if offer_rate > 0:  # the shoppers answer the offers they are served: the uplift report's data
+            start_child(lambda: spawn(omnirec_bin + ["react-to-offers", "--api-url", base_url, "--api-key", DEMO_KEY,
+                                                     "--customers", str(customers), "--rate", str(offer_rate)],
+                                      "demo-offers.log", env=env))
+            err(f"offer reactions started (pid {children[-1].pid}); log .omnirec/logs/demo-offers.log")
         sku = _trousers_sku(catalog) or "TR-001"
         auth = f'-H "Authorization: Bearer {DEMO_KEY}"'
         print(f"\nomnirec demo is live: API at {base_url}  (key {DEMO_KEY})\n", flush=True)
