@@ -111,9 +111,14 @@ async def enrich(store: Store, arbitration: offers.ArbitrationSettings, batch: l
     """The batch's alerts whose customers are still away (``still_away``: a left-out alert counts
     as sent, so resuming loses nothing) and, for those worth a call, the next best offer in a
     churn-alert context (the same gates as any next best offer, so the suggestion may be none)."""
-    away, states = await still_away(store, batch, client)
-    suggest_win_back(store, arbitration, answers.alerts_by_value(away, store.population.median_value_at_risk()), states)
-    return away
+    out: list[dict] = []
+    for start in range(0, len(batch), READ_COUNT):  # a resume's catch-up may hold 10,000: in chunks,
+        away, states = await still_away(store, batch[start:start + READ_COUNT], client)  # the loop breathing
+        suggest_win_back(store, arbitration, answers.alerts_by_value(away, store.population.median_value_at_risk()),
+                         states)
+        out.extend(away)
+        await asyncio.sleep(0)
+    return out
 
 
 def suggest_win_back(store: Store, arbitration: offers.ArbitrationSettings, alerts: list[dict],
