@@ -832,9 +832,11 @@ class ChurnModel:
         usual = rhythm.usual_gap_days() if rules.has_rhythm(rhythm.purchases) else None
         said.append((w.overdue * terms["overdue"] + w.expected * terms["expected"] * 0.5,
                      silence_text(days, usual, rhythm.purchases, rhythm.web_purchases + rhythm.store_purchases)))
-        expected = self.expected(rhythm, now_ms)
-        said.append((w.expected * terms["expected"] * 0.5,
-                     f"expected to buy {_times(expected)} in the next {self.horizon_weeks:g} weeks"))
+        if self.fitted_at is not None:  # a model fitted on no population says what its prior says:
+            # "they usually buy every day" beside "expected to buy about 27 times in 39 weeks" (the audit)
+            expected = self.expected(rhythm, now_ms)
+            said.append((w.expected * terms["expected"] * 0.5,
+                         f"expected to buy {_times(expected)} in the next {self.horizon_weeks:g} weeks"))
         if rhythm.returns_streak >= 2:
             said.append((w.returns * terms["returns"],
                          f"sent back {rhythm.returns_streak} orders since they last bought"))

@@ -96,6 +96,18 @@ def test_reasons_read_as_sentences_on_edge_values():
         assert "×" not in text and ":" not in text  # no dashboard notation
 
 
+def test_a_model_fitted_on_no_population_does_not_say_what_it_expects():
+    """The audit: "they usually buy every day" beside "expected to buy about 27 times in the
+    next 39 weeks", from the prior of a model no population had been fitted on."""
+    from dataclasses import replace
+
+    daily = rhythm_of(list(range(30)))
+    unfitted = ChurnModel(params=PARAMS)
+    assert not any(r.startswith("expected to buy") for r in unfitted.reasons(daily, day(31), limit=10))
+    fitted = replace(unfitted, fitted_at=day(20))
+    assert any(r.startswith("expected to buy") for r in fitted.reasons(daily, day(31), limit=10))
+
+
 # --------------------------------------------------------------------------- score
 
 
