@@ -32,7 +32,7 @@ from bytewax.dataflow import Dataflow, Stream
 from flows import metrics
 from flows.broker_watch import BrokerWatch
 from flows.kafka_source import kafka_input
-from flows.redis_sink import Backoff, RedisSink
+from flows.redis_sink import Backoff, CountOnly, RedisSink
 from flows.steps import (
     alert_message,
     dead_letter_message,
@@ -123,7 +123,8 @@ def build_flow(settings: Settings | None = None) -> Dataflow:
     writes, letters, alerts = wire(flow, raw, engine, heartbeats)
     source_errors = op.filter_map("source_errors", kin.errs, source_error)
     all_letters = op.merge("all_dead_letters", letters, source_errors)
-    op.output("redis_out", writes, RedisSink(
+    counted = op.map("dead_letters_counted", all_letters, _count_only)  # their batch is counted too
+    op.output("redis_out", op.merge("redis_in", writes, counted), RedisSink(
         settings.redis_url, engine.scheme,
         Backoff(settings.redis_retry_base_s, settings.redis_retry_max_s), settings.redis_socket_timeout_s))
     sink = sink_config(settings)
@@ -135,6 +136,10 @@ def build_flow(settings: Settings | None = None) -> Dataflow:
         settings.kafka_bootstrap, input_topics(settings), settings.broker_check_s, watch_config(settings)))
     op.inspect("broker_watch_out", watch)  # it emits nothing: it raises when the topics are lost
     return flow
+
+
+def _count_only(_letter: DeadLetter) -> CountOnly:
+    return CountOnly()
 
 
 def source_config(settings: Settings) -> dict[str, object]:

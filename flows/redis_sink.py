@@ -65,11 +65,11 @@ class _RedisPartition(StatelessSinkPartition[Write]):
         self._backoff = backoff
         self._sleep = sleep
 
-    def write_batch(self, items: list[Write]) -> None:
-        if not items:
-            return
-        writes = list(coalesce(items).values())
+    def write_batch(self, items: list[Write | CountOnly]) -> None:
+        writes = list(coalesce(item for item in items if not isinstance(item, CountOnly)).values())
         processed = FLOW_METRICS.take()
+        if not writes and not processed:
+            return
         attempt, started, retries = 0, time.monotonic(), 0
         while True:
             retries += REDIS_RETRIES.take()
@@ -106,6 +106,14 @@ class _RedisPartition(StatelessSinkPartition[Write]):
 
     def close(self) -> None:
         self._client.close()
+
+
+class CountOnly:
+    """Sent to the sink for a dead letter: nothing to write, but the messages read so far are
+    counted in the flow metrics hash. A batch holding only dead letters wrote nothing, so its
+    count waited for the next write (a live-metrics test saw 14 of 17 messages counted)."""
+
+    __slots__ = ()
 
 
 class RedisSink(DynamicSink[Write]):

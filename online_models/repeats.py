@@ -138,7 +138,11 @@ class ItemRepeats:
             del self.buckets[bucket]
 
     def to_dict(self) -> dict:
-        return {"newest": self.newest, "buckets": {str(b): c for b, c in sorted(self.buckets.items())}}
+        # the newest bucket that holds counts, not the newest a delta ever named: a contribution
+        # added and then retracted (an alias's first purchase, merged into an older customer) is
+        # seen in some orders of reading and not in others (two hosts wrote 683 against 684)
+        newest = max(self.buckets, default=None)
+        return {"newest": newest, "buckets": {str(b): c for b, c in sorted(self.buckets.items())}}
 
     @classmethod
     def from_dict(cls, sku: str, data: Mapping) -> ItemRepeats:
