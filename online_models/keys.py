@@ -258,7 +258,7 @@ def decode_profile(raw: bytes) -> CustomerState | str:
 
 def encode_repeats(state: ItemRepeats) -> bytes:
     """``[[bucket, buyers, repeaters, repeats, log-gaps], …]`` by bucket: integers only."""
-    return orjson.dumps({"v": SCHEMA_VERSION, "newest": state.newest,
+    return orjson.dumps({"v": SCHEMA_VERSION, "newest": state.newest_counted(),
                          "b": [[bucket, *counts] for bucket, counts in sorted(state.buckets.items())]})
 
 

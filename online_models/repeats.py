@@ -137,12 +137,14 @@ class ItemRepeats:
         for bucket in [b for b in self.buckets if b < floor]:
             del self.buckets[bucket]
 
+    def newest_counted(self) -> int | None:
+        """The newest bucket that holds counts: what is published, not ``newest`` (the newest a
+        delta ever named). A contribution added and then retracted is seen in some orders of
+        reading and not in others (two hosts wrote 683 against 684)."""
+        return max(self.buckets, default=None)
+
     def to_dict(self) -> dict:
-        # the newest bucket that holds counts, not the newest a delta ever named: a contribution
-        # added and then retracted (an alias's first purchase, merged into an older customer) is
-        # seen in some orders of reading and not in others (two hosts wrote 683 against 684)
-        newest = max(self.buckets, default=None)
-        return {"newest": newest, "buckets": {str(b): c for b, c in sorted(self.buckets.items())}}
+        return {"newest": self.newest_counted(), "buckets": {str(b): c for b, c in sorted(self.buckets.items())}}
 
     @classmethod
     def from_dict(cls, sku: str, data: Mapping) -> ItemRepeats:
