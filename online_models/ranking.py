@@ -280,7 +280,6 @@ class _Till:
     basket item (in at least ``together_share`` of its baskets) comes before one that only the
     customer's affinities, popularity or a token pair bring."""
 
-    categories: set[str]
     max_price: float
     usual_item_price: float | None
     line_shares: dict[str, float]
@@ -304,7 +303,7 @@ class _Till:
         by_category: dict[str, tuple[str, ...]] = {}
         for product in basket:
             by_category[product.category] = (*by_category.get(product.category, ()), product.sku)
-        return cls(set(by_category), max((p.price for p in basket), default=0.0), usual, line,
+        return cls(max((p.price for p in basket), default=0.0), usual, line,
                    _lines_by_count(basket), _held_in_numbers(basket, catalog, neighbors or {}), by_category,
                    neighbors or {})
 
@@ -342,7 +341,7 @@ class _Till:
         item is rebought later (coffee) says nothing of a second one in the same basket, and no
         longer exempts it (the demo audit: coffee first for a coffee basket)."""
         category = product.category
-        if category not in self.categories or category in self.multi_categories:
+        if category not in self.by_category or category in self.multi_categories:
             return False
         return not retail_rules.bought_together(self._together_with(product.sku, self.by_category.get(category, ())))
 
