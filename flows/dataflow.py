@@ -123,7 +123,10 @@ def build_flow(settings: Settings | None = None) -> Dataflow:
     writes, letters, alerts = wire(flow, raw, engine, heartbeats)
     source_errors = op.filter_map("source_errors", kin.errs, source_error)
     all_letters = op.merge("all_dead_letters", letters, source_errors)
-    counted = op.map("dead_letters_counted", all_letters, _count_only)  # their batch is counted too
+    # The messages read are counted by the sink of the worker that read them, once per batch read:
+    # a message whose writes all land on another process's sink (or that writes nothing) would
+    # otherwise wait in this process's count for its next write (two processes settled at 51 of 52).
+    counted = op.flat_map_batch("reads_counted", op.merge("read", raw, source_errors), _count_batch)
     op.output("redis_out", op.merge("redis_in", writes, counted), RedisSink(
         settings.redis_url, engine.scheme,
         Backoff(settings.redis_retry_base_s, settings.redis_retry_max_s), settings.redis_socket_timeout_s))
@@ -138,8 +141,8 @@ def build_flow(settings: Settings | None = None) -> Dataflow:
     return flow
 
 
-def _count_only(_letter: DeadLetter) -> CountOnly:
-    return CountOnly()
+def _count_batch(_batch: list) -> tuple[CountOnly]:
+    return (CountOnly(),)
 
 
 def source_config(settings: Settings) -> dict[str, object]:
