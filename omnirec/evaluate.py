@@ -130,6 +130,7 @@ class Replayer:
         self.repeats = RepeatModel()  # as the API's refresh builds it, from the items' repeat counts
         self._repeat_states: dict[str, ItemRepeats] = {}
         self.weights = weights  # None: each context's fitted blend (ranking.FITTED)
+        self.every_signal = False  # ranking.recommend's: True where the weights are being fitted
         self.engine = Engine(self.settings.engine())
         self.scheme = self.engine.scheme
         self.runner = Runner(self.engine, on_output=self._written)
@@ -271,7 +272,7 @@ class Replayer:
         if extra:
             neighbors = {**self.neighbors(extra), **neighbors}
         return ranking.recommend(state, request, neighbors, self.index, self.products,
-                                 self.rules, self.weights, repeats=self.repeats)
+                                 self.rules, self.weights, repeats=self.repeats, every_signal=self.every_signal)
 
     def recommend(self, customer_id: str | None, request: ranking.Request,
                   anonymous_id: str | None = None) -> list[ranking.Suggestion]:

@@ -99,6 +99,7 @@ class _Collector(evaluate.Evaluator):
     def __init__(self, k: int, split_ts: int, every: int, context: str, settings: Settings | None = None) -> None:
         super().__init__(k, settings, protocol="prequential")
         self.split_ts, self.every, self.context = split_ts, every, context
+        self.replayer.every_signal = True  # a part the current blend leaves at 0 may be worth weighting
         self.points: list[Point] = []
         self.gp_hits = 0.0
         self.popularity_hits = 0.0

@@ -340,8 +340,19 @@ def far_above_basket(price: float, basket_max_price: float, usual_item_price: fl
     >>> far_above_basket(346.99, 29.0, usual_item_price=150.0)  # they buy dear things
     False
     """
+    return price > price_ceiling(basket_max_price, usual_item_price, t)
+
+
+def price_ceiling(basket_max_price: float, usual_item_price: float | None = None, t: Thresholds = DEFAULT) -> float:
+    """The price above which a suggestion is far above the basket (``far_above_basket``):
+    ``till_price_ratio`` × the dearer of the basket's dearest item and what the customer usually
+    pays per item; no ceiling when neither is known.
+
+    >>> price_ceiling(29.0), price_ceiling(0.0)
+    (87.0, inf)
+    """
     reference = max(basket_max_price, usual_item_price or 0.0)
-    return reference > 0 and price > t.till_price_ratio * reference
+    return t.till_price_ratio * reference if reference > 0 else math.inf
 
 
 @lru_cache(maxsize=65_536)

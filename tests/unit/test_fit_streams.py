@@ -34,14 +34,15 @@ def test_each_context_ranks_with_its_own_fitted_blend_unless_one_is_given():
 
     def belt(context, weights=None):
         request = Request(context, skus=("TR-1",) if context != "home" else (), k=10, now_ms=day(1))
-        found = {s.sku: s for s in recommend(state, request, neighbours, popular, CATALOG, weights=weights)}
+        found = {s.sku: s for s in recommend(state, request, neighbours, popular, CATALOG, weights=weights,
+                                             every_signal=True)}
         return found["BL-1"]
 
     for context in ("home", "cart"):
         fitted = ranking.FITTED[context]
         assert belt(context).score == belt(context, fitted).score
         assert belt(context, replace(fitted, complement=fitted.complement + 1)).score > belt(context).score
-    assert belt("home").features["complement"] > 0  # the part is there, whatever its weight
+    assert belt("home").features["complement"] > 0  # the fit sees the part, whatever its weight
 
 
 def test_the_fit_ranks_a_till_point_as_the_till_does_tiers_first_then_penalised_scores():
