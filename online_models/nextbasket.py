@@ -101,7 +101,9 @@ def neighbour_evidence(weights: Mapping[str, float], neighbors: Mapping[str, lis
     if total <= 0:
         return {}
     evidence: dict[str, float] = {}
+    found = evidence.get
     for source, weight in weights.items():
         for neighbor in neighbors.get(source, ()):
-            evidence[neighbor.sku] = evidence.get(neighbor.sku, 0.0) + weight * neighbor.score / total
+            sku = neighbor.sku
+            evidence[sku] = found(sku, 0.0) + weight * neighbor.score / total
     return evidence

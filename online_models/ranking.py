@@ -409,6 +409,9 @@ _STAND_IN_IN_WORDS = "bought with other {} in {:.0%} of their baskets".format
 _LIKE_IN_WORDS = "you like {}".format
 
 
+_NEIGHBOURS_REASON = "bought by customers who buy what you buy"
+
+
 def _shop_for_in_words(category: str) -> str:
     return f"you often shop for {pretty(category)}"  # "shop", not "buy": views count as well
 
@@ -446,13 +449,16 @@ def _score_complements(anchor_weights, neighbors, catalog, candidates) -> None:
     scores (its score is already shrunk for thin evidence) but is no evidence of going with the
     basket, and its reason says how few baskets, not "100% of baskets"."""
     min_baskets = retail_rules.DEFAULT.together_min_baskets
+    found = candidates.get
     for anchor, weight in anchor_weights.items():
         if weight <= 0:  # a neighbour-evidence source, not an anchor (``anchors``)
             continue
         anchor_product = catalog.get(anchor)
         anchor_name = anchor_product.name if anchor_product else anchor
         for neighbor in neighbors.get(anchor, ()):  # _Candidate.add inlined: the most frequent call
-            candidate = _candidate(candidates, neighbor.sku)
+            candidate = found(neighbor.sku)
+            if candidate is None:  # ``_candidate`` inlined too
+                candidate = candidates[neighbor.sku] = _Candidate(neighbor.sku)
             value = weight * neighbor.score
             enough = neighbor.together_baskets >= min_baskets  # ``rules.enough_baskets``, inlined
             if value > candidate.parts.get("complement", 0.0):
@@ -514,7 +520,8 @@ def _score_personal(state, shares, popularity, catalog, rules, repeats, candidat
                     now_ms: int) -> None:
     for category, share in sorted(shares.items(), key=lambda kv: -kv[1])[:3]:
         for sku in popularity.by_category.get(category, ())[:PERSONAL_CANDIDATES]:
-            _candidate(candidates, sku)
+            if sku not in candidates:
+                candidates[sku] = _Candidate(sku)
     brand_shares = state.brand_shares(catalog)
     top_count = max((record[0] for record in state.bought.values()), default=0.0)
     vector = nextbasket.personal(state.basket_vector)
@@ -561,12 +568,15 @@ def _score_neighbours(state: CustomerState, neighbors, candidates, context: str)
     """The explore pool: items bought with the customer's heaviest items (``nextbasket``)."""
     sources = nextbasket.personal(state.basket_vector, nextbasket.NEIGHBOUR_SOURCES)
     scale = 1.0 if context == "home" else 0.3
+    found = candidates.get
     for sku, value in nextbasket.neighbour_evidence(sources, neighbors).items():
         value *= scale
         if value > 0.0:  # the only part set here, once per item (``_Candidate.add`` inlined)
-            candidate = _candidate(candidates, sku)
+            candidate = found(sku)
+            if candidate is None:  # ``_candidate`` inlined: a hundred items per request and more
+                candidate = candidates[sku] = _Candidate(sku)
             candidate.parts["neighbours"] = value
-            candidate.reasons["neighbours"] = (value, "bought by customers who buy what you buy")
+            candidate.reasons["neighbours"] = (value, _NEIGHBOURS_REASON)
 
 
 def due_now(habit: RepeatView, record, now_ms: int) -> float:
@@ -623,9 +633,13 @@ def _score_popularity(request, popularity, catalog, candidates, basket_lines: Se
     for line in basket_lines[:BASKET_LINES_READ]:
         lists.append((popularity.by_category.get(line, []), 0.8, f"popular in {pretty(line)}"))
     lists.append((popularity.global_top, 0.6, "popular right now"))
+    found = candidates.get
     for ranked, weight, reason in lists:
         for rank, sku in enumerate(ranked[:PERSONAL_CANDIDATES]):
-            _candidate(candidates, sku).add("popularity", weight / (1.0 + rank / 10), reason)
+            candidate = found(sku)
+            if candidate is None:  # ``_candidate`` inlined
+                candidate = candidates[sku] = _Candidate(sku)
+            candidate.add("popularity", weight / (1.0 + rank / 10), reason)
 
 
 def _outside_customer_line(category: str, shares: Mapping[str, float], rules: Rules) -> bool:
