@@ -183,7 +183,8 @@ def _behaviour(state: CustomerState, now_ms: int | None) -> str:
         return "deal"
     now = now_ms if now_ms is not None else state.last_ts
     if (state.last_purchase_ts is not None and now is not None
-            and rules.is_lapsing((now - state.last_purchase_ts) / DAY_MS, usual_gap(state))):
+            and rules.is_lapsing((now - state.last_purchase_ts) / DAY_MS, usual_gap(state),
+                                 state.rhythm.purchases)):
         return "lapsing"
     return "big" if state.gross >= BIG_SPENDER_GROSS else "regular"
 
@@ -285,7 +286,7 @@ def _suitability(offer, state, cell, situation, catalog, policy) -> GateResult:
         return GateResult(ok, "suitability", reason)
     silent_days = (None if state.last_purchase_ts is None
                    else max(0.0, situation.now_ms - state.last_purchase_ts) / DAY_MS)
-    lapsing = silent_days is not None and rules.is_lapsing(silent_days, usual_gap(state))
+    lapsing = silent_days is not None and rules.is_lapsing(silent_days, usual_gap(state), state.rhythm.purchases)
     ok, reason = rules.offer_suitability(
         offer.kind, purchases=state.orders, net_value=state.net_value, discount_share=state.discount_share,
         return_rate=state.return_rate, lapsing=lapsing, churn_score=situation.churn_score,

@@ -97,7 +97,7 @@ def rule_verdicts(state: CustomerState, now_ms: int) -> dict[str, Any]:
     usual = rules.usual_gap_days(rhythm.gap_n, rhythm.gap_mean)
     lapse = None
     if state.last_purchase_ts is not None:
-        lapse = rules.lapse_stage(max(0, now_ms - state.last_purchase_ts) / decay.DAY_MS, usual)
+        lapse = rules.lapse_stage(max(0, now_ms - state.last_purchase_ts) / decay.DAY_MS, usual, rhythm.purchases)
     return {
         "usual_gap_days": None if usual is None else round(usual, 1),
         "lapse": lapse,

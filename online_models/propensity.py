@@ -107,7 +107,7 @@ def customer_view(state: CustomerState | None, catalog: Mapping[str, Product], n
         n, mean_log_gap, _ = state.rhythm.gap_stats()
         gap = rules.usual_gap_days(n, mean_log_gap)
         since_gap = min(SINCE_GAP_CAP, days / gap) / SINCE_GAP_CAP if gap else 0.0
-        lapsing = float(rules.is_lapsing(days, gap))
+        lapsing = float(rules.is_lapsing(days, gap, state.rhythm.purchases))
     net = max(0.0, state.net_value) if state is not None else 0.0
     top_tiers = [name for name, _ in tiers.DEFAULT_TIERS]
     tier_rank = 1.0 - top_tiers.index(tier) / len(top_tiers) if tier in top_tiers else 0.0

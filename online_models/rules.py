@@ -153,26 +153,31 @@ def has_rhythm(purchases: int, t: Thresholds = DEFAULT) -> bool:
     return purchases >= t.rhythm_min_purchases
 
 
-def lapse_stage(days_since_purchase: float, usual_gap: float | None,
+def lapse_stage(days_since_purchase: float, usual_gap: float | None, purchase_days: int,
                 t: Thresholds = DEFAULT) -> str | None:
     """How far a buyer has slipped, against their own rhythm (``usual_gap``; when unknown,
     ``default_gap_days``, 14):
 
-    - ``"lapsing"``: silent for longer than max(``lapsing_min_days`` 14, ``lapsing_gaps`` 2.5 ×
-      their usual gap): slipping away, time for a win-back;
-    - ``"lapsed"``: silent for longer than max(``lapsed_min_days`` 180, ``lapsed_gaps`` 3 ×
-      their usual gap): gone (the CRM segment);
-    - ``None``: still within their rhythm.
+    - ``"lapsing"``: a buyer with a rhythm (``has_rhythm``: 3 purchase days) silent for longer
+      than max(``lapsing_min_days`` 14, ``lapsing_gaps`` 2.5 × their usual gap): slipping away,
+      time for a win-back and a churn alert (``churn.lapse_time``, the same moment). One or two
+      purchases are no habit to slip from: the profile called such a buyer lapsing while no
+      alert could follow;
+    - ``"lapsed"``: any buyer silent for longer than max(``lapsed_min_days`` 180, ``lapsed_gaps``
+      3 × their usual gap): gone (the CRM segment);
+    - ``None``: still within their rhythm, or too new to have one.
 
-    A lapsed customer is always lapsing as well (``is_lapsing``), since 180 ≥ 14 and 3 ≥ 2.5.
+    A lapsed customer counts as lapsing as well (``is_lapsing``).
 
-    >>> lapse_stage(10, 7.0), lapse_stage(30, 7.0), lapse_stage(200, 7.0), lapse_stage(200, 70.0)
+    >>> lapse_stage(10, 7.0, 6), lapse_stage(30, 7.0, 6), lapse_stage(200, 7.0, 6), lapse_stage(200, 70.0, 6)
     (None, 'lapsing', 'lapsed', 'lapsing')
+    >>> lapse_stage(60, None, 2), lapse_stage(200, None, 1)
+    (None, 'lapsed')
     """
     gap = usual_gap if usual_gap is not None else t.default_gap_days
     if days_since_purchase > max(t.lapsed_min_days, t.lapsed_gaps * gap):
         return "lapsed"
-    if days_since_purchase > lapsing_after_days(usual_gap, t):
+    if has_rhythm(purchase_days, t) and days_since_purchase > lapsing_after_days(usual_gap, t):
         return "lapsing"
     return None
 
@@ -189,9 +194,10 @@ def lapsing_after_days(usual_gap: float | None, t: Thresholds = DEFAULT) -> floa
     return max(t.lapsing_min_days, t.lapsing_gaps * gap)
 
 
-def is_lapsing(days_since_purchase: float, usual_gap: float | None, t: Thresholds = DEFAULT) -> bool:
+def is_lapsing(days_since_purchase: float, usual_gap: float | None, purchase_days: int,
+               t: Thresholds = DEFAULT) -> bool:
     """Slipping away or already gone (``lapse_stage`` is not ``None``)."""
-    return lapse_stage(days_since_purchase, usual_gap, t) is not None
+    return lapse_stage(days_since_purchase, usual_gap, purchase_days, t) is not None
 
 
 def churn_risk(score: float | None, lapse: str | None, t: Thresholds = DEFAULT) -> str:
@@ -213,9 +219,10 @@ def churn_risk(score: float | None, lapse: str | None, t: Thresholds = DEFAULT) 
     return "medium" if score >= t.churn_risk_medium else "low"
 
 
-def is_lapsed(days_since_purchase: float, usual_gap: float | None, t: Thresholds = DEFAULT) -> bool:
+def is_lapsed(days_since_purchase: float, usual_gap: float | None, purchase_days: int,
+              t: Thresholds = DEFAULT) -> bool:
     """Gone: silent for longer than max(180 days, 3 × their usual gap)."""
-    return lapse_stage(days_since_purchase, usual_gap, t) == "lapsed"
+    return lapse_stage(days_since_purchase, usual_gap, purchase_days, t) == "lapsed"
 
 
 def is_new_customer(days_since_first_purchase: float, orders: int, t: Thresholds = DEFAULT) -> bool:
@@ -239,7 +246,7 @@ def is_loyal(purchases: int, days_since_first_purchase: float, days_since_purcha
     (True, False, False, False)
     """
     return (purchases >= t.loyal_min_purchases and days_since_first_purchase >= t.loyal_min_tenure_days
-            and not is_lapsing(days_since_purchase, usual_gap, t))
+            and not is_lapsing(days_since_purchase, usual_gap, purchases, t))
 
 
 # --------------------------------------------------------------------------- repeat purchase

@@ -372,7 +372,7 @@ def segments(rhythm: Any, now_ms: int) -> list[str]:
         out.append("new")
     days_since = (now_ms - rhythm.last_purchase_ts) / DAY_MS
     usual = rules.usual_gap_days(rhythm.gap_n, rhythm.gap_mean)
-    stage = rules.lapse_stage(days_since, usual)
+    stage = rules.lapse_stage(days_since, usual, rhythm.purchases)
     if stage is not None:  # "lapsed" (gone), or "lapsing" (slipping away: the retention list's customers)
         out.append(stage)
     returner = rules.returns_a_lot(rhythm.return_rate(), rhythm.purchases)

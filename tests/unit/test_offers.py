@@ -116,9 +116,11 @@ def test_lapsing_follows_the_customers_own_rhythm():
     weekly = customer(*[purchase(f"p{i}", ts=day(7 * i)) for i in range(3)])  # last purchase on day 14
     assert customer_cell(weekly, CATALOG, now_ms=day(14 + 17)) == "men|regular"  # 17 days ≤ 2.5 × 7
     assert customer_cell(weekly, CATALOG, now_ms=day(14 + 18)) == "men|lapsing"
-    monthly = customer(*[purchase(f"p{i}", ts=day(30 * i)) for i in range(2)])  # one gap: 30 days
-    assert customer_cell(monthly, CATALOG, now_ms=day(30 + 60)) == "men|regular"
-    assert customer_cell(monthly, CATALOG, now_ms=day(30 + 76)) == "men|lapsing"
+    monthly = customer(*[purchase(f"p{i}", ts=day(30 * i)) for i in range(3)])  # two gaps of 30 days
+    assert customer_cell(monthly, CATALOG, now_ms=day(60 + 75)) == "men|regular"
+    assert customer_cell(monthly, CATALOG, now_ms=day(60 + 76)) == "men|lapsing"
+    twice = customer(*[purchase(f"p{i}", ts=day(30 * i)) for i in range(2)])  # two orders: no habit yet
+    assert customer_cell(twice, CATALOG, now_ms=day(30 + 120)) == "men|regular"
 
 
 def test_negative_net_value_gets_no_discount():

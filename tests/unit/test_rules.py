@@ -88,15 +88,23 @@ def test_a_rhythm_needs_three_purchase_days():
     (0, None, None),
 ])
 def test_lapse_stage(days, gap, stage):
-    assert lapse_stage(days, gap) == stage
-    assert is_lapsing(days, gap) == (stage is not None)
-    assert is_lapsed(days, gap) == (stage == "lapsed")
+    assert lapse_stage(days, gap, 5) == stage
+    assert is_lapsing(days, gap, 5) == (stage is not None)
+    assert is_lapsed(days, gap, 5) == (stage == "lapsed")
+
+
+def test_one_or_two_purchases_are_no_habit_to_lapse_from_but_a_long_silence_is_gone():
+    # the profile said "lapsing" for a buyer of two orders whom no churn alert could follow
+    assert lapse_stage(60, None, 2) is None and lapse_stage(60, None, 3) == "lapsing"
+    assert lapse_stage(60, 10.0, 2) is None and not is_lapsing(60, 10.0, 2)
+    assert lapse_stage(181, None, 1) == "lapsed" and is_lapsing(181, None, 1)
 
 
 def test_lapsed_always_implies_lapsing():
-    for gap in (None, 1.0, 7.0, 30.0, 90.0, 365.0):
-        for days in range(0, 2000, 5):
-            assert not is_lapsed(days, gap) or is_lapsing(days, gap)
+    for purchase_days in (1, 2, 3, 10):
+        for gap in (None, 1.0, 7.0, 30.0, 90.0, 365.0):
+            for days in range(0, 2000, 5):
+                assert not is_lapsed(days, gap, purchase_days) or is_lapsing(days, gap, purchase_days)
 
 
 def test_new_customer_needs_a_short_tenure_and_few_purchases():
