@@ -220,11 +220,13 @@ def recommend(
     if ranker is not None and ranker.trained_on and scored:
         _blend_learnt(scored, ranker, state)
     # Only the k shown are dressed with names, reasons and features: most candidates never are.
-    order = lambda s: (s.tier, -s.score, s.candidate.sku)  # noqa: E731
+    # Best first: tier, then score, ties by SKU (unique, so the entry itself is never compared;
+    # tuples compare in C, a key function would be called per candidate and per selection).
+    ranked = [(s.tier, -s.score, s.candidate.sku, s) for s in scored]
     if till is None:
-        top = heapq.nsmallest(request.k, scored, key=order)
+        top = [entry for *_, entry in heapq.nsmallest(request.k, ranked)]
     else:  # the first places are filled from the whole list, substitutes kept out of them
-        top = till.keep_substitutes_out_of_the_top(scored, request.k, order)
+        top = till.keep_substitutes_out_of_the_top(ranked, request.k)
     return [_finish(s, state, lead_with_evidence=till is not None) for s in top]
 
 
@@ -317,7 +319,7 @@ class _Till:
 
     def place(self, entry: _Scored) -> None:
         product = entry.product
-        if self.is_substitute(product):
+        if product.category in self.categories and self.is_substitute(product):
             entry.substitute = True
             entry.score *= SUBSTITUTE_PENALTY
             entry.multiplier *= SUBSTITUTE_PENALTY
@@ -354,19 +356,20 @@ class _Till:
         return not retail_rules.bought_together(self.together.get((category, product.sku), 0.0))
 
     @staticmethod
-    def keep_substitutes_out_of_the_top(scored: list[_Scored], k: int, order) -> list[_Scored]:
-        """The first ``k`` of ``scored`` in ``order`` (best first) with no substitute among the
-        first ``till_substitute_free_top`` (3): those places go to the best non-substitutes,
-        however far down; the rest follow in rank order. A shorter list only when fewer than
+    def keep_substitutes_out_of_the_top(ranked: list[tuple], k: int) -> list[_Scored]:
+        """The first ``k`` of ``ranked`` ((tier, -score, sku, entry): best first) with no
+        substitute among the first ``till_substitute_free_top`` (3): those places go to the best
+        non-substitutes, however far down; the rest follow in rank order. A shorter list only when fewer than
         three candidates in all are not substitutes (the demo audit saw empty and one-item lists
         when only the first ``k`` were searched). Partial selections, not a sort of every
         candidate: the rest can only come from the first ``k`` + 3 of them."""
         free = min(retail_rules.DEFAULT.till_substitute_free_top, k)
-        head = heapq.nsmallest(free, (s for s in scored if not s.substitute), key=order)
+        head = [entry for *_, entry in heapq.nsmallest(free, [r for r in ranked if not r[3].substitute])]
         if len(head) < free:
             return head
         chosen = {id(s) for s in head}
-        return (head + [s for s in heapq.nsmallest(k + free, scored, key=order) if id(s) not in chosen])[:k]
+        rest = [entry for *_, entry in heapq.nsmallest(k + free, ranked) if id(entry) not in chosen]
+        return (head + rest)[:k]
 
 
 class _Scored:
