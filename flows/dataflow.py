@@ -63,43 +63,63 @@ def wire(flow: Dataflow, raw: Stream[Raw], engine: Engine, heartbeats: Stream[He
     for step in graph(engine):
         produced.append((step.emits, _build(flow, step, produced)))
     everything = op.merge("all_outputs", *(stream for _, stream in produced[inputs:]))
-    return (op.filter("writes", everything, is_write),
-            op.filter("dead_letters", everything, is_dead_letter),
-            op.filter("alerts", everything, is_alert))
+    return (op.flat_map_batch("writes", everything, _only(is_write)),
+            op.flat_map_batch("dead_letters", everything, _only(is_dead_letter)),
+            op.flat_map_batch("alerts", everything, _only(is_alert)))
 
 
 def _build(flow: Dataflow, step: Step, produced) -> Stream:
     """The step's inputs (every earlier stream that can carry a type it accepts, keyed by the
-    step's own key functions), then the step."""
+    step's own key functions), then the step.
+
+    The routing between steps is done a batch at a time (``flat_map_batch``, one Python call
+    per batch and a loop inside it), not per message: bytewax's ``filter_map`` and ``map`` wrap
+    a per-item callback in two generator layers, and every message passes the filters of every
+    step that reads its stream."""
     inputs = []
     for emits, stream in produced:
         wanted = {kind: key for kind, key in step.accepts.items() if kind in emits}
         if wanted:
             select = _keyer(wanted) if step.stateful else _selector(wanted)
-            inputs.append(op.filter_map(f"{step.name}_from_{len(inputs)}", stream, select))
+            inputs.append(op.flat_map_batch(f"{step.name}_from_{len(inputs)}", stream, select))
     source = inputs[0] if len(inputs) == 1 else op.merge(f"{step.name}_in", *inputs)
     if not step.stateful:
-        return op.flat_map(step.name, source, step.fn)
+        return op.flat_map_batch(step.name, source, _each(step.fn))
     out = op.stateful_flat_map(step.name, source, step.fn)
-    return op.map(f"{step.name}_unkey", out, _value)
+    return op.flat_map_batch(f"{step.name}_unkey", out, _values)
 
 
 def _keyer(wanted):
-    def key(message):
-        key_fn = wanted.get(type(message))
-        if key_fn is None:
-            return None
-        k = key_fn(message)
-        return None if k is None else (k, message)
-    return key
+    """A batch's messages of the wanted types, each as (its key, itself); those without a key
+    (the key function says None) are left out."""
+    def keyed(batch: list) -> list:
+        out = []
+        for message in batch:
+            key_fn = wanted.get(type(message))
+            if key_fn is not None and (k := key_fn(message)) is not None:
+                out.append((k, message))
+        return out
+    return keyed
 
 
 def _selector(wanted):
-    return lambda message: message if type(message) in wanted else None
+    return lambda batch: [message for message in batch if type(message) in wanted]
 
 
-def _value(kv):
-    return kv[1]
+def _only(predicate):
+    return lambda batch: [message for message in batch if predicate(message)]
+
+
+def _each(fn):
+    return lambda batch: [out for message in batch for out in fn(message)]
+
+
+def _each_one(fn):
+    return lambda batch: [fn(message) for message in batch]
+
+
+def _values(batch: list) -> list:
+    return [kv[1] for kv in batch]
 
 
 def build_flow(settings: Settings | None = None) -> Dataflow:
@@ -118,7 +138,7 @@ def build_flow(settings: Settings | None = None) -> Dataflow:
         add_config=source_config(settings),
         idle_poll_s=settings.flow_idle_poll_ms / 1000,
     )
-    raw = op.map("as_raw", kin.oks, from_kafka)
+    raw = op.flat_map_batch("as_raw", kin.oks, _each_one(from_kafka))
     heartbeats = op.input("clock", flow, HeartbeatSource(settings.churn_tick_s))
     writes, letters, alerts = wire(flow, raw, engine, heartbeats)
     source_errors = op.filter_map("source_errors", kin.errs, source_error)
