@@ -322,7 +322,7 @@ class CustomerState:
         signal of what they will buy next (the personal half of GP-TopFreq). With the first and
         last time, the record is what the item's learned repeat habit needs (``repeats``), and
         it is the same whatever order the orders arrived in."""
-        previous = self.bought.get(sku)
+        previous = self.bought.get(sku)  # replaced, not changed: ``__deepcopy__`` shares the records
         if previous is None:
             self.bought[sku] = [orders, last_ts, first_ts]
         else:
@@ -370,7 +370,7 @@ class CustomerState:
             setattr(clone, name, dict(getattr(self, name)))
         for name in _LIST_FIELDS:
             setattr(clone, name, list(getattr(self, name)))
-        clone.bought = {sku: list(entry) for sku, entry in self.bought.items()}
+        clone.bought = dict(self.bought)  # its records are replaced, never changed in place (``_add_bought``)
         clone.contacts = self.contacts.copy()
         clone.rhythm = self.rhythm.copy()
         return clone
