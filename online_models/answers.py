@@ -16,7 +16,14 @@ from online_models.customer import CustomerState
 from online_models.events import ANONYMOUS_CUSTOMER, DAY_MS, Product
 from online_models.learning import feature_vector
 from online_models.profile import Population
-from online_models.refs import DecisionRef, RecommendationRef, SigningKeys, decode_ref, encode_ref
+from online_models.refs import (
+    DecisionRef,
+    RecommendationRef,
+    SigningKeys,
+    decode_ref,
+    encode_recommendation,
+    encode_ref,
+)
 
 # How much of the popularity lists the API reads (and the evaluators index the same way).
 STORE_LIST = 50
@@ -29,12 +36,14 @@ def recommendations_body(state: CustomerState | None, customer_id: str | None, r
     """The recommendations answer; each item carries its signed `recommendation_id` (one nonce per item)."""
     known_id = state.customer_id if state else customer_id
     items = []
+    context, channel = request.context, request.channel
     for suggestion, nonce in zip(suggestions, nonces, strict=True):
-        ref = RecommendationRef(known_id, request.context, request.channel, now_ms, nonce, suggestion.sku,
-                                tuple(feature_vector(suggestion.features)))
-        items.append({"sku": suggestion.sku, "score": suggestion.score, "reasons": suggestion.reasons,
+        sku = suggestion.sku
+        ref = encode_recommendation(known_id, context, channel, now_ms, nonce, sku,
+                                    feature_vector(suggestion.features), signing)  # a RecommendationRef
+        items.append({"sku": sku, "score": suggestion.score, "reasons": suggestion.reasons,
                       "name": suggestion.name, "category": suggestion.category, "price": suggestion.price,
-                      "recommendation_id": encode_ref(ref, signing)})
+                      "recommendation_id": ref})
     return {"customer_id": known_id, "known_customer": state is not None, "context": request.context,
             "fallback": ranking.fallback_reason(state, request, list(suggestions)), "items": items}
 

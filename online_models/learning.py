@@ -27,7 +27,8 @@ LABELS = {"impression": 0, "click": 1, "accept": 1}  # dismiss teaches the ranke
 
 
 def feature_vector(features: Mapping[str, float]) -> list[float]:
-    return [round(float(features.get(name, 0.0)), 4) for name in FEATURES]
+    get = features.get
+    return [round(float(get(name, 0.0)), 4) for name in FEATURES]
 
 
 def as_features(vector: list[float]) -> dict[str, float]:

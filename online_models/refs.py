@@ -111,9 +111,19 @@ def _mac(secret: bytes, signed: str) -> str:
 
 def encode_ref(ref: DecisionRef | RecommendationRef, keys: SigningKeys) -> str:
     tag = "d1" if isinstance(ref, DecisionRef) else "r1"
+    return _signed(tag, [getattr(ref, name) for name in _FIELDS[type(ref)]], keys)
+
+
+def encode_recommendation(customer_id: str | None, context: str, channel: str | None, ts_ms: int, nonce: int,
+                          sku: str, features: list[float], keys: SigningKeys) -> str:
+    """``encode_ref(RecommendationRef(...), keys)``, the same id, without building the ref: an
+    answer signs one per item it shows."""
+    return _signed("r1", [customer_id, context, channel, ts_ms, nonce, sku, features], keys)
+
+
+def _signed(tag: str, values: list, keys: SigningKeys) -> str:
     kid, secret = keys.keys[-1]
-    body = base64.urlsafe_b64encode(orjson.dumps([getattr(ref, name) for name in _FIELDS[type(ref)]])
-                                    ).rstrip(b"=").decode()
+    body = base64.urlsafe_b64encode(orjson.dumps(values)).rstrip(b"=").decode()
     signed = f"{tag}.{kid}.{body}"
     return f"{signed}.{_mac(secret, signed)}"
 

@@ -13,6 +13,7 @@ from online_models.refs import (
     RecommendationRef,
     SigningKeys,
     decode_ref,
+    encode_recommendation,
     encode_ref,
 )
 
@@ -28,6 +29,12 @@ def test_ids_round_trip_and_name_the_key_that_signed_them():
         text = encode_ref(ref, BOTH)
         assert text.split(".")[1] == "2026b"  # the newest key signs
         assert decode_ref(text, kind, BOTH) == ref
+
+
+def test_an_answers_item_id_is_the_id_of_its_recommendation_ref():
+    # the answer signs its items without building the ref: the same id, which decodes to the ref
+    text = encode_recommendation("c-1", "cart", "store", 1_795_601_700_000, 9, "BL-1", [0.5, 0.0, 1.0], BOTH)
+    assert text == encode_ref(ITEM, BOTH) and decode_ref(text, RecommendationRef, BOTH) == ITEM
 
 
 def test_rotation_old_ids_verify_while_their_key_is_listed():
