@@ -17,6 +17,7 @@ demo: venv
 
 # unit + integration tests (the integration ones start tansu themselves; Redis on 127.0.0.1:6379 or valkey)
 test: venv
+	@bash .ci/ensure-chromium
 	$(BIN)/python -m pytest -q
 
 unit: venv
