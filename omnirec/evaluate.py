@@ -6,7 +6,7 @@
 `Replayer` runs the flow's own engine in process (``online_models.engine.Runner``: the same
 steps, routing, parser and settings, without Kafka, bytewax or Redis), keeps from its writes
 what the API reads of Redis, and answers ``recommend`` the way the API does
-(``ranking.anchors`` → neighbour lists decoded from their stored bytes with the published basket
+(``ranking.lists_to_read`` → neighbour lists decoded from their stored bytes with the published basket
 counts → ``ranking.recommend`` with a ``PopularityIndex`` built from the popularity lists). The index is rebuilt once per day of event time (and every
 ``REBUILD_EVERY_PURCHASES`` purchases), not per event, like the API's periodic refresh.
 
@@ -266,7 +266,7 @@ class Replayer:
         self._index_stale = False
 
     def recommend_for(self, state: CustomerState | None, request: ranking.Request) -> list[ranking.Suggestion]:
-        wanted = list(ranking.anchors(state, request))
+        wanted = ranking.lists_to_read(state, request, self.weights, self.every_signal)
         neighbors = self.neighbors(wanted)
         extra = ranking.stand_ins(request, neighbors, self.products, self.index)  # as the API's route reads them
         if extra:

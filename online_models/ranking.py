@@ -1,7 +1,7 @@
 """Recommendations: candidates → scores → business rules → top-k, each with its reasons.
 
 Pure: the caller (API, evaluation harness) fetches the customer state, the neighbour
-lists of the anchor items (`anchors`) and the popularity index, then calls `recommend`.
+lists of the items it reads (`lists_to_read`) and the popularity index, then calls `recommend`.
 """
 
 from __future__ import annotations
@@ -150,6 +150,21 @@ def anchors(state: CustomerState | None, request: Request) -> dict[str, float]:
     for sku in nextbasket.sources(state.basket_vector):  # read for the neighbour evidence only
         chosen.setdefault(sku, 0.0)
     return chosen
+
+
+def lists_to_read(state: CustomerState | None, request: Request, weights: Weights | None = None,
+                  every_signal: bool = False) -> list[str]:
+    """The items whose co-purchase lists ``recommend`` reads for this request (with the same
+    ``weights`` and ``every_signal``): the anchors when complements count, the customer's
+    heaviest items when the neighbour evidence does. A signal the blend gives no weight reads
+    none (the home page's fitted blend: the neighbour evidence's sources only)."""
+    weight_of = _weight_table(weights or FITTED.get(request.context, TILL_WEIGHTS))
+    wanted = dict.fromkeys(request.skus)
+    if every_signal or weight_of["complement"] > 0:
+        wanted.update(anchors(state, request))
+    if state is not None and (every_signal or weight_of["neighbours"] > 0):
+        wanted.update(dict.fromkeys(nextbasket.sources(state.basket_vector)))
+    return list(wanted)
 
 
 def recommend(

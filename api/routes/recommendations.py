@@ -55,7 +55,8 @@ async def _recommend(store: Store, rules: ranking.Rules, signing: SigningKeys, c
                      anonymous_id: str | None, req: ranking.Request) -> Response:
     state, at_hand = await store.fetch(customer_id, anonymous_id, req.skus)
     # home page anchors come from the profile: their lists from the store's neighbour table
-    neighbors = store.anchor_neighbors([sku for sku in ranking.anchors(state, req) if sku not in req.skus], at_hand)
+    neighbors = store.anchor_neighbors([sku for sku in ranking.lists_to_read(state, req) if sku not in req.skus],
+                                       at_hand)
     # a thinly known basket item borrows its category's lists: from the table, no round trip
     neighbors = store.anchor_neighbors(ranking.stand_ins(req, neighbors, store.catalog, store.popularity), neighbors)
     now = now_ms()
