@@ -16,7 +16,7 @@ from __future__ import annotations
 import bisect
 import operator
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field
 from typing import Any
 
 from online_models import decay, nextbasket, tiers
@@ -35,6 +35,7 @@ MAX_STORES = 8
 MAX_SEEN_IDS = 64
 MAX_ALIASES = 8
 MAX_NOT_INTERESTED = 32
+MAX_OFFER_TRIALS = 16  # the newest offer decisions whose trial is counted (``offer_trial``)
 
 # How much each kind of interest counts towards affinities: a purchase says more than a look.
 INTEREST = {"product_view": 0.1, "add_to_cart": 0.3, "purchase": 1.0}
@@ -90,6 +91,9 @@ class CustomerState:
     rhythm: RhythmState = field(default_factory=RhythmState)  # what churn needs beyond the above
     churn_keys: tuple[int | None, int | None, int | None] | None = None  # as last told to the shard
     churn_version: int = 0  # updates told to the churn shard so far
+    # offer decisions already counted as a trial: decision id → event time of its first feedback,
+    # the newest MAX_OFFER_TRIALS (the flow's only: not in the stored profile)
+    offer_trials: dict[str, int] = field(default_factory=dict)
 
     # --- the one entry point the flow calls -------------------------------------------
 
@@ -120,6 +124,34 @@ class CustomerState:
         if len(self.seen_ids) > MAX_SEEN_IDS:
             del self.seen_ids[next(iter(self.seen_ids))]
         return True
+
+    def __setstate__(self, state: Any) -> None:
+        """Unpickling (bytewax recovery): a state snapshotted before a field was added gets that
+        field's default, not a missing attribute. Pickle hands over (None, {slot: value})."""
+        slots = state[1] if isinstance(state, tuple) else state
+        for name, spec in CustomerState.__dataclass_fields__.items():
+            if name in slots:
+                value = slots[name]
+            else:
+                value = spec.default_factory() if spec.default_factory is not MISSING else spec.default
+            object.__setattr__(self, name, value)
+
+    def offer_trial(self, decision_id: str | None, kind: str, ts_ms: int) -> tuple[bool, bool]:
+        """One offer decision is one trial, whatever the client posts of it: (count this
+        feedback, and does it stand in for the decision's impression). The first feedback of a
+        decision opens its trial: an impression, or an accept, click or dismiss whose impression
+        was never posted (the report read 100 % acceptance from a client that posted accepts
+        only); a later impression of it (a re-render, or the impression arriving after the
+        accept) is not a second trial. Feedback without a decision id is counted as it comes."""
+        if not decision_id:
+            return True, False
+        trials = self.offer_trials
+        if decision_id in trials:
+            return kind != "impression", False
+        trials[decision_id] = ts_ms
+        if len(trials) > MAX_OFFER_TRIALS:  # the newest by event time, ties by id: any arrival order
+            del trials[min(trials, key=lambda d: (trials[d], d))]
+        return True, kind != "impression"
 
     def merge(self, other: CustomerState) -> None:
         """Fold a stitched anonymous / loyalty-card state into this customer's state."""
@@ -393,7 +425,7 @@ class CustomerState:
 
 
 _DICT_FIELDS = ("channel_orders", "channel_events", "categories", "brands", "sku_interest", "cart", "cart_ts",
-                "stores", "views", "seen_ids", "not_interested", "basket_vector")
+                "stores", "views", "seen_ids", "not_interested", "basket_vector", "offer_trials")
 _LIST_FIELDS = ("aliases", "recent_adds")
 _ALL_FIELDS = operator.attrgetter(*CustomerState.__dataclass_fields__)
 

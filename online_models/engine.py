@@ -178,11 +178,13 @@ class Engine:
         before = {sku: list(state.bought[sku]) for sku in touched if sku in state.bought}
         first_before = state.first_purchase_ts
         counted_offer = isinstance(message, Feedback) and message.offer_id and not state.is_duplicate(message.event_id)
+        if counted_offer:  # one trial per decision (``CustomerState.offer_trial``)
+            counted_offer, implied_impression = state.offer_trial(message.decision_id, message.type, message.ts_ms)
         signals = apply_to_customer(state, message, self.popularity)
         emits: list = [Put(self.scheme.customer(state.customer_id), state, keys.encode_customer),
                        *_memberships(signals)]
         if counted_offer:  # the offer's statistics count it once, however often a client retried
-            emits.append(OfferOutcome(message))
+            emits.append(OfferOutcome(message, implied_impression))
         if touched:
             after = {sku: state.bought[sku] for sku in touched if sku in state.bought}
             emits.extend(RepeatChange(sku, deltas) for sku, deltas in repeats.changes(before, after))
@@ -255,7 +257,10 @@ class Engine:
         feedback = outcome.feedback
         state = state or OfferStats(feedback.offer_id or "")
         # the control group is counted apart: it measures uplift and must not steer learning
-        state.record(feedback.type, feedback.cell or "new", feedback.control, feedback.removed, feedback.features)
+        cell = feedback.cell or "new"
+        if outcome.implied_impression:  # its impression was never posted: the trial counts all the same
+            state.record("impression", cell, feedback.control, (), feedback.features)
+        state.record(feedback.type, cell, feedback.control, feedback.removed, feedback.features)
         return state, [Put(self.scheme.offer_stats(state.offer_id), state, keys.encode_offer_stats),
                        SAdd(self.scheme.offer_stats_index(), state.offer_id)]
 

@@ -86,6 +86,7 @@ class OfferOutcome:
     the same feedback is counted once."""
 
     feedback: Feedback
+    implied_impression: bool = False  # the decision's impression was never posted: count one (``offer_trial``)
 
 
 @dataclass(frozen=True, slots=True)

@@ -123,3 +123,15 @@ def test_a_dismissed_recommendation_reaches_the_customer_and_an_anonymous_one_no
     customers = runner.states["customers"]
     assert customers["c-9"].not_interested == {"BS-1": T0}
     assert ANONYMOUS_CUSTOMER not in customers and "c-8" not in customers  # a click changes no profile
+
+
+def test_a_state_recovered_from_before_a_field_was_added_gets_its_default():
+    # bytewax recovery unpickles the snapshots of the running version: a field added since (here
+    # the offer trials) must not be a missing attribute that dead-letters every later message
+    state = fresh([purchase("p1", skus=("TR-1",))])
+    cls, args, (_, slots) = state.__reduce_ex__(4)[:3]
+    before = {name: value for name, value in slots.items() if name != "offer_trials"}
+    old = CustomerState.__new__(CustomerState)
+    old.__setstate__((None, before))
+    assert old.offer_trials == {} and old.to_dict() == state.to_dict()
+    assert pickle.loads(pickle.dumps(state)).to_dict() == state.to_dict()

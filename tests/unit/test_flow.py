@@ -118,3 +118,29 @@ def test_a_retried_offer_feedback_is_counted_once_by_the_offers_statistics():
     for _ in range(3):  # the client retried: the same event id
         runner.feed(accept)
     assert runner.states["offer_stats"]["belt-bundle"].cells["men|regular"] == [1.0, 1.0]  # one trial, one accept
+
+
+def test_one_offer_decision_is_one_trial_whatever_the_client_posts_of_it():
+    """The uplift report read 100 % acceptance from a client that posted accepts only: an accept or
+    a dismiss whose impression was never posted counts that impression, and an impression posted
+    after its decision's accept (or twice) is not a second trial."""
+    from online_models.engine import Engine, Runner
+    from online_models.events import Feedback
+    from online_models.propensity import DIMENSION
+
+    runner = Runner(Engine(Settings().engine()))
+
+    def post(event_id, kind, decision, ts=1_796_000_000_000):
+        runner.feed(Feedback(event_id=event_id, type=kind, ts_ms=ts, customer_id="c-1", channel="web",
+                             decision_id=decision, offer_id="belt-bundle", cell="men|regular",
+                             features=(0.5,) * DIMENSION))
+
+    post("fb-1", "accept", "d-1")  # no impression posted
+    post("fb-2", "impression", "d-1", ts=1_796_000_000_500)  # arrives after its accept
+    post("fb-3", "dismiss", "d-2")  # no impression posted
+    post("fb-4", "impression", "d-3")
+    post("fb-5", "impression", "d-3")  # the page rendered twice
+    post("fb-6", "accept", "d-3")
+    stats = runner.states["offer_stats"]["belt-bundle"]
+    assert stats.cells["men|regular"] == [3.0, 2.0]  # three decisions, two accepted
+    assert (stats.model.shown, stats.model.accepted) == (3, 2)  # the contextual model learns the same trials
