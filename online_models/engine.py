@@ -178,6 +178,7 @@ class Engine:
         before = {sku: list(state.bought[sku]) for sku in touched if sku in state.bought}
         first_before = state.first_purchase_ts
         counted_offer = isinstance(message, Feedback) and message.offer_id and not state.is_duplicate(message.event_id)
+        implied_impression = False
         if counted_offer:  # one trial per decision (``CustomerState.offer_trial``)
             counted_offer, implied_impression = state.offer_trial(message.decision_id, message.type, message.ts_ms)
         signals = apply_to_customer(state, message, self.popularity)

@@ -158,13 +158,26 @@ def lists_to_read(state: CustomerState | None, request: Request, weights: Weight
     ``weights`` and ``every_signal``): the anchors when complements count, the customer's
     heaviest items when the neighbour evidence does. A signal the blend gives no weight reads
     none (the home page's fitted blend: the neighbour evidence's sources only)."""
-    weight_of = _weight_table(weights or FITTED.get(request.context, TILL_WEIGHTS))
+    complements, neighbour_evidence = _signals_computed(request, weights, every_signal)
     wanted = dict.fromkeys(request.skus)
-    if every_signal or weight_of["complement"] > 0:
+    if complements:
         wanted.update(anchors(state, request))
-    if state is not None and (every_signal or weight_of["neighbours"] > 0):
+    if state is not None and neighbour_evidence:
         wanted.update(dict.fromkeys(nextbasket.sources(state.basket_vector)))
     return list(wanted)
+
+
+def _blend(request: Request, weights: Weights | None) -> Weights:
+    return weights or FITTED.get(request.context, TILL_WEIGHTS)
+
+
+def _signals_computed(request: Request, weights: Weights | None, every_signal: bool) -> tuple[bool, bool]:
+    """Whether the complements and the neighbour evidence are computed for this request: not when
+    the blend gives them no weight (they would only add candidates that the other signals score;
+    the home page's fitted blend gives complements none, the till's none to the neighbour
+    evidence), unless ``every_signal``. ``recommend`` and ``lists_to_read`` both ask here."""
+    weight_of = _weight_table(_blend(request, weights))
+    return (every_signal or weight_of["complement"] > 0, every_signal or weight_of["neighbours"] > 0)
 
 
 def recommend(
@@ -187,17 +200,16 @@ def recommend(
     in the features (``omnirec fit-weights`` must see a part to try weighting it)."""
     shares = state.category_shares(catalog) if state is not None else {}
     candidates: dict[str, _Candidate] = {}
-    weight_of = _weight_table(weights or FITTED.get(request.context, TILL_WEIGHTS))
-    # A signal the blend gives no weight is not computed: it would only add candidates that the
-    # other signals score (the home page's fitted blend gives complements none, the till's none
-    # to the neighbour evidence). Home: 0.73 → 0.61 ms of CPU per request (bench.decision).
-    if every_signal or weight_of["complement"] > 0:
+    weight_of = _weight_table(_blend(request, weights))
+    # a signal the blend gives no weight is skipped: home 0.73 → 0.61 ms of CPU (bench.decision)
+    complements, neighbour_evidence = _signals_computed(request, weights, every_signal)
+    if complements:
         _score_complements(anchors(state, request), neighbors, catalog, candidates)
         _score_stand_ins(request, neighbors, catalog, popularity, candidates)
     now_ms = request.now_ms if request.now_ms is not None else (state.last_ts if state else None) or 0
     if state is not None:
         _score_personal(state, shares, popularity, catalog, rules, repeats, candidates, request.context, now_ms)
-        if every_signal or weight_of["neighbours"] > 0:
+        if neighbour_evidence:
             _score_neighbours(state, neighbors, candidates, request.context)
     till = _Till.of(request, state, catalog, shares, neighbors) if request.context == "cart" else None
     _score_popularity(request, popularity, catalog, candidates, till.lines if till else ())
@@ -425,8 +437,6 @@ def _thin_pair_in_words(anchor_name: str, baskets: float) -> str:
 _PAIR_IN_WORDS = "bought with {} in {:.0%} of baskets".format
 _STAND_IN_IN_WORDS = "bought with other {} in {:.0%} of their baskets".format
 _LIKE_IN_WORDS = "you like {}".format
-
-
 _NEIGHBOURS_REASON = "bought by customers who buy what you buy"
 
 
