@@ -210,20 +210,27 @@ class CustomerState:
         return self.discounted / self.gross if self.gross > 0 else 0.0
 
     def category_shares(self, catalog: Mapping[str, Product]) -> dict[str, float]:
-        return decay.shares(self._resolved(catalog, "category", decay.top(self.categories, MAX_CATEGORIES)))
+        return self.interest_shares(catalog)[0]
 
     def brand_shares(self, catalog: Mapping[str, Product]) -> dict[str, float]:
-        return decay.shares(self._resolved(catalog, "brand", decay.top(self.brands, MAX_BRANDS)))
+        return self.interest_shares(catalog)[1]
 
-    def _resolved(self, catalog: Mapping[str, Product], attribute: str, known: dict[str, float]):
-        """`known` plus the bare SKUs' interest, attributed through the catalog (the heaviest
-        of each, as stored: readers of the stored profile and of the live state agree)."""
-        merged = dict(known)
+    def interest_shares(self, catalog: Mapping[str, Product]) -> tuple[dict[str, float], dict[str, float]]:
+        """Each category's and each brand's share of the customer's interest: the stored ones
+        plus the bare SKUs' interest, attributed through the catalog (the heaviest of each, as
+        stored: readers of the stored profile and of the live state agree). Both in one pass
+        over the SKUs: a ranking request needs both."""
+        categories = decay.top(self.categories, MAX_CATEGORIES)
+        brands = decay.top(self.brands, MAX_BRANDS)
+        catalog_get, add = catalog.get, decay.add
         for sku, log_w in decay.top(self.sku_interest, MAX_SKU_INTEREST).items():
-            product = catalog.get(sku)
-            if product is not None and getattr(product, attribute):
-                decay.add(merged, getattr(product, attribute), log_w)
-        return merged
+            product = catalog_get(sku)
+            if product is not None:
+                if product.category:
+                    add(categories, product.category, log_w)
+                if product.brand:
+                    add(brands, product.brand, log_w)
+        return decay.shares(categories), decay.shares(brands)
 
     @property
     def basket(self) -> dict[str, float]:

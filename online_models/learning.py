@@ -28,7 +28,8 @@ LABELS = {"impression": 0, "click": 1, "accept": 1}  # dismiss teaches the ranke
 
 def feature_vector(features: Mapping[str, float]) -> list[float]:
     get = features.get
-    return [round(float(get(name, 0.0)), 4) for name in FEATURES]
+    # most features of a suggestion are 0: rounding is the cost of signing its id (bench.decision)
+    return [round(float(value), 4) if (value := get(name)) else 0.0 for name in FEATURES]
 
 
 def as_features(vector: list[float]) -> dict[str, float]:
