@@ -217,7 +217,7 @@ def recommend(
 
     excluded, excluded_categories = _excluded(state, request, catalog, now_ms)
     line_shares = till.line_shares if till else shares
-    scored: list[_Scored] = []
+    kept: list[tuple] = []  # (0, -score, sku, candidate, product): tuples, not objects, for most never shown
     outside_line: dict[str, bool] = {}  # per category, for this customer (at the till: this basket)
     bought = state.bought if state is not None else {}
     catalog_get, bought_get = catalog.get, bought.get
@@ -241,20 +241,25 @@ def recommend(
         score = 0
         for part, value in cand.parts.items():  # the same order of additions as sum(): the same floats
             score += weight_of[part] * value
-        entry = _Scored(score, cand, product)
-        if till is not None:
-            till.place(entry)
-        scored.append(entry)
-    if ranker is not None and ranker.trained_on and scored:
-        _blend_learnt(scored, ranker, state)
+        kept.append((0, -score, sku, cand, product))
     # Only the k shown are dressed with names, reasons and features: most candidates never are.
-    # Best first: tier, then score, ties by SKU (unique, so the entry itself is never compared;
+    # Best first: tier, then score, ties by SKU (unique, so what follows it is never compared;
     # tuples compare in C, a key function would be called per candidate and per selection).
-    ranked = [(s.tier, -s.score, s.candidate.sku, s) for s in scored]
-    if till is None:
-        top = [entry for *_, entry in heapq.nsmallest(request.k, ranked)]
-    else:  # the first places are filled from the whole list, substitutes kept out of them
-        top = till.keep_substitutes_out_of_the_top(ranked, request.k)
+    learnt = ranker is not None and ranker.trained_on and kept
+    if till is None and not learnt:
+        top = [_Scored(-neg, cand, product) for _, neg, _, cand, product in heapq.nsmallest(request.k, kept)]
+    else:  # every candidate is placed (the till's tiers) or re-scored (the learnt ranker)
+        scored = [_Scored(-neg, cand, product) for _, neg, _, cand, product in kept]
+        if till is not None:
+            for entry in scored:
+                till.place(entry)
+        if learnt:
+            _blend_learnt(scored, ranker, state)
+        ranked = [(s.tier, -s.score, s.candidate.sku, s) for s in scored]
+        if till is None:
+            top = [entry for *_, entry in heapq.nsmallest(request.k, ranked)]
+        else:  # the first places are filled from the whole list, substitutes kept out of them
+            top = till.keep_substitutes_out_of_the_top(ranked, request.k)
     return [_finish(s, state, lead_with_evidence=till is not None) for s in top]
 
 
