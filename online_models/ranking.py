@@ -397,12 +397,14 @@ class _Till:
         when only the first ``k`` were searched). Partial selections, not a sort of every
         candidate: the rest can only come from the first ``k`` + 3 of them."""
         free = min(retail_rules.DEFAULT.till_substitute_free_top, k)
-        head = [entry for *_, entry in heapq.nsmallest(free, [r for r in ranked if not r[3].substitute])]
-        if len(head) < free:
-            return head
+        best = [entry for *_, entry in heapq.nsmallest(k + free, ranked)]
+        head = [entry for entry in best if not entry.substitute][:free]
+        if len(head) < free:  # the best non-substitutes lie further down: search them all
+            head = [entry for *_, entry in heapq.nsmallest(free, [r for r in ranked if not r[3].substitute])]
+            if len(head) < free:
+                return head
         chosen = {id(s) for s in head}
-        rest = [entry for *_, entry in heapq.nsmallest(k + free, ranked) if id(entry) not in chosen]
-        return (head + rest)[:k]
+        return (head + [entry for entry in best if id(entry) not in chosen])[:k]
 
 
 class _Scored:
