@@ -23,11 +23,13 @@ offset out of range stops the flow (source_error) rather than jumping to the end
 
 from __future__ import annotations
 
+import copy
 import sys
 
 from bytewax import operators as op
 from bytewax.connectors.kafka import operators as kop
-from bytewax.dataflow import Dataflow, Stream
+from bytewax.dataflow import Dataflow, Stream, operator
+from bytewax.operators import KeyedStream, StatefulBatchLogic
 
 from flows import metrics
 from flows.broker_watch import BrokerWatch
@@ -85,8 +87,34 @@ def _build(flow: Dataflow, step: Step, produced) -> Stream:
     source = inputs[0] if len(inputs) == 1 else op.merge(f"{step.name}_in", *inputs)
     if not step.stateful:
         return op.flat_map_batch(step.name, source, _each(step.fn))
-    out = op.stateful_flat_map(step.name, source, step.fn)
+    out = _stateful_per_batch(step.name, source, step.fn_batch)
     return op.flat_map_batch(f"{step.name}_unkey", out, _values)
+
+
+@operator
+def _stateful_per_batch(step_id: str, up, run_batch) -> KeyedStream:
+    """``op.stateful_flat_map``, handing the step all of a batch's messages of a key in one call
+    (``Step.fn_batch``: one copy of the state per key and batch, not per message). Its inner
+    steps are named as ``stateful_flat_map``'s (``stateful`` → ``stateful_batch``), and its
+    snapshots are the same states: a recovery store written before this reads the same."""
+    return _stateful("stateful", up, run_batch)
+
+
+@operator
+def _stateful(step_id: str, up, run_batch) -> KeyedStream:
+    return op.stateful_batch("stateful_batch", up, lambda resume: _PerBatch(run_batch, resume))
+
+
+class _PerBatch(StatefulBatchLogic):
+    def __init__(self, run_batch, state) -> None:
+        self.run_batch, self.state = run_batch, state
+
+    def on_batch(self, values: list) -> tuple[list, bool]:
+        self.state, emits = self.run_batch(self.state, values)
+        return emits, self.state is None  # a step that returns no state drops the key
+
+    def snapshot(self):
+        return copy.deepcopy(self.state)  # bytewax pickles it later: it must not change meanwhile
 
 
 def _keyer(wanted):

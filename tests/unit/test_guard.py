@@ -112,3 +112,26 @@ def test_a_dead_letter_too_large_to_produce_is_truncated_with_headers_saying_so(
     assert headers["source_offset"] == b"42" and headers["reason"] == b"message too big"
     small = dead_letter_message(DeadLetter(Raw("web.events", 0, 1, b"k", b"{bad"), "not valid JSON"))
     assert small.value == b"{bad" and "truncated" not in dict(small.headers)
+
+
+def test_a_key_s_messages_of_one_batch_give_what_they_give_one_by_one():
+    """The flow hands a stateful step all of a batch's messages of a key at once (one copy of
+    the state, not one per message); a failing one among them is dead-lettered alone."""
+    [customers] = [step for step in graph(Faulty()) if step.name == "customers"]
+    parse = Faulty().parse
+    clock = None
+    messages = []
+    for raw in raws(purchase("e1", "c-1"), purchase("e2", "c-1", 13.13), purchase("e3", "c-1"),
+                    purchase("e4", "c-1", 20.0)):
+        clock, parsed = parse(clock, raw)
+        messages.extend(m for m in parsed if type(m) in customers.accepts)
+    one_by_one_state, one_by_one = None, []
+    for message in messages:
+        one_by_one_state, emits = customers.fn(one_by_one_state, message)
+        one_by_one.extend(emits)
+    state, emits = customers.fn_batch(None, messages)
+    assert state.orders == one_by_one_state.orders == 3 and state.gross == one_by_one_state.gross == 40.0
+    assert [type(m) for m in emits] == [type(m) for m in one_by_one]
+    assert [m.step for m in emits if isinstance(m, DeadLetter)] == ["customers"]
+    clean, _ = customers.fn_batch(None, [m for m in messages if "e2" not in repr(m)])
+    assert clean.orders == 3  # no failure: one pass on one copy
