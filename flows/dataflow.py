@@ -37,6 +37,7 @@ from flows.kafka_source import kafka_input
 from flows.redis_sink import Backoff, CountOnly, RedisSink
 from flows.steps import (
     alert_message,
+    batch_from_kafka,
     dead_letter_message,
     from_kafka,
     is_alert,
@@ -142,10 +143,6 @@ def _each(fn):
     return lambda batch: [out for message in batch for out in fn(message)]
 
 
-def _each_one(fn):
-    return lambda batch: [fn(message) for message in batch]
-
-
 def _values(batch: list) -> list:
     return [kv[1] for kv in batch]
 
@@ -166,7 +163,7 @@ def build_flow(settings: Settings | None = None) -> Dataflow:
         add_config=source_config(settings),
         idle_poll_s=settings.flow_idle_poll_ms / 1000,
     )
-    raw = op.flat_map_batch("as_raw", kin.oks, _each_one(from_kafka))
+    raw = op.flat_map_batch("as_raw", kin.oks, batch_from_kafka)
     heartbeats = op.input("clock", flow, HeartbeatSource(settings.churn_tick_s))
     writes, letters, alerts = wire(flow, raw, engine, heartbeats)
     source_errors = op.filter_map("source_errors", kin.errs, source_error)

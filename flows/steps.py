@@ -25,13 +25,33 @@ def wall_ms() -> int:
 def from_kafka(msg: Any, error: str | None = None) -> Raw | DeadLetter:
     """A Kafka record as the engine sees it, stamped with the wall time it was read (the only
     wall time events carry: it bounds how far in the future an event may claim to be)."""
-    counter = _EVENTS_BY_TOPIC.get(msg.topic)
-    if counter is None:
-        counter = _EVENTS_BY_TOPIC[msg.topic] = metrics.EVENTS_IN.labels(str(msg.topic))
-    counter.inc()
+    _count_read(msg.topic, 1)
     metrics.POSITIONS.read(msg.topic, msg.partition, msg.offset)
     raw = Raw(msg.topic, msg.partition, msg.offset, msg.key, msg.value, wall_ms())
     return raw if error is None else DeadLetter(raw, error)
+
+
+def batch_from_kafka(batch: list) -> list[Raw]:
+    """``from_kafka`` for a batch the source read: one wall time for all of it (read at once), and
+    the counters moved once per topic, not once per record (a lock each: 3 % of the flow's CPU)."""
+    now = wall_ms()
+    out, counts = [], {}
+    positions = metrics.POSITIONS.read
+    for msg in batch:
+        topic = msg.topic
+        counts[topic] = counts.get(topic, 0) + 1
+        positions(topic, msg.partition, msg.offset)
+        out.append(Raw(topic, msg.partition, msg.offset, msg.key, msg.value, now))
+    for topic, n in counts.items():
+        _count_read(topic, n)
+    return out
+
+
+def _count_read(topic: str, n: int) -> None:
+    counter = _EVENTS_BY_TOPIC.get(topic)
+    if counter is None:
+        counter = _EVENTS_BY_TOPIC[topic] = metrics.EVENTS_IN.labels(str(topic))
+    counter.inc(n)
 
 
 _WRITES = frozenset(WRITE_TYPES)

@@ -6,7 +6,13 @@ from __future__ import annotations
 import urllib.request
 
 from flows import metrics
-from flows.steps import FLOW_METRICS, alert_message, dead_letter_message, from_kafka
+from flows.steps import (
+    FLOW_METRICS,
+    alert_message,
+    batch_from_kafka,
+    dead_letter_message,
+    from_kafka,
+)
 from omnirec.stack import free_port
 from online_models import answers, flow_metrics
 from online_models.churn import Alert
@@ -34,6 +40,15 @@ def test_events_dead_letters_step_errors_and_alerts_are_counted():
     assert value("omnirec_flow_events_total", topic="t.web") - before_web == 3
     assert value("omnirec_flow_events_total", topic="t.store") - before_store == 1
     assert FLOW_METRICS.take() == 4 and FLOW_METRICS.take() == 0  # the hash's `messages`, reported once
+
+    batch = [Record("t.web"), Record("t.store"), Record("t.web")]
+    raws = batch_from_kafka(batch)  # what the flow calls: the counters moved once per topic and batch
+    assert [(r.topic, r.offset, r.value) for r in raws] == [("t.web", 1, b"{}"), ("t.store", 1, b"{}"),
+                                                           ("t.web", 1, b"{}")]
+    assert len({r.received_ms for r in raws}) == 1 and raws[0].received_ms is not None
+    assert value("omnirec_flow_events_total", topic="t.web") - before_web == 5
+    assert FLOW_METRICS.take() == 3
+    assert metrics.POSITIONS.next[("t.store", 0)] == 2
 
     raw = Raw("t.web", 0, 1, b"k", b"nope", 0)
     bad_json = value("omnirec_flow_dead_letters_total", reason="bad_json")
