@@ -517,7 +517,7 @@ def stand_ins(request: Request, neighbors: Mapping[str, list[Neighbor]], catalog
     found: dict[str, str] = {}
     for sku in request.skus:
         product = catalog.get(sku)
-        if product is None or _baskets_of(neighbors.get(sku, ())) >= THIN_BASKETS:
+        if product is None or _well_known(neighbors.get(sku, ())):
             continue
         for other in [o for o in popularity.by_category.get(product.category, ()) if o != sku][:STAND_INS]:
             found.setdefault(other, sku)
@@ -546,10 +546,11 @@ def _score_stand_ins(request, neighbors, catalog, popularity, candidates) -> Non
                                                            kind, neighbor.confidence))
 
 
-def _baskets_of(own: Sequence[Neighbor]) -> float:
-    """How many baskets (decayed) held an item, from its co-purchase list: each partner's
-    together-count over its share of the item's baskets."""
-    return max((n.together_baskets / n.confidence for n in own if n.confidence > 0), default=0.0)
+def _well_known(own: Sequence[Neighbor]) -> bool:
+    """Whether at least ``THIN_BASKETS`` baskets (decayed) held an item, read from its co-purchase
+    list: any partner's together-count over its share of the item's baskets says how many did
+    (the first partner usually tells; the list need not be read to its end)."""
+    return any(n.together_baskets / n.confidence >= THIN_BASKETS for n in own if n.confidence > 0)
 
 
 def _score_personal(state, shares, brand_shares, popularity, catalog, rules, repeats, candidates,
