@@ -45,6 +45,7 @@ from typing import Any
 from online_models import decay, rules, tiers
 from online_models.clock import DAY_MS, HOUR_MS, WEEK_MS
 from online_models.events import Event
+from online_models.pickling import pickled_by_fields
 
 VALUE_HALF_LIFE_DAYS = 365.0
 VISIT_HALF_LIVES_DAYS = (14.0, 90.0)
@@ -278,6 +279,7 @@ class RhythmState:
         return cls(**known)
 
 
+@pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class Rhythm:
     """A customer's purchase rhythm and churn signals as of their last event: the read-only
@@ -1054,6 +1056,7 @@ def silence_text(days: int, usual_gap: float | None, purchases: int, orders: int
 # --------------------------------------------------------------------------- alerts
 
 
+@pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class Alert:
     customer_id: str

@@ -24,6 +24,7 @@ from online_models.churn import WEB_CHANNELS, Rhythm, RhythmState
 from online_models.clock import DAY_MS
 from online_models.contacts import Contacts
 from online_models.events import Event, Item, Product
+from online_models.pickling import pickled_by_fields
 
 MAX_CATEGORIES = 24
 MAX_BRANDS = 12
@@ -43,6 +44,7 @@ CART_PAIR_WEIGHT = 0.3
 CART_SESSION_MS = DAY_MS  # cart adds this close together count as one basket
 
 
+@pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class BasketSignal:
     """Items seen together (one order, or two items of one open cart), for co-occurrence and,

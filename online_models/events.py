@@ -21,6 +21,7 @@ import orjson
 
 from online_models.clock import DAY_MS
 from online_models.learning import clamp_feature
+from online_models.pickling import pickled_by_fields
 
 EVENT_TYPES = frozenset({
     "page_view", "product_view", "search", "add_to_cart", "remove_from_cart",
@@ -43,6 +44,7 @@ MAX_ITEM_QTY = 10_000.0  # per line of a basket
 MAX_ITEM_PRICE = 1_000_000.0  # per unit, in the shop's currency
 
 
+@pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class Item:
     sku: str
@@ -61,6 +63,7 @@ class Item:
         return self.list_price is not None and self.list_price > self.price
 
 
+@pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class Event:
     event_id: str
@@ -105,6 +108,7 @@ class Product:
         }
 
 
+@pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class Feedback:
     """What a customer did with a served offer or recommendation (topic `recs.feedback`)."""
@@ -124,6 +128,7 @@ class Feedback:
     removed: tuple[tuple[str, int], ...] = ()  # offers each gate removed from the decision (impressions)
 
 
+@pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class Tombstone:
     """An erasure request for one customer (envelope type ``erase``): the flow drops their state
@@ -139,6 +144,7 @@ class Tombstone:
     aliases: tuple[str, ...] = ()
 
 
+@pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class Rejected:
     reason: str

@@ -13,8 +13,10 @@ from dataclasses import dataclass, field
 from online_models import decay
 from online_models.customer import BasketSignal, CustomerState
 from online_models.events import Event, Feedback
+from online_models.pickling import pickled_by_fields
 
 
+@pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class Merge:
     """Sent to a customer's key: fold this alias profile in."""

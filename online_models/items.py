@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from online_models import decay, rules
 from online_models.customer import BasketSignal
 from online_models.events import Product
+from online_models.pickling import pickled_by_fields
 
 MAX_NEIGHBORS = 64
 PRUNED_NEIGHBORS = 48  # prune with slack so pruning (sorting) happens rarely
@@ -28,17 +29,20 @@ MAX_STORES = 32
 SHRINK = 0.5  # a pair seen once in half a basket's weight should not top the list
 
 
+@pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class PairUpdate:
     partner: str
     log_weight: float
 
 
+@pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class OwnCount:
     log_count: float
 
 
+@pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class Neighbor:
     sku: str

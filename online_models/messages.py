@@ -17,10 +17,12 @@ from online_models.customer import BasketSignal
 from online_models.events import Event, Feedback
 from online_models.identity import Merge
 from online_models.items import OwnCount, PairUpdate
+from online_models.pickling import pickled_by_fields
 
 # --------------------------------------------------------------------------- input
 
 
+@pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class Raw:
     """A record as read from a topic, kept whole so that a dead letter can carry it back.
@@ -40,6 +42,7 @@ class Raw:
         return f"{self.topic}/{self.partition}"
 
 
+@pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
     """A message the engine could not use, and why. ``raw`` is the record as read when the
@@ -52,6 +55,7 @@ class DeadLetter:
     step: str | None = None
 
 
+@pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class Heartbeat:
     """The wall clock, from the edge's tick source: lets silence move the churn clock."""
@@ -59,6 +63,7 @@ class Heartbeat:
     wall_ms: int
 
 
+@pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class Progress:
     """A partition's watermark moved (to the stream clock)."""
@@ -71,6 +76,7 @@ class Progress:
 # --------------------------------------------------------------------------- customers and items
 
 
+@pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class Forward:
     """A stitched alias hands an event (or its profile, as a ``Merge``) to its customer."""
@@ -79,6 +85,7 @@ class Forward:
     message: Event | Merge
 
 
+@pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class OfferOutcome:
     """Offer feedback the customer step counted for the first time (its event id was not in the
@@ -89,6 +96,7 @@ class OfferOutcome:
     implied_impression: bool = False  # the decision's impression was never posted: count one (``offer_trial``)
 
 
+@pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class ItemBasket:
     """One item's membership of a basket signal (to that item's counts)."""
@@ -97,12 +105,14 @@ class ItemBasket:
     signal: BasketSignal
 
 
+@pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class ToNeighbors:
     sku: str
     update: PairUpdate | OwnCount
 
 
+@pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class RepeatChange:
     """To an item's repeat counts: how one customer's contribution changed, as
@@ -115,6 +125,7 @@ class RepeatChange:
 # --------------------------------------------------------------------------- churn
 
 
+@pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class ChurnUpdate:
     """A customer's rhythm changed: move them in their population shard, re-arm their timer.
@@ -131,12 +142,14 @@ class ChurnUpdate:
     event_ts: int
 
 
+@pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class ShardTick:
     shard: int
     now_ms: int
 
 
+@pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class BucketTick:
     bucket: int
@@ -144,6 +157,7 @@ class BucketTick:
     finished: bool  # the clock is past the bucket's end: nothing more can be due in it
 
 
+@pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class Timer:
     """A customer's churn timer (``due_ts`` None: disarmed), with the alert it would raise."""
@@ -155,6 +169,7 @@ class Timer:
     alert: Alert | None
 
 
+@pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class Fired:
     """A timer bucket's clock passed a customer's due time."""
@@ -165,6 +180,7 @@ class Fired:
 # --------------------------------------------------------------------------- writes
 
 
+@pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class Put:
     """SET key to a state's bytes. ``value`` may be a live state: the sink encodes the last
@@ -183,6 +199,7 @@ class Put:
         pipe.set(self.key, self.encode(self.value), ex=self.ttl_s)
 
 
+@pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class HashPut:
     key: str
@@ -198,6 +215,7 @@ class HashPut:
         pipe.hset(self.key, self.field, self.encode(self.value))
 
 
+@pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class ZAdd:
     key: str
@@ -212,6 +230,7 @@ class ZAdd:
         pipe.zadd(self.key, {self.member: self.score})
 
 
+@pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class SAdd:
     key: str
@@ -235,6 +254,7 @@ return false
 ALERT_SEEN_TTL_S = 180 * 86_400
 
 
+@pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class AddAlert:
     key: str
@@ -250,6 +270,7 @@ class AddAlert:
         pipe.eval(ADD_ALERT_ONCE, 2, self.key, self.seen_key, self.payload, self.maxlen, ALERT_SEEN_TTL_S)
 
 
+@pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class Delete:
     """DEL key: an erased customer's profile or alias (``online_models.erasure``)."""
@@ -288,6 +309,7 @@ return {removed, seen}
 """
 
 
+@pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class DeleteAlerts:
     """Remove one customer's entries from the churn-alert stream, and their `seen` keys; the
