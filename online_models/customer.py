@@ -214,9 +214,6 @@ class CustomerState:
     def category_shares(self, catalog: Mapping[str, Product]) -> dict[str, float]:
         return self.interest_shares(catalog)[0]
 
-    def brand_shares(self, catalog: Mapping[str, Product]) -> dict[str, float]:
-        return self.interest_shares(catalog)[1]
-
     def interest_shares(self, catalog: Mapping[str, Product]) -> tuple[dict[str, float], dict[str, float]]:
         """Each category's and each brand's share of the customer's interest: the stored ones
         plus the bare SKUs' interest, attributed through the catalog (the heaviest of each, as

@@ -112,7 +112,8 @@ def profile_view(
     recency_days = None
     if state.last_purchase_ts is not None:
         recency_days = round(max(0, now_ms - state.last_purchase_ts) / decay.DAY_MS, 2)
-    category_shares = sorted(state.category_shares(catalog).items(), key=lambda kv: -kv[1])
+    shares, brand_shares = state.interest_shares(catalog)  # both in one pass
+    category_shares = sorted(shares.items(), key=lambda kv: -kv[1])
     total_events = sum(state.channel_events.values()) or 1
     return {
         "customer_id": state.customer_id,
@@ -136,7 +137,7 @@ def profile_view(
         ],
         "top_brands": [
             {"brand": brand, "share": round(share, 4)}
-            for brand, share in sorted(state.brand_shares(catalog).items(), key=lambda kv: -kv[1])[:3]
+            for brand, share in sorted(brand_shares.items(), key=lambda kv: -kv[1])[:3]
         ],
         "recent_views": [{"sku": sku, "name": _name(catalog, sku)} for sku in reversed(state.recent_views)],
         "basket": [{"sku": sku, "qty": qty, "name": _name(catalog, sku)} for sku, qty in state.basket.items()],
